@@ -1,0 +1,249 @@
+//! The decision pipeline for one request: verify, route, ask the plugin chain, check
+//! the grant, sign. Independent of NATS I/O so it can be benchmarked and tested alone.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use nkeys::KeyPairType;
+
+use crate::capabilities::Capabilities;
+use crate::config::Config;
+use crate::decision::Decision;
+use crate::keys::{KeyError, SeedSource};
+use crate::plugin::{CallLimits, LoadedPlugin, PluginEngine, PluginError, v0_1_0};
+use crate::request::{ReplyTarget, Verifier, unix_now};
+use crate::respond::Signer;
+use crate::routing::{self, Mode};
+use crate::x509;
+
+/// Environment variables that override the seed files.
+pub const ISSUER_SEED_ENV: &str = "AUTH_CALLOUT_ISSUER_SEED";
+pub const XKEY_SEED_ENV: &str = "AUTH_CALLOUT_XKEY_SEED";
+
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    #[error(transparent)]
+    Key(#[from] KeyError),
+    #[error(transparent)]
+    Plugin(#[from] PluginError),
+}
+
+/// How one request ended, for logs and metrics.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Verdict {
+    /// Admitted into `account`.
+    Allowed { account: String },
+    /// A well-formed request whose client was refused.
+    Denied(String),
+    /// The request itself was bad (forged, expired, garbage): an error, not a client.
+    Invalid(String),
+}
+
+/// The result of handling one message.
+#[derive(Debug)]
+pub struct Handled {
+    pub mode: Option<Mode>,
+    pub verdict: Verdict,
+    /// Bytes to publish on the reply subject; `None` when no valid response can be
+    /// addressed (the request was unreadable).
+    pub reply: Option<Vec<u8>>,
+    /// Connection id and user nkey, for the log line.
+    pub client_id: u64,
+    pub user_nkey: String,
+}
+
+pub struct Authorizer {
+    signer: Signer,
+    leeway: Duration,
+    chains: HashMap<Mode, Vec<Arc<LoadedPlugin>>>,
+    // Keeps the epoch ticker alive as long as plugins may run.
+    _engine: Arc<PluginEngine>,
+}
+
+impl Authorizer {
+    /// Load seeds and every configured plugin. Fails on the first bad one.
+    pub fn from_config(cfg: &Config) -> Result<Self, LoadError> {
+        let issuer_file = cfg.issuer_seed_file.as_ref().map(|p| cfg.resolve(p));
+        let issuer_src = SeedSource {
+            what: "issuer seed",
+            env: ISSUER_SEED_ENV,
+            file: issuer_file.as_deref(),
+        };
+        let issuer = issuer_src.required(issuer_src.key_pair(KeyPairType::Account)?)?;
+        let xkey_file = cfg.xkey_seed_file.as_ref().map(|p| cfg.resolve(p));
+        let xkey = SeedSource {
+            what: "xkey seed",
+            env: XKEY_SEED_ENV,
+            file: xkey_file.as_deref(),
+        }
+        .xkey()?;
+
+        let limits = CallLimits {
+            timeout: cfg.limits.plugin_timeout,
+            memory_bytes: cfg.limits.plugin_memory_bytes,
+            instances: cfg.limits.instances_per_plugin,
+        };
+        let engine = Arc::new(PluginEngine::new(cfg.limits.plugin_memory_bytes)?);
+        let dir = cfg.plugin_dir();
+        let mut chains: HashMap<Mode, Vec<Arc<LoadedPlugin>>> = HashMap::new();
+        for (i, p) in cfg.plugin_list().into_iter().enumerate() {
+            let path = if p.path.is_absolute() {
+                p.path.clone()
+            } else {
+                dir.join(&p.path)
+            };
+            let name = format!(
+                "{}#{i}:{}",
+                p.mode,
+                p.path.file_stem().unwrap_or_default().to_string_lossy()
+            );
+            let init = serde_json::json!({
+                "permissions": cfg.permissions.for_mode(p.mode),
+                "settings": p.settings,
+            })
+            .to_string();
+            let plugin = engine.load(
+                &name,
+                p.mode,
+                &path,
+                init,
+                Capabilities::new(name.clone()),
+                limits,
+            )?;
+            tracing::info!(plugin = %name, path = %path.display(), "plugin loaded");
+            chains.entry(p.mode).or_default().push(plugin);
+        }
+        Ok(Self {
+            signer: Signer::new(issuer, xkey),
+            leeway: cfg.limits.request_leeway,
+            chains,
+            _engine: engine,
+        })
+    }
+
+    pub fn issuer_public_key(&self) -> &str {
+        &self.signer.issuer_public
+    }
+
+    pub fn enabled_modes(&self) -> Vec<Mode> {
+        Mode::ALL
+            .into_iter()
+            .filter(|m| self.chains.contains_key(m))
+            .collect()
+    }
+
+    /// Handle one `$SYS.REQ.USER.AUTH` message.
+    pub async fn handle(&self, payload: &[u8], server_xkey: Option<&str>) -> Handled {
+        let verifier = Verifier {
+            issuer: &self.signer.issuer_public,
+            xkey: self.signer.xkey.as_ref(),
+            leeway: self.leeway,
+        };
+        let verified = match verifier.verify(payload, server_xkey) {
+            Ok(v) => v,
+            Err((e, target)) => {
+                let reason = e.to_string();
+                return self.finish(None, target, Verdict::Invalid(reason.clone()), Err(reason), 0);
+            }
+        };
+        let req = verified.request;
+        let target = verified.target;
+        let client_id = req.client_info.id;
+        let mode = match routing::route(&req) {
+            Ok(m) => m,
+            Err(e) => {
+                let reason = e.to_string();
+                return self.finish(
+                    None,
+                    Some(target),
+                    Verdict::Denied(reason.clone()),
+                    Err(reason),
+                    client_id,
+                );
+            }
+        };
+        let decision = self.decide(mode, &req).await;
+        let now = unix_now();
+        let (verdict, outcome) = match decision {
+            Ok(grant) => match grant.check(now) {
+                Ok(()) => match self.signer.user_jwt(&grant, &target.user_nkey, now) {
+                    Ok(jwt) => (
+                        Verdict::Allowed {
+                            account: grant.account,
+                        },
+                        Ok(jwt),
+                    ),
+                    Err(e) => {
+                        let r = format!("cannot sign user JWT: {e}");
+                        (Verdict::Invalid(r.clone()), Err(r))
+                    }
+                },
+                Err(e) => {
+                    let r = format!("{mode}: {e}");
+                    (Verdict::Denied(r.clone()), Err(r))
+                }
+            },
+            Err(reason) => (Verdict::Denied(reason.clone()), Err(reason)),
+        };
+        self.finish(Some(mode), Some(target), verdict, outcome, client_id)
+    }
+
+    /// Run the mode's plugin chain: the first allow or deny wins; all abstaining denies.
+    async fn decide(
+        &self,
+        mode: Mode,
+        req: &crate::claims::AuthorizationRequest,
+    ) -> Result<crate::decision::Grant, String> {
+        let Some(chain) = self.chains.get(&mode) else {
+            return Err(format!("{mode} authentication is not enabled"));
+        };
+        let chain_pems: &[String] = req
+            .client_tls
+            .as_ref()
+            .and_then(|t| t.verified_chains.first())
+            .map(Vec::as_slice)
+            .unwrap_or(&[]);
+        let parsed = x509::parse_chain(chain_pems).map_err(|e| format!("{mode}: {e}"))?;
+        let wit_req = Arc::new(v0_1_0::request(req, mode, &parsed));
+        for plugin in chain {
+            match plugin.authenticate(wit_req.clone()).await {
+                Ok(Decision::Allow(grant)) => return Ok(grant),
+                Ok(Decision::Deny(reason)) => {
+                    return Err(format!("{mode}: {}", crate::plugin::truncate(&reason, 512)));
+                }
+                Ok(Decision::Abstain) => continue,
+                Err(e) => return Err(format!("{mode}: {e}")),
+            }
+        }
+        Err(format!("{mode}: no plugin accepted the credential"))
+    }
+
+    fn finish(
+        &self,
+        mode: Option<Mode>,
+        target: Option<ReplyTarget>,
+        verdict: Verdict,
+        outcome: Result<String, String>,
+        client_id: u64,
+    ) -> Handled {
+        let user_nkey = target
+            .as_ref()
+            .map(|t| t.user_nkey.clone())
+            .unwrap_or_default();
+        let reply = target.and_then(|t| match self.signer.response(&t, outcome, unix_now()) {
+            Ok(bytes) => Some(bytes),
+            Err(e) => {
+                tracing::error!(error = %e, "cannot build the authorization response");
+                None
+            }
+        });
+        Handled {
+            mode,
+            verdict,
+            reply,
+            client_id,
+            user_nkey,
+        }
+    }
+}

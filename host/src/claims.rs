@@ -1,0 +1,228 @@
+//! Typed claims of the three JWTs in an auth-callout exchange, in nats-io/jwt v2's JSON
+//! shape. Go omits empty fields, so every field we read is defaulted.
+
+use serde::{Deserialize, Serialize};
+
+use crate::jwt::WithJti;
+
+/// `aud` of every authorization request.
+pub const REQUEST_AUDIENCE: &str = "nats-authorization-request";
+pub const REQUEST_TYPE: &str = "authorization_request";
+pub const RESPONSE_TYPE: &str = "authorization_response";
+pub const USER_TYPE: &str = "user";
+/// nats-io/jwt v2 claims version.
+pub const CLAIMS_VERSION: u32 = 2;
+
+/// Authorization request, as nats-server sends it.
+#[derive(Debug, Default, Deserialize)]
+pub struct RequestClaims {
+    #[serde(default)]
+    pub iss: String,
+    #[serde(default)]
+    pub sub: String,
+    #[serde(default)]
+    pub aud: String,
+    #[serde(default)]
+    pub exp: Option<i64>,
+    #[serde(default)]
+    pub nats: AuthorizationRequest,
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub struct AuthorizationRequest {
+    #[serde(default)]
+    pub server_id: ServerId,
+    #[serde(default)]
+    pub user_nkey: String,
+    #[serde(default)]
+    pub client_info: ClientInformation,
+    #[serde(default)]
+    pub connect_opts: ConnectOptions,
+    #[serde(default)]
+    pub client_tls: Option<ClientTls>,
+    #[serde(default, rename = "type")]
+    pub kind: String,
+    #[serde(default)]
+    pub version: u32,
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub struct ServerId {
+    #[serde(default)]
+    pub name: String,
+    #[serde(default)]
+    pub host: String,
+    #[serde(default)]
+    pub id: String,
+    #[serde(default)]
+    pub version: String,
+    #[serde(default)]
+    pub cluster: String,
+    #[serde(default)]
+    pub tags: Vec<String>,
+    #[serde(default)]
+    pub xkey: String,
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub struct ClientInformation {
+    #[serde(default)]
+    pub host: String,
+    #[serde(default)]
+    pub id: u64,
+    #[serde(default)]
+    pub user: String,
+    #[serde(default)]
+    pub name: String,
+    #[serde(default)]
+    pub tags: Vec<String>,
+    #[serde(default)]
+    pub name_tag: String,
+    #[serde(default)]
+    pub kind: String,
+    #[serde(default, rename = "type")]
+    pub client_type: String,
+    #[serde(default)]
+    pub mqtt_id: String,
+    #[serde(default)]
+    pub nonce: String,
+}
+
+/// The client's CONNECT options. Holds credentials: never log it.
+#[derive(Default, Deserialize)]
+pub struct ConnectOptions {
+    #[serde(default)]
+    pub jwt: String,
+    #[serde(default)]
+    pub nkey: String,
+    #[serde(default)]
+    pub sig: String,
+    #[serde(default)]
+    pub auth_token: String,
+    #[serde(default)]
+    pub user: String,
+    #[serde(default)]
+    pub pass: String,
+    #[serde(default)]
+    pub name: String,
+    #[serde(default)]
+    pub lang: String,
+    #[serde(default)]
+    pub version: String,
+    #[serde(default)]
+    pub protocol: i32,
+}
+
+impl std::fmt::Debug for ConnectOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let present = |s: &str| if s.is_empty() { "" } else { "<redacted>" };
+        f.debug_struct("ConnectOptions")
+            .field("jwt", &present(&self.jwt))
+            .field("nkey", &self.nkey)
+            .field("sig", &present(&self.sig))
+            .field("auth_token", &present(&self.auth_token))
+            .field("user", &self.user)
+            .field("pass", &present(&self.pass))
+            .field("name", &self.name)
+            .finish_non_exhaustive()
+    }
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub struct ClientTls {
+    #[serde(default)]
+    pub version: String,
+    #[serde(default)]
+    pub cipher: String,
+    /// Unverified peer certificates. Decoded only so that we can say they were ignored.
+    #[serde(default)]
+    pub certs: Vec<String>,
+    #[serde(default)]
+    pub verified_chains: Vec<Vec<String>>,
+}
+
+/// Authorization response we send back.
+#[derive(Debug, Serialize)]
+pub struct ResponseClaims {
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub jti: String,
+    pub iat: i64,
+    pub iss: String,
+    pub sub: String,
+    pub aud: String,
+    pub nats: AuthorizationResponse,
+}
+
+#[derive(Debug, Serialize)]
+pub struct AuthorizationResponse {
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub jwt: String,
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub error: String,
+    #[serde(rename = "type")]
+    pub kind: &'static str,
+    pub version: u32,
+}
+
+impl WithJti for ResponseClaims {
+    fn set_jti(&mut self, jti: String) {
+        self.jti = jti;
+    }
+}
+
+/// The user JWT that admits one connection.
+#[derive(Debug, Serialize)]
+pub struct UserClaims {
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub jti: String,
+    pub iat: i64,
+    pub iss: String,
+    pub sub: String,
+    /// Config mode: the target account's name.
+    pub aud: String,
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub name: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub exp: Option<i64>,
+    pub nats: User,
+}
+
+#[derive(Debug, Serialize)]
+pub struct User {
+    #[serde(rename = "pub")]
+    pub publish: Permission,
+    #[serde(rename = "sub")]
+    pub subscribe: Permission,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub resp: Option<ResponsePermission>,
+    /// -1 = unlimited. Always sent: a missing value decodes as 0 in Go.
+    pub subs: i64,
+    pub data: i64,
+    pub payload: i64,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub tags: Vec<String>,
+    #[serde(rename = "type")]
+    pub kind: &'static str,
+    pub version: u32,
+}
+
+#[derive(Debug, Default, Serialize)]
+pub struct Permission {
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub allow: Vec<String>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub deny: Vec<String>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct ResponsePermission {
+    pub max: i32,
+    /// Go `time.Duration`: nanoseconds.
+    pub ttl: i64,
+}
+
+impl WithJti for UserClaims {
+    fn set_jti(&mut self, jti: String) {
+        self.jti = jti;
+    }
+}

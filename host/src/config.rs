@@ -1,0 +1,362 @@
+//! The YAML configuration. The `permissions` section keeps the shape operators already
+//! write in Helm values (`oauth2`/`mtls`/`nkey` maps of named entries, a `noauth` entry),
+//! so a chart can render it straight into a ConfigMap; each mode's section is handed
+//! verbatim to that mode's plugin, which validates it at load time.
+//!
+//! Secrets never live here: only paths to seed files (or environment variables).
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use crate::routing::Mode;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config {path}: {source}")]
+    Read {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("config {path}: {message}")]
+    Parse { path: String, message: String },
+    #[error("config {path}: {key}: {message}")]
+    Invalid {
+        path: String,
+        key: String,
+        message: String,
+    },
+}
+
+/// Environment variable that overrides where the built-in plugins live.
+pub const PLUGIN_DIR_ENV: &str = "AUTH_CALLOUT_PLUGIN_DIR";
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// NATS servers (clusters) to serve; each gets its own connection and subscription.
+    pub nats: Vec<NatsConfig>,
+    /// Issuer account seed (`SA...`) that signs user and response JWTs. Its public key
+    /// is `auth_callout.issuer` in nats-server's config.
+    #[serde(default)]
+    pub issuer_seed_file: Option<PathBuf>,
+    /// Optional curve seed (`SX...`); its public key is `auth_callout.xkey`.
+    #[serde(default)]
+    pub xkey_seed_file: Option<PathBuf>,
+    /// Directory of the built-in `<mode>.wasm` plugins; relative to the config file.
+    #[serde(default)]
+    pub plugin_dir: Option<PathBuf>,
+    /// Plugin chains, evaluated in order per mode. Default: the built-in plugin of
+    /// every mode that has a `permissions` section.
+    #[serde(default)]
+    pub plugins: Option<Vec<PluginConfig>>,
+    #[serde(default)]
+    pub permissions: Permissions,
+    #[serde(default)]
+    pub limits: Limits,
+    /// Where to find the config's relative paths; set by [`Config::load`].
+    #[serde(skip)]
+    pub base_dir: PathBuf,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NatsConfig {
+    /// Name used in logs and metrics.
+    #[serde(default = "default_name")]
+    pub name: String,
+    /// Server URL(s), comma-separated for a cluster.
+    pub url: String,
+    /// NATS credential seed (`SU...`) of the callout's own user (listed in `auth_users`).
+    #[serde(default)]
+    pub nkey_seed_file: Option<PathBuf>,
+    #[serde(default)]
+    pub user: Option<String>,
+    /// File holding the password of `user` (environment: `AUTH_CALLOUT_NATS_PASSWORD`).
+    #[serde(default)]
+    pub password_file: Option<PathBuf>,
+    #[serde(default = "default_queue_group")]
+    pub queue_group: String,
+    #[serde(default = "default_subject")]
+    pub subject: String,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PluginConfig {
+    pub mode: Mode,
+    /// `.wasm` component; relative paths are resolved against `plugin_dir`.
+    pub path: PathBuf,
+    /// Free-form settings handed to the plugin's `init` as `settings`.
+    #[serde(default)]
+    pub settings: serde_json::Value,
+}
+
+/// Each mode's section is opaque to the host: the plugin owns its schema.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Permissions {
+    #[serde(default)]
+    pub oauth2: Option<serde_json::Value>,
+    #[serde(default)]
+    pub mtls: Option<serde_json::Value>,
+    #[serde(default)]
+    pub nkey: Option<serde_json::Value>,
+    #[serde(default)]
+    pub noauth: Option<serde_json::Value>,
+}
+
+impl Permissions {
+    pub fn for_mode(&self, mode: Mode) -> Option<&serde_json::Value> {
+        match mode {
+            Mode::Oauth2 => self.oauth2.as_ref(),
+            Mode::Mtls => self.mtls.as_ref(),
+            Mode::Nkey => self.nkey.as_ref(),
+            Mode::Noauth => self.noauth.as_ref(),
+        }
+        .filter(|v| !v.is_null())
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Limits {
+    /// Requests decided at once per NATS connection. Decisions are microseconds of CPU,
+    /// so this only bounds bursts (a cluster restart reconnects every client at once):
+    /// past it, messages wait in the subscription buffer instead of piling up tasks.
+    pub max_concurrent: usize,
+    /// Warm instances kept per plugin. Instances are single-threaded; more than the
+    /// number of cores buys little, fewer makes concurrent requests instantiate anew.
+    pub instances_per_plugin: usize,
+    /// Wall-clock budget of one plugin call. nats-server gives the whole exchange 2 s
+    /// by default; a plugin that needs more than a fraction of it is broken.
+    #[serde(with = "duration")]
+    pub plugin_timeout: Duration,
+    /// Linear memory a plugin instance may grow to. The built-in plugins need under
+    /// 2 MiB; 64 MiB leaves room for large policies while bounding a runaway plugin.
+    pub plugin_memory_bytes: usize,
+    /// Accepted clock skew between nats-server and this host on the request's `exp`.
+    #[serde(with = "duration")]
+    pub request_leeway: Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            max_concurrent: 256,
+            instances_per_plugin: 4,
+            plugin_timeout: Duration::from_millis(250),
+            plugin_memory_bytes: 64 << 20,
+            request_leeway: Duration::from_secs(2),
+        }
+    }
+}
+
+fn default_name() -> String {
+    "main".into()
+}
+fn default_queue_group() -> String {
+    "nats-callout".into()
+}
+fn default_subject() -> String {
+    "$SYS.REQ.USER.AUTH".into()
+}
+
+/// Durations as `"250ms"`, `"2s"`, `"1m"`, or a bare number of milliseconds.
+pub mod duration {
+    use std::time::Duration;
+
+    use serde::{Deserialize, Deserializer};
+
+    pub fn parse(s: &str) -> Option<Duration> {
+        let s = s.trim();
+        let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+        let (num, unit) = s.split_at(split);
+        let n: u64 = num.parse().ok()?;
+        Some(match unit.trim() {
+            "" | "ms" => Duration::from_millis(n),
+            "s" => Duration::from_secs(n),
+            "m" => Duration::from_secs(n.checked_mul(60)?),
+            "us" => Duration::from_micros(n),
+            _ => return None,
+        })
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Raw {
+            Millis(u64),
+            Text(String),
+        }
+        match Raw::deserialize(d)? {
+            Raw::Millis(n) => Ok(Duration::from_millis(n)),
+            Raw::Text(s) => parse(&s).ok_or_else(|| {
+                serde::de::Error::custom(format!(
+                    "invalid duration {s:?} (use e.g. \"250ms\", \"2s\", \"1m\")"
+                ))
+            }),
+        }
+    }
+}
+
+impl Config {
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.display().to_string(),
+            source,
+        })?;
+        let mut cfg = Self::parse(&text, path)?;
+        cfg.base_dir = path
+            .parent()
+            .map(Path::to_path_buf)
+            .unwrap_or_else(|| PathBuf::from("."));
+        Ok(cfg)
+    }
+
+    /// Parse and validate; `origin` only labels errors.
+    pub fn parse(text: &str, origin: &Path) -> Result<Self, ConfigError> {
+        let path = origin.display().to_string();
+        let cfg: Config = serde_yaml_ng::from_str(text).map_err(|e| ConfigError::Parse {
+            path: path.clone(),
+            message: e.to_string(),
+        })?;
+        cfg.validate(&path)?;
+        Ok(cfg)
+    }
+
+    fn validate(&self, path: &str) -> Result<(), ConfigError> {
+        let invalid = |key: String, message: &str| ConfigError::Invalid {
+            path: path.to_owned(),
+            key,
+            message: message.to_owned(),
+        };
+        if self.nats.is_empty() {
+            return Err(invalid("nats".into(), "at least one NATS server is needed"));
+        }
+        for (i, n) in self.nats.iter().enumerate() {
+            if n.url.trim().is_empty() {
+                return Err(invalid(format!("nats[{i}].url"), "must not be empty"));
+            }
+            if n.nkey_seed_file.is_some() && n.user.is_some() {
+                return Err(invalid(
+                    format!("nats[{i}]"),
+                    "set either nkey_seed_file or user/password_file, not both",
+                ));
+            }
+            if self.nats[..i].iter().any(|o| o.name == n.name) {
+                return Err(invalid(
+                    format!("nats[{i}].name"),
+                    "duplicate name; give each server its own",
+                ));
+            }
+        }
+        let l = &self.limits;
+        if l.max_concurrent == 0 {
+            return Err(invalid("limits.max_concurrent".into(), "must be at least 1"));
+        }
+        if l.instances_per_plugin == 0 {
+            return Err(invalid(
+                "limits.instances_per_plugin".into(),
+                "must be at least 1",
+            ));
+        }
+        if l.plugin_timeout.is_zero() {
+            return Err(invalid(
+                "limits.plugin_timeout".into(),
+                "must be greater than zero",
+            ));
+        }
+        if l.plugin_memory_bytes < (1 << 20) {
+            return Err(invalid(
+                "limits.plugin_memory_bytes".into(),
+                "must be at least 1 MiB",
+            ));
+        }
+        for (i, p) in self.plugin_list().iter().enumerate() {
+            if self.plugins.is_some() && p.path.as_os_str().is_empty() {
+                return Err(invalid(format!("plugins[{i}].path"), "must not be empty"));
+            }
+        }
+        if self.plugin_list().is_empty() {
+            return Err(invalid(
+                "permissions".into(),
+                "no mode is enabled: add a permissions section (nkey, noauth, ...) or a plugins list",
+            ));
+        }
+        Ok(())
+    }
+
+    /// The plugin chains: explicit, or one built-in per configured permissions section.
+    pub fn plugin_list(&self) -> Vec<PluginConfig> {
+        if let Some(list) = &self.plugins {
+            return list.clone();
+        }
+        Mode::ALL
+            .into_iter()
+            .filter(|m| self.permissions.for_mode(*m).is_some())
+            .map(|mode| PluginConfig {
+                mode,
+                path: PathBuf::from(format!("{}.wasm", mode.as_str())),
+                settings: serde_json::Value::Null,
+            })
+            .collect()
+    }
+
+    /// Absolute-or-config-relative directory of plugins.
+    pub fn plugin_dir(&self) -> PathBuf {
+        if let Ok(dir) = std::env::var(PLUGIN_DIR_ENV)
+            && !dir.is_empty()
+        {
+            return PathBuf::from(dir);
+        }
+        let dir = self
+            .plugin_dir
+            .clone()
+            .unwrap_or_else(|| PathBuf::from("plugins"));
+        self.resolve(&dir)
+    }
+
+    /// Resolve a path from the config against the config file's directory.
+    pub fn resolve(&self, p: &Path) -> PathBuf {
+        if p.is_absolute() {
+            p.to_path_buf()
+        } else {
+            self.base_dir.join(p)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(yaml: &str) -> Result<Config, ConfigError> {
+        Config::parse(yaml, Path::new("test.yaml"))
+    }
+
+    #[test]
+    fn errors_name_the_key() {
+        let e = parse("nats: []\npermissions: {noauth: {account: A}}")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("nats: at least one"), "{e}");
+        let e = parse("nats: [{url: x}]\nlimits: {plugin_timeout: soon}\npermissions: {noauth: {}}")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("limits") && e.contains("invalid duration"), "{e}");
+        let e = parse("nats: [{url: x}]\npermisions: {}").unwrap_err().to_string();
+        assert!(e.contains("permisions"), "{e}");
+        let e = parse("nats: [{url: x}]").unwrap_err().to_string();
+        assert!(e.contains("no mode is enabled"), "{e}");
+    }
+
+    #[test]
+    fn default_plugins_follow_permissions() {
+        let c = parse("nats: [{url: x}]\npermissions: {nkey: {}, noauth: {account: A}}").unwrap();
+        let modes: Vec<_> = c.plugin_list().iter().map(|p| p.mode).collect();
+        assert_eq!(modes, vec![Mode::Nkey, Mode::Noauth]);
+        assert_eq!(c.limits.plugin_timeout, Duration::from_millis(250));
+    }
+}

@@ -1,0 +1,287 @@
+//! The `nats-callout` command.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use anyhow::{Context, Result, bail};
+use clap::{Parser, Subcommand, ValueEnum};
+use nats_callout::authorizer::Authorizer;
+use nats_callout::config::Config;
+use nats_callout::service::Service;
+
+#[derive(Parser)]
+#[command(name = "nats-callout", version, about = "NATS auth callout with WebAssembly plugins")]
+struct Cli {
+    /// Log format.
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text, env = "AUTH_CALLOUT_LOG_FORMAT")]
+    log_format: LogFormat,
+    /// Log filter (tracing `EnvFilter` syntax), e.g. `info` or `nats_callout=debug`.
+    #[arg(long, global = true, default_value = "info", env = "AUTH_CALLOUT_LOG")]
+    log: String,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Serve auth requests.
+    Run {
+        #[arg(long, short, env = "AUTH_CALLOUT_CONFIG")]
+        config: PathBuf,
+    },
+    /// Validate the config and load every plugin, then exit.
+    Check {
+        #[arg(long, short, env = "AUTH_CALLOUT_CONFIG")]
+        config: PathBuf,
+    },
+    /// Key management.
+    Keys {
+        #[command(subcommand)]
+        command: KeysCommand,
+    },
+    /// Print the nats-server `authorization { auth_callout { ... } }` block for the keys.
+    ServerConfig {
+        /// Directory written by `keys generate`.
+        #[arg(long, default_value = "keys")]
+        keys: PathBuf,
+        /// Account the callout's own user lives in.
+        #[arg(long, default_value = "AUTH")]
+        account: String,
+        /// Extra users (in any account) that bypass the callout, e.g. a platform service.
+        #[arg(long = "auth-user")]
+        auth_users: Vec<String>,
+        /// Leave out the xkey even if an xkey seed exists.
+        #[arg(long)]
+        no_xkey: bool,
+    },
+}
+
+#[derive(Subcommand)]
+enum KeysCommand {
+    /// Write `nkey-seed` (SU, the callout's NATS user), `issuer-seed` (SA, signs user
+    /// JWTs) and `xkey-seed` (SX, seals responses), each readable by the owner only.
+    Generate {
+        #[arg(long, default_value = "keys")]
+        dir: PathBuf,
+        /// Overwrite existing seeds.
+        #[arg(long)]
+        force: bool,
+    },
+    /// Write a new user NKey seed (SU...) for an NKey client, and print the public key
+    /// to put in `permissions.nkey.<name>.public_key`.
+    User {
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Print the public key of a seed file (never the seed).
+    Public {
+        #[arg(long)]
+        seed: PathBuf,
+    },
+}
+
+fn init_logging(format: LogFormat, filter: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_new(filter)
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}
+
+fn main() -> Result<()> {
+    let cli = Cli::parse();
+    init_logging(cli.log_format, &cli.log);
+    match cli.command {
+        Command::Run { config } => run(&config),
+        Command::Check { config } => check(&config),
+        Command::Keys {
+            command: KeysCommand::Generate { dir, force },
+        } => generate_keys(&dir, force),
+        Command::Keys {
+            command: KeysCommand::User { out },
+        } => {
+            if out.exists() {
+                bail!("{} exists; not overwriting a key", out.display());
+            }
+            let kp = nkeys::KeyPair::new_user();
+            write_secret(&out, &kp.seed()?)?;
+            println!("{}", kp.public_key());
+            Ok(())
+        }
+        Command::Keys {
+            command: KeysCommand::Public { seed },
+        } => {
+            let seed = read_seed(&seed)?;
+            let public = match nkeys::KeyPair::from_seed(&seed) {
+                Ok(kp) => kp.public_key(),
+                Err(_) => nkeys::XKey::from_seed(&seed)
+                    .context("not a valid NKey or xkey seed")?
+                    .public_key(),
+            };
+            println!("{public}");
+            Ok(())
+        }
+        Command::ServerConfig {
+            keys,
+            account,
+            auth_users,
+            no_xkey,
+        } => server_config(&keys, &account, &auth_users, no_xkey),
+    }
+}
+
+fn load(config: &Path) -> Result<(Config, Authorizer)> {
+    let cfg = Config::load(config)?;
+    let authorizer = Authorizer::from_config(&cfg)?;
+    Ok((cfg, authorizer))
+}
+
+fn check(config: &Path) -> Result<()> {
+    let (cfg, authorizer) = load(config)?;
+    let modes: Vec<_> = authorizer.enabled_modes().iter().map(|m| m.as_str()).collect();
+    println!(
+        "ok: {} NATS server(s), modes [{}], issuer {}",
+        cfg.nats.len(),
+        modes.join(", "),
+        authorizer.issuer_public_key()
+    );
+    Ok(())
+}
+
+fn run(config: &Path) -> Result<()> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    runtime.block_on(async {
+        let (cfg, authorizer) = load(config)?;
+        tracing::info!(issuer = %authorizer.issuer_public_key(), modes = ?authorizer.enabled_modes(), "starting");
+        let service = Service::start(&cfg, Arc::new(authorizer))?;
+        shutdown_signal().await;
+        tracing::info!("shutting down");
+        service.stop();
+        Ok(())
+    })
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(s) => s,
+                Err(_) => {
+                    let _ = ctrl_c.await;
+                    return;
+                }
+            };
+        tokio::select! {
+            _ = ctrl_c => {},
+            _ = term.recv() => {},
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
+}
+
+const SEEDS: [(&str, &str); 3] = [
+    ("nkey-seed", "SU"),
+    ("issuer-seed", "SA"),
+    ("xkey-seed", "SX"),
+];
+
+fn generate_keys(dir: &Path, force: bool) -> Result<()> {
+    std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    for (file, _) in SEEDS {
+        let path = dir.join(file);
+        if path.exists() && !force {
+            bail!(
+                "{} exists; pass --force to overwrite (old keys stop working)",
+                path.display()
+            );
+        }
+    }
+    let seeds = [
+        nkeys::KeyPair::new_user().seed()?,
+        nkeys::KeyPair::new_account().seed()?,
+        nkeys::XKey::new().seed()?,
+    ];
+    for ((file, _), seed) in SEEDS.iter().zip(seeds) {
+        write_secret(&dir.join(file), &seed)?;
+    }
+    let (user, issuer, xkey) = public_keys(dir)?;
+    println!("wrote {}/{{nkey-seed,issuer-seed,xkey-seed}}", dir.display());
+    println!("callout user: {user}\nissuer:       {issuer}\nxkey:         {xkey}");
+    Ok(())
+}
+
+/// Create the file owner-only from the start: no window in which the seed is readable.
+fn write_secret(path: &Path, seed: &str) -> Result<()> {
+    let mut opts = std::fs::OpenOptions::new();
+    opts.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+        opts.mode(0o600);
+        let mut f = opts
+            .open(path)
+            .with_context(|| format!("cannot write {}", path.display()))?;
+        f.set_permissions(std::fs::Permissions::from_mode(0o600))?;
+        writeln!(f, "{seed}")?;
+    }
+    #[cfg(not(unix))]
+    writeln!(opts.open(path)?, "{seed}")?;
+    Ok(())
+}
+
+fn read_seed(path: &Path) -> Result<String> {
+    Ok(std::fs::read_to_string(path)
+        .with_context(|| format!("cannot read {}", path.display()))?
+        .trim()
+        .to_owned())
+}
+
+fn public_keys(dir: &Path) -> Result<(String, String, String)> {
+    let user = nkeys::KeyPair::from_seed(&read_seed(&dir.join("nkey-seed"))?)
+        .context("nkey-seed is not a valid seed")?;
+    let issuer = nkeys::KeyPair::from_seed(&read_seed(&dir.join("issuer-seed"))?)
+        .context("issuer-seed is not a valid seed")?;
+    let xkey = match read_seed(&dir.join("xkey-seed")) {
+        Ok(s) => nkeys::XKey::from_seed(&s)
+            .context("xkey-seed is not a valid seed")?
+            .public_key(),
+        Err(_) => String::new(),
+    };
+    Ok((user.public_key(), issuer.public_key(), xkey))
+}
+
+fn server_config(dir: &Path, account: &str, extra: &[String], no_xkey: bool) -> Result<()> {
+    let (user, issuer, xkey) = public_keys(dir)?;
+    let mut auth_users = vec![user.clone()];
+    auth_users.extend(extra.iter().cloned());
+    let xkey_line = if no_xkey || xkey.is_empty() {
+        String::new()
+    } else {
+        format!("\n    xkey: {xkey}")
+    };
+    println!(
+        "# The callout's own user must exist in account {account}, e.g.\n\
+         #   accounts {{ {account} {{ users: [ {{ nkey: {user} }} ] }} }}\n\
+         authorization {{\n  auth_callout {{\n    issuer: {issuer}\n    account: {account}\n    \
+         auth_users: [ {} ]{xkey_line}\n  }}\n}}",
+        auth_users.join(", ")
+    );
+    Ok(())
+}

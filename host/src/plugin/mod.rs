@@ -1,0 +1,321 @@
+//! The WebAssembly plugin runtime: one engine, an `InstancePre` per plugin, a bounded
+//! pool of warm instances, and per-call deadlines and memory caps.
+
+pub mod v0_1_0;
+
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use wasmtime::component::{Component, Linker, ResourceTable};
+use wasmtime::{
+    Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Store, StoreLimits,
+    StoreLimitsBuilder, Trap,
+};
+use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
+
+use crate::capabilities::Capabilities;
+use crate::decision::Decision;
+use crate::routing::Mode;
+
+/// Epoch tick. Deadlines are counted in ticks, so this is their resolution; 5 ms keeps
+/// the ticker thread's cost negligible while a 250 ms deadline is still exact to 2%.
+const TICK: Duration = Duration::from_millis(5);
+
+/// Component instances the pooling allocator reserves slots for: every plugin's warm
+/// instances, twice over so that a hot reload can build the new set beside the old.
+/// Slots are virtual-memory reservations, cheap until used.
+const POOL_SLOTS: u32 = 512;
+
+#[derive(Debug, thiserror::Error)]
+pub enum PluginError {
+    #[error("plugin engine: {0}")]
+    Engine(String),
+    #[error("plugin {name}: cannot load {path}: {message}")]
+    Load {
+        name: String,
+        path: String,
+        message: String,
+    },
+    #[error("plugin {name}: rejected its configuration: {message}")]
+    Init { name: String, message: String },
+}
+
+/// Why a call produced no decision. Each is a deny with this cause.
+#[derive(Debug, thiserror::Error, Clone, PartialEq, Eq)]
+pub enum CallError {
+    #[error("plugin {0} is busy: no instance free within the deadline")]
+    Busy(String),
+    #[error("plugin {0} exceeded its time limit")]
+    Timeout(String),
+    #[error("plugin {0} exceeded its memory limit")]
+    OutOfMemory(String),
+    #[error("plugin {0} trapped: {1}")]
+    Trap(String, String),
+    #[error("plugin {0} could not be instantiated: {1}")]
+    Instantiate(String, String),
+}
+
+/// Per-store state: an empty WASI context (no files, no env, no network, output
+/// discarded), the memory limiter, and the plugin's capabilities.
+pub struct State {
+    wasi: WasiCtx,
+    table: ResourceTable,
+    limits: StoreLimits,
+    caps: Arc<Capabilities>,
+}
+
+impl WasiView for State {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        WasiCtxView {
+            ctx: &mut self.wasi,
+            table: &mut self.table,
+        }
+    }
+}
+
+/// Limits applied to every plugin call.
+#[derive(Debug, Clone, Copy)]
+pub struct CallLimits {
+    pub timeout: Duration,
+    pub memory_bytes: usize,
+    pub instances: usize,
+}
+
+/// One engine for all plugins, plus the ticker thread that drives epoch deadlines.
+pub struct PluginEngine {
+    engine: Engine,
+    linker: Linker<State>,
+    stop: Arc<AtomicBool>,
+}
+
+impl PluginEngine {
+    pub fn new(max_memory_bytes: usize) -> Result<Self, PluginError> {
+        let err = |e: wasmtime::Error| PluginError::Engine(format!("{e:#}"));
+        let mut pool = PoolingAllocationConfig::new();
+        pool.total_component_instances(POOL_SLOTS)
+            .total_core_instances(POOL_SLOTS * 4)
+            .total_memories(POOL_SLOTS)
+            .total_tables(POOL_SLOTS * 2)
+            .max_memory_size(max_memory_bytes);
+        let mut config = Config::new();
+        config
+            .epoch_interruption(true)
+            .memory_init_cow(true)
+            .allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
+        let engine = Engine::new(&config).map_err(err)?;
+        let mut linker = Linker::new(&engine);
+        wasmtime_wasi::p2::add_to_linker_sync(&mut linker).map_err(err)?;
+        v0_1_0::add_to_linker(&mut linker).map_err(err)?;
+
+        let stop = Arc::new(AtomicBool::new(false));
+        let (ticker, flag) = (engine.clone(), stop.clone());
+        std::thread::Builder::new()
+            .name("plugin-epoch".into())
+            .spawn(move || {
+                while !flag.load(Ordering::Relaxed) {
+                    std::thread::sleep(TICK);
+                    ticker.increment_epoch();
+                }
+            })
+            .map_err(|e| PluginError::Engine(e.to_string()))?;
+        Ok(Self {
+            engine,
+            linker,
+            stop,
+        })
+    }
+
+    /// Compile, link and initialise a plugin. One instance is created and its `init`
+    /// called right away, so a bad component or configuration fails here, at load time.
+    pub fn load(
+        &self,
+        name: &str,
+        mode: Mode,
+        path: &Path,
+        init_config: String,
+        caps: Capabilities,
+        limits: CallLimits,
+    ) -> Result<Arc<LoadedPlugin>, PluginError> {
+        let load_err = |message: String| PluginError::Load {
+            name: name.to_owned(),
+            path: path.display().to_string(),
+            message,
+        };
+        let component =
+            Component::from_file(&self.engine, path).map_err(|e| load_err(format!("{e:#}")))?;
+        let pre = self
+            .linker
+            .instantiate_pre(&component)
+            .map_err(|e| load_err(format!("{e:#}")))?;
+        let pre = v0_1_0::WorldPre::new(pre).map_err(|e| {
+            load_err(format!(
+                "not a nats-callout:plugin@0.1.0 component: {e:#}"
+            ))
+        })?;
+        let plugin = Arc::new(LoadedPlugin {
+            name: name.to_owned(),
+            mode,
+            engine: self.engine.clone(),
+            pre,
+            init_config,
+            caps: Arc::new(caps),
+            idle: Mutex::new(Vec::with_capacity(limits.instances)),
+            permits: Arc::new(tokio::sync::Semaphore::new(limits.instances)),
+            limits,
+        });
+        let first = plugin.instantiate().map_err(|e| match e {
+            InstantiateError::Init(message) => PluginError::Init {
+                name: name.to_owned(),
+                message,
+            },
+            InstantiateError::Other(message) => load_err(message),
+        })?;
+        plugin.release(first);
+        Ok(plugin)
+    }
+}
+
+impl Drop for PluginEngine {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+    }
+}
+
+struct Instance {
+    store: Store<State>,
+    world: v0_1_0::World,
+}
+
+enum InstantiateError {
+    Init(String),
+    Other(String),
+}
+
+/// A loaded plugin and its pool of warm instances.
+pub struct LoadedPlugin {
+    pub name: String,
+    pub mode: Mode,
+    engine: Engine,
+    pre: v0_1_0::WorldPre<State>,
+    init_config: String,
+    caps: Arc<Capabilities>,
+    /// Initialised instances not in use.
+    idle: Mutex<Vec<Instance>>,
+    /// One permit per instance that may exist: bounds memory and CPU per plugin and
+    /// gives back-pressure instead of an unbounded pile of instances.
+    permits: Arc<tokio::sync::Semaphore>,
+    limits: CallLimits,
+}
+
+impl LoadedPlugin {
+    fn instantiate(&self) -> Result<Instance, InstantiateError> {
+        let state = State {
+            wasi: WasiCtx::builder().build(),
+            table: ResourceTable::new(),
+            limits: StoreLimitsBuilder::new()
+                .memory_size(self.limits.memory_bytes)
+                .trap_on_grow_failure(true)
+                .build(),
+            caps: self.caps.clone(),
+        };
+        let mut store = Store::new(&self.engine, state);
+        store.limiter(|s| &mut s.limits);
+        store.set_epoch_deadline(self.deadline_ticks());
+        let world = self
+            .pre
+            .instantiate(&mut store)
+            .map_err(|e| InstantiateError::Other(format!("{e:#}")))?;
+        store.set_epoch_deadline(self.deadline_ticks());
+        match world.call_init(&mut store, &self.init_config) {
+            Ok(Ok(())) => Ok(Instance { store, world }),
+            Ok(Err(message)) => Err(InstantiateError::Init(message)),
+            Err(e) => Err(InstantiateError::Other(format!("init trapped: {e:#}"))),
+        }
+    }
+
+    fn deadline_ticks(&self) -> u64 {
+        (self.limits.timeout.as_micros() / TICK.as_micros()).max(1) as u64 + 1
+    }
+
+    fn release(&self, instance: Instance) {
+        if let Ok(mut idle) = self.idle.lock() {
+            idle.push(instance);
+        }
+    }
+
+    /// Decide one request. Waits for a free instance for at most the call deadline,
+    /// then runs the call on a blocking thread (it is CPU work with its own deadline).
+    pub async fn authenticate(
+        self: &Arc<Self>,
+        request: Arc<v0_1_0::nats_callout::plugin::types::AuthRequest>,
+    ) -> Result<Decision, CallError> {
+        let permit = tokio::time::timeout(
+            self.limits.timeout,
+            self.permits.clone().acquire_owned(),
+        )
+        .await
+        .map_err(|_| CallError::Busy(self.name.clone()))?
+        .map_err(|_| CallError::Busy(self.name.clone()))?;
+        let this = self.clone();
+        tokio::task::spawn_blocking(move || {
+            let result = this.call(&request);
+            drop(permit);
+            result
+        })
+        .await
+        .map_err(|e| CallError::Trap(self.name.clone(), e.to_string()))?
+    }
+
+    fn call(
+        &self,
+        request: &v0_1_0::nats_callout::plugin::types::AuthRequest,
+    ) -> Result<Decision, CallError> {
+        let idle = self.idle.lock().ok().and_then(|mut v| v.pop());
+        let mut instance = match idle {
+            Some(i) => i,
+            None => self.instantiate().map_err(|e| {
+                let msg = match e {
+                    InstantiateError::Init(m) | InstantiateError::Other(m) => m,
+                };
+                CallError::Instantiate(self.name.clone(), msg)
+            })?,
+        };
+        instance.store.set_epoch_deadline(self.deadline_ticks());
+        match instance
+            .world
+            .call_authenticate(&mut instance.store, request)
+        {
+            Ok(decision) => {
+                self.release(instance);
+                Ok(v0_1_0::decision(decision))
+            }
+            // The instance is poisoned: drop it; the next call instantiates afresh.
+            Err(e) => Err(self.classify(&e)),
+        }
+    }
+
+    fn classify(&self, e: &wasmtime::Error) -> CallError {
+        let name = self.name.clone();
+        match e.downcast_ref::<Trap>() {
+            Some(Trap::Interrupt) => CallError::Timeout(name),
+            _ if format!("{e:#}").contains("forcing trap when growing memory") => {
+                CallError::OutOfMemory(name)
+            }
+            _ => CallError::Trap(name, truncate(&format!("{e:#}"), 512).into_owned()),
+        }
+    }
+}
+
+/// Cut untrusted text to at most `max` bytes on a char boundary.
+pub(crate) fn truncate(s: &str, max: usize) -> std::borrow::Cow<'_, str> {
+    if s.len() <= max {
+        return s.into();
+    }
+    let mut end = max;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}…", &s[..end]).into()
+}

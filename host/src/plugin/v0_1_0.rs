@@ -1,0 +1,166 @@
+//! Bindings of `nats-callout:plugin@0.1.0` and conversions to and from the host's types.
+//! A later WIT version gets a sibling module; this one stays, so old plugins keep loading.
+
+use wasmtime::component::HasSelf;
+
+use super::State;
+use crate::claims::AuthorizationRequest;
+use crate::decision;
+use crate::routing::Mode;
+use crate::x509::ParsedCert;
+
+wasmtime::component::bindgen!({
+    path: "../wit/v0.1.0",
+    world: "plugin",
+});
+
+use self::nats_callout::plugin::types as wit;
+
+pub use Plugin as World;
+pub use PluginPre as WorldPre;
+
+pub fn add_to_linker(linker: &mut wasmtime::component::Linker<State>) -> wasmtime::Result<()> {
+    Plugin::add_to_linker::<State, HasSelf<State>>(linker, |s| s)
+}
+
+impl wit::Host for State {}
+
+impl self::nats_callout::plugin::host::Host for State {
+    fn log(&mut self, level: wit::LogLevel, message: String) {
+        let plugin = &self.caps.plugin;
+        // Plugins are untrusted: cap what one line may put into our logs.
+        let message = super::truncate(&message, 2048);
+        match level {
+            wit::LogLevel::Trace => tracing::trace!(plugin, "{message}"),
+            wit::LogLevel::Debug => tracing::debug!(plugin, "{message}"),
+            wit::LogLevel::Info => tracing::info!(plugin, "{message}"),
+            wit::LogLevel::Warn => tracing::warn!(plugin, "{message}"),
+            wit::LogLevel::Error => tracing::error!(plugin, "{message}"),
+        }
+    }
+
+    fn verify_nkey_signature(
+        &mut self,
+        public_key: String,
+        payload: Vec<u8>,
+        signature: String,
+    ) -> Result<(), String> {
+        self.caps
+            .verify_nkey_signature(&public_key, &payload, &signature)
+    }
+
+    fn verify_jwt(&mut self, token: String) -> Result<wit::VerifiedJwt, String> {
+        self.caps
+            .verify_jwt(&token)
+            .map(|v| wit::VerifiedJwt {
+                claims_json: v.claims_json,
+                expires_at: v.expires_at,
+            })
+    }
+
+    fn verify_certificate_chain(&mut self, chain: Vec<String>) -> Result<(), String> {
+        self.caps.verify_certificate_chain(&chain)
+    }
+}
+
+fn opt(s: &str) -> Option<String> {
+    (!s.is_empty()).then(|| s.to_owned())
+}
+
+/// Build the WIT request. `chain` is the host-parsed verified chain (leaf first).
+pub fn request(req: &AuthorizationRequest, mode: Mode, chain: &[ParsedCert]) -> wit::AuthRequest {
+    let s = &req.server_id;
+    let c = &req.client_info;
+    let o = &req.connect_opts;
+    wit::AuthRequest {
+        mode: match mode {
+            Mode::Oauth2 => wit::AuthMode::Oauth2,
+            Mode::Mtls => wit::AuthMode::Mtls,
+            Mode::Nkey => wit::AuthMode::Nkey,
+            Mode::Noauth => wit::AuthMode::Noauth,
+        },
+        server: wit::ServerInfo {
+            name: s.name.clone(),
+            host: s.host.clone(),
+            id: s.id.clone(),
+            version: s.version.clone(),
+            cluster: opt(&s.cluster),
+            tags: s.tags.clone(),
+        },
+        user_nkey: req.user_nkey.clone(),
+        client: wit::ClientInfo {
+            host: opt(&c.host),
+            id: c.id,
+            user: opt(&c.user),
+            name: opt(&c.name),
+            tags: c.tags.clone(),
+            name_tag: opt(&c.name_tag),
+            kind: opt(&c.kind),
+            client_type: opt(&c.client_type),
+            mqtt_id: opt(&c.mqtt_id),
+            nonce: opt(&c.nonce),
+        },
+        connect: wit::ConnectOpts {
+            jwt: opt(&o.jwt),
+            nkey: opt(&o.nkey),
+            sig: opt(&o.sig),
+            auth_token: opt(&o.auth_token),
+            user: opt(&o.user),
+            pass: opt(&o.pass),
+            name: opt(&o.name),
+            lang: opt(&o.lang),
+            version: opt(&o.version),
+            protocol: (o.protocol != 0).then_some(o.protocol),
+        },
+        tls: req.client_tls.as_ref().map(|t| wit::ClientTls {
+            version: opt(&t.version),
+            cipher: opt(&t.cipher),
+            verified_chain: chain
+                .iter()
+                .map(|p| wit::Certificate {
+                    pem: p.pem.clone(),
+                    subject: p.subject.clone(),
+                    common_names: p.common_names.clone(),
+                    dns_sans: p.dns_sans.clone(),
+                    uri_sans: p.uri_sans.clone(),
+                    email_sans: p.email_sans.clone(),
+                    ip_sans: p.ip_sans.clone(),
+                    not_before: p.not_before,
+                    not_after: p.not_after,
+                    fingerprint_sha256: p.fingerprint_sha256.clone(),
+                })
+                .collect(),
+        }),
+    }
+}
+
+fn permission(p: wit::Permission) -> decision::Permission {
+    decision::Permission {
+        allow: p.allow,
+        deny: p.deny,
+    }
+}
+
+pub fn decision(d: wit::Decision) -> decision::Decision {
+    match d {
+        wit::Decision::Allow(g) => decision::Decision::Allow(decision::Grant {
+            account: g.account,
+            name: g.name,
+            publish: permission(g.publish),
+            subscribe: permission(g.subscribe),
+            response: g.response.map(|r| decision::ResponsePermission {
+                max_msgs: r.max_msgs,
+                ttl_millis: r.ttl_millis,
+            }),
+            expires_at: g.expires_at,
+            tags: g.tags,
+            limits: g.limits.map(|l| decision::Limits {
+                subs: l.subs,
+                data: l.data,
+                payload: l.payload,
+            }),
+        }),
+        wit::Decision::Deny(reason) => decision::Decision::Deny(reason),
+        wit::Decision::Abstain => decision::Decision::Abstain,
+    }
+}

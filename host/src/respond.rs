@@ -1,0 +1,111 @@
+//! Step 6: turn a grant into a user JWT, wrap it (or an error) in the authorization
+//! response JWT, sign, and seal it back when the request was sealed.
+
+use nkeys::{KeyPair, XKey};
+
+use crate::claims::{
+    AuthorizationResponse, CLAIMS_VERSION, Permission, RESPONSE_TYPE, ResponseClaims,
+    ResponsePermission, USER_TYPE, User, UserClaims,
+};
+use crate::decision::{Grant, Limits};
+use crate::jwt::{self, JwtError};
+use crate::request::ReplyTarget;
+
+/// The keys that sign and seal responses.
+pub struct Signer {
+    pub issuer: KeyPair,
+    pub issuer_public: String,
+    pub xkey: Option<XKey>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum RespondError {
+    #[error("signing: {0}")]
+    Sign(#[from] JwtError),
+    #[error("sealing the response with xkey failed")]
+    Seal,
+}
+
+impl Signer {
+    pub fn new(issuer: KeyPair, xkey: Option<XKey>) -> Self {
+        Self {
+            issuer_public: issuer.public_key(),
+            issuer,
+            xkey,
+        }
+    }
+
+    /// The user JWT. Config mode: `aud` names the target account.
+    pub fn user_jwt(&self, grant: &Grant, user_nkey: &str, now: i64) -> Result<String, JwtError> {
+        let limits = grant.limits.unwrap_or_default();
+        let Limits {
+            subs,
+            data,
+            payload,
+        } = limits;
+        let mut claims = UserClaims {
+            jti: String::new(),
+            iat: now,
+            iss: self.issuer_public.clone(),
+            sub: user_nkey.to_owned(),
+            aud: grant.account.clone(),
+            name: grant.name.clone(),
+            exp: grant.expires_at,
+            nats: User {
+                publish: Permission {
+                    allow: grant.publish.allow.clone(),
+                    deny: grant.publish.deny.clone(),
+                },
+                subscribe: Permission {
+                    allow: grant.subscribe.allow.clone(),
+                    deny: grant.subscribe.deny.clone(),
+                },
+                resp: grant.response.map(|r| ResponsePermission {
+                    max: r.max_msgs,
+                    ttl: i64::try_from(r.ttl_millis.saturating_mul(1_000_000)).unwrap_or(i64::MAX),
+                }),
+                subs,
+                data,
+                payload,
+                tags: grant.tags.clone(),
+                kind: USER_TYPE,
+                version: CLAIMS_VERSION,
+            },
+        };
+        jwt::encode(&mut claims, &self.issuer)
+    }
+
+    /// The authorization response carrying either a user JWT or an error, as bytes to
+    /// publish on the request's reply subject.
+    pub fn response(
+        &self,
+        target: &ReplyTarget,
+        outcome: Result<String, String>,
+        now: i64,
+    ) -> Result<Vec<u8>, RespondError> {
+        let (jwt, error) = match outcome {
+            Ok(jwt) => (jwt, String::new()),
+            Err(error) => (String::new(), error),
+        };
+        let mut claims = ResponseClaims {
+            jti: String::new(),
+            iat: now,
+            iss: self.issuer_public.clone(),
+            sub: target.user_nkey.clone(),
+            aud: target.server_id.clone(),
+            nats: AuthorizationResponse {
+                jwt,
+                error,
+                kind: RESPONSE_TYPE,
+                version: CLAIMS_VERSION,
+            },
+        };
+        let token = jwt::encode(&mut claims, &self.issuer)?;
+        match (&target.server_xkey, &self.xkey) {
+            (Some(server), Some(ours)) => ours
+                .seal(token.as_bytes(), server)
+                .map_err(|_| RespondError::Seal),
+            _ => Ok(token.into_bytes()),
+        }
+    }
+}

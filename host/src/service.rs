@@ -1,0 +1,273 @@
+//! NATS I/O: one connection per configured server, a queue subscription on
+//! `$SYS.REQ.USER.AUTH` (replicas share the load), requests decided concurrently.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::StreamExt;
+use tokio::sync::{Semaphore, watch};
+use tokio::task::JoinHandle;
+
+use crate::authorizer::{Authorizer, Verdict};
+use crate::config::{Config, NatsConfig};
+use crate::keys::{KeyError, SeedSource};
+use crate::request::XKEY_HEADER;
+
+/// Environment overrides of the NATS credentials.
+pub const NKEY_SEED_ENV: &str = "AUTH_CALLOUT_NKEY_SEED";
+pub const PASSWORD_ENV: &str = "AUTH_CALLOUT_NATS_PASSWORD";
+
+/// Reconnect back-off cap. nats-server refuses clients while we are away, so come back
+/// quickly, but not in a tight loop against a server that is down.
+const MAX_BACKOFF: Duration = Duration::from_secs(5);
+
+#[derive(Debug, thiserror::Error)]
+pub enum ServiceError {
+    #[error("nats[{server}]: {source}")]
+    Credentials { server: String, source: KeyError },
+    #[error("nats[{server}]: cannot read password file {path}: {source}")]
+    Password {
+        server: String,
+        path: String,
+        source: std::io::Error,
+    },
+}
+
+/// A running service: one task per NATS server.
+pub struct Service {
+    tasks: Vec<JoinHandle<()>>,
+    ready: Vec<watch::Receiver<bool>>,
+}
+
+impl Service {
+    /// Start serving every configured NATS server. Connections are (re)tried in the
+    /// background; [`Service::wait_ready`] waits until all are subscribed.
+    pub fn start(cfg: &Config, authorizer: Arc<Authorizer>) -> Result<Self, ServiceError> {
+        let mut tasks = Vec::new();
+        let mut ready = Vec::new();
+        for server in &cfg.nats {
+            let options = connect_options(cfg, server)?;
+            let (tx, rx) = watch::channel(false);
+            ready.push(rx);
+            tasks.push(tokio::spawn(serve(
+                server.clone(),
+                options,
+                authorizer.clone(),
+                cfg.limits.max_concurrent,
+                tx,
+            )));
+        }
+        Ok(Self { tasks, ready })
+    }
+
+    /// True when every server's subscription is active.
+    pub fn is_ready(&self) -> bool {
+        self.ready.iter().all(|r| *r.borrow())
+    }
+
+    /// Wait until every server's subscription is active, or `timeout`.
+    pub async fn wait_ready(&self, timeout: Duration) -> bool {
+        let all = async {
+            for r in &self.ready {
+                let mut r = r.clone();
+                if r.wait_for(|v| *v).await.is_err() {
+                    return false;
+                }
+            }
+            true
+        };
+        tokio::time::timeout(timeout, all).await.unwrap_or(false)
+    }
+
+    /// Stop serving. In-flight requests are abandoned; nats-server refuses those clients.
+    pub fn stop(self) {
+        for t in self.tasks {
+            t.abort();
+        }
+    }
+}
+
+/// How to reach one server. Built anew per connection attempt because async-nats
+/// consumes the options.
+#[derive(Clone)]
+struct Connect {
+    url: String,
+    auth: Auth,
+}
+
+#[derive(Clone)]
+enum Auth {
+    Nkey(String),
+    Password(String, String),
+    None,
+}
+
+fn connect_options(cfg: &Config, server: &NatsConfig) -> Result<Connect, ServiceError> {
+    let seed_file = server.nkey_seed_file.as_ref().map(|p| cfg.resolve(p));
+    let src = SeedSource {
+        what: "nkey seed",
+        env: NKEY_SEED_ENV,
+        file: seed_file.as_deref(),
+    };
+    let credentials = |source| ServiceError::Credentials {
+        server: server.name.clone(),
+        source,
+    };
+    let auth = if let Some(kp) = src
+        .key_pair(nkeys::KeyPairType::User)
+        .map_err(credentials)?
+    {
+        Auth::Nkey(kp.seed().map_err(|_| {
+            credentials(KeyError::Invalid {
+                what: "nkey seed",
+                prefix: "SU",
+            })
+        })?)
+    } else if let Some(user) = &server.user {
+        let password = match std::env::var(PASSWORD_ENV) {
+            Ok(p) if !p.is_empty() => p,
+            _ => match &server.password_file {
+                Some(f) => {
+                    let path = cfg.resolve(f);
+                    std::fs::read_to_string(&path)
+                        .map_err(|source| ServiceError::Password {
+                            server: server.name.clone(),
+                            path: path.display().to_string(),
+                            source,
+                        })?
+                        .trim()
+                        .to_owned()
+                }
+                None => String::new(),
+            },
+        };
+        Auth::Password(user.clone(), password)
+    } else {
+        Auth::None
+    };
+    Ok(Connect {
+        url: server.url.clone(),
+        auth,
+    })
+}
+
+impl Connect {
+    fn options(&self) -> async_nats::ConnectOptions {
+        let base = match &self.auth {
+            Auth::Nkey(seed) => async_nats::ConnectOptions::with_nkey(seed.clone()),
+            Auth::Password(u, p) => {
+                async_nats::ConnectOptions::with_user_and_password(u.clone(), p.clone())
+            }
+            Auth::None => async_nats::ConnectOptions::new(),
+        };
+        base.name("nats-callout")
+            // Requests are small and arrive in bursts after a cluster restart: a deep
+            // buffer absorbs a reconnect storm instead of marking us a slow consumer.
+            .subscription_capacity(64 * 1024)
+            .retry_on_initial_connect()
+            .max_reconnects(None)
+            .reconnect_delay_callback(|attempt| {
+                MAX_BACKOFF.min(Duration::from_millis(50) * 2u32.saturating_pow(attempt.min(8) as u32))
+            })
+    }
+}
+
+async fn serve(
+    server: NatsConfig,
+    connect: Connect,
+    authorizer: Arc<Authorizer>,
+    max_concurrent: usize,
+    ready: watch::Sender<bool>,
+) {
+    let name = server.name.clone();
+    let ready = Arc::new(ready);
+    let events = ready.clone();
+    // Ready means "subscribed", not just "connected": set only after the first SUB.
+    let subscribed = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let subscribed_ev = subscribed.clone();
+    let options = connect.options().event_callback(move |event| {
+        let events = events.clone();
+        let name = name.clone();
+        let subscribed = subscribed_ev.clone();
+        async move {
+            match event {
+                async_nats::Event::Connected => {
+                    tracing::info!(server = %name, "connected to NATS");
+                    events.send_replace(subscribed.load(std::sync::atomic::Ordering::SeqCst));
+                }
+                async_nats::Event::Disconnected => {
+                    tracing::warn!(server = %name, "disconnected from NATS");
+                    events.send_replace(false);
+                }
+                other => tracing::warn!(server = %name, event = %other, "NATS event"),
+            }
+        }
+    });
+    let client = match async_nats::connect_with_options(connect.url.as_str(), options).await {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::error!(server = %server.name, error = %e, "cannot connect to NATS");
+            return;
+        }
+    };
+    let mut sub = loop {
+        match client
+            .queue_subscribe(server.subject.clone(), server.queue_group.clone())
+            .await
+        {
+            Ok(s) => break s,
+            Err(e) => {
+                tracing::warn!(server = %server.name, error = %e, "subscribe failed; retrying");
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        }
+    };
+    // Subscribed once the server has seen the SUB: a round trip proves it.
+    if client.flush().await.is_ok() {
+        subscribed.store(true, std::sync::atomic::Ordering::SeqCst);
+        ready.send_replace(true);
+    }
+    tracing::info!(server = %server.name, subject = %server.subject, group = %server.queue_group, "serving auth requests");
+
+    let limit = Arc::new(Semaphore::new(max_concurrent));
+    while let Some(msg) = sub.next().await {
+        let Ok(permit) = limit.clone().acquire_owned().await else {
+            break;
+        };
+        let authorizer = authorizer.clone();
+        let client = client.clone();
+        let server_name = server.name.clone();
+        tokio::spawn(async move {
+            let xkey = msg
+                .headers
+                .as_ref()
+                .and_then(|h| h.get(XKEY_HEADER))
+                .map(|v| v.as_str().to_owned());
+            let started = std::time::Instant::now();
+            let handled = authorizer.handle(&msg.payload, xkey.as_deref()).await;
+            let mode = handled.mode.map(|m| m.as_str()).unwrap_or("-");
+            let micros = started.elapsed().as_micros() as u64;
+            match &handled.verdict {
+                Verdict::Allowed { account } => tracing::debug!(
+                    server = %server_name, mode, client_id = handled.client_id,
+                    user_nkey = %handled.user_nkey, account = %account, micros, "allowed"),
+                Verdict::Denied(reason) => tracing::info!(
+                    server = %server_name, mode, client_id = handled.client_id,
+                    user_nkey = %handled.user_nkey, reason = %reason, micros, "denied"),
+                Verdict::Invalid(reason) => tracing::warn!(
+                    server = %server_name, reason = %reason, micros, "invalid auth request"),
+            }
+            match (msg.reply, handled.reply) {
+                (Some(reply), Some(bytes)) => {
+                    if let Err(e) = client.publish(reply, bytes.into()).await {
+                        tracing::warn!(server = %server_name, error = %e, "cannot publish response");
+                    }
+                }
+                (None, _) => tracing::warn!(server = %server_name, "auth request without reply subject"),
+                (_, None) => {}
+            }
+            drop(permit);
+        });
+    }
+    tracing::warn!(server = %server.name, "subscription ended");
+}
