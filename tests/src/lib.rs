@@ -1,0 +1,273 @@
+//! Test harness: a real nats-server on a free port, generated keys, the callout host
+//! started in-process from a YAML config, and a raw NATS protocol client for the
+//! cases a well-behaved client library refuses to produce (wrong signatures).
+//!
+//! Every process is killed when its handle drops (also when a test panics), and with
+//! `PR_SET_PDEATHSIG` when the test process itself dies.
+
+pub mod raw;
+
+use std::io::Write;
+use std::net::TcpListener;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use nats_callout::authorizer::Authorizer;
+use nats_callout::config::Config;
+use nats_callout::service::Service;
+
+/// The workspace root (tests/..).
+pub fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| PathBuf::from(".."))
+}
+
+/// nats-server installed by `scripts/setup`, or `NATS_SERVER_BIN`.
+pub fn nats_server_bin() -> PathBuf {
+    std::env::var_os("NATS_SERVER_BIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| workspace_root().join(".tools/venv/bin/nats-server"))
+}
+
+/// Built plugins (`target/plugins/<name>.wasm`), or `AUTH_CALLOUT_PLUGIN_DIR`.
+pub fn plugin_dir() -> PathBuf {
+    std::env::var_os(nats_callout::config::PLUGIN_DIR_ENV)
+        .map(PathBuf::from)
+        .unwrap_or_else(|| workspace_root().join("target/plugins"))
+}
+
+/// Log to the test output (`RUST_LOG` to tune); safe to call from every test.
+pub fn init_tracing() {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("nats_callout=debug")),
+        )
+        .with_test_writer()
+        .try_init();
+}
+
+/// A port nobody listens on right now. The tiny race with other processes is accepted:
+/// nats-server fails loudly if it loses it, and the tests then say so.
+pub fn free_port() -> Result<u16> {
+    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+}
+
+/// The keys of one test deployment.
+pub struct Keys {
+    pub callout: nkeys::KeyPair,
+    pub issuer: nkeys::KeyPair,
+    pub xkey: nkeys::XKey,
+}
+
+impl Keys {
+    pub fn generate() -> Self {
+        Self {
+            callout: nkeys::KeyPair::new_user(),
+            issuer: nkeys::KeyPair::new_account(),
+            xkey: nkeys::XKey::new(),
+        }
+    }
+
+    /// Write the seeds as files into `dir`, like `nats-callout keys generate`.
+    pub fn write(&self, dir: &Path) -> Result<()> {
+        std::fs::write(dir.join("nkey-seed"), self.callout.seed()?)?;
+        std::fs::write(dir.join("issuer-seed"), self.issuer.seed()?)?;
+        std::fs::write(dir.join("xkey-seed"), self.xkey.seed()?)?;
+        Ok(())
+    }
+}
+
+/// A running nats-server, killed on drop.
+pub struct NatsServer {
+    child: Child,
+    pub port: u16,
+    pub dir: tempfile::TempDir,
+}
+
+impl NatsServer {
+    /// Start nats-server with `config` (the `listen` line is added here).
+    pub fn start(config: &str) -> Result<Self> {
+        let dir = tempfile::tempdir()?;
+        let port = free_port()?;
+        let conf = dir.path().join("nats-server.conf");
+        let mut f = std::fs::File::create(&conf)?;
+        writeln!(f, "listen: 127.0.0.1:{port}\n{config}")?;
+        drop(f);
+        let bin = nats_server_bin();
+        if !bin.exists() {
+            bail!(
+                "nats-server not found at {}: run scripts/setup (or set NATS_SERVER_BIN)",
+                bin.display()
+            );
+        }
+        let log = std::fs::File::create(dir.path().join("nats-server.log"))?;
+        let mut cmd = Command::new(&bin);
+        cmd.arg("-c")
+            .arg(&conf)
+            .stdin(Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log);
+        // SAFETY: prctl is async-signal-safe; it only asks the kernel to kill the child
+        // if this (test) process dies first, so no server outlives a crashed test run.
+        unsafe {
+            cmd.pre_exec(|| {
+                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+                Ok(())
+            });
+        }
+        let child = cmd
+            .spawn()
+            .with_context(|| format!("cannot start {}", bin.display()))?;
+        let mut server = Self { child, port, dir };
+        server.wait_listening(Duration::from_secs(15))?;
+        Ok(server)
+    }
+
+    fn wait_listening(&mut self, timeout: Duration) -> Result<()> {
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            if let Some(status) = self.child.try_wait()? {
+                bail!("nats-server exited with {status}: {}", self.log());
+            }
+            if std::net::TcpStream::connect(("127.0.0.1", self.port)).is_ok() {
+                return Ok(());
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        bail!("nats-server did not listen within {timeout:?}: {}", self.log())
+    }
+
+    pub fn url(&self) -> String {
+        format!("nats://127.0.0.1:{}", self.port)
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("nats-server.log")).unwrap_or_default()
+    }
+}
+
+impl Drop for NatsServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// nats-server config for config-mode auth callout: the callout's own user in account
+/// `AUTH`, a `platform` user in `DEVICES` (both bypass the callout), target accounts
+/// `DEVICES` and `ANONYMOUS`.
+pub fn callout_server_config(keys: &Keys, with_xkey: bool) -> String {
+    let xkey = if with_xkey {
+        format!("xkey: {}", keys.xkey.public_key())
+    } else {
+        String::new()
+    };
+    format!(
+        r#"
+accounts {{
+  AUTH {{ users: [ {{ nkey: {callout} }} ] }}
+  DEVICES {{ users: [ {{ user: platform, password: platform }} ] }}
+  ANONYMOUS {{}}
+}}
+authorization {{
+  auth_callout {{
+    issuer: {issuer}
+    account: AUTH
+    auth_users: [ {callout}, platform ]
+    {xkey}
+  }}
+}}
+"#,
+        callout = keys.callout.public_key(),
+        issuer = keys.issuer.public_key(),
+    )
+}
+
+/// The callout host running in-process, stopped on drop.
+pub struct Callout {
+    service: Option<Service>,
+    pub dir: tempfile::TempDir,
+}
+
+impl Callout {
+    /// Start the host from `yaml` (seed file paths are filled in: `nkey-seed`,
+    /// `issuer-seed`, `xkey-seed` live beside the config).
+    pub async fn start(keys: &Keys, yaml: &str) -> Result<Self> {
+        let dir = tempfile::tempdir()?;
+        keys.write(dir.path())?;
+        let path = dir.path().join("callout.yaml");
+        std::fs::write(&path, yaml)?;
+        let mut cfg = Config::load(&path)?;
+        cfg.plugin_dir = Some(plugin_dir());
+        let authorizer = Arc::new(Authorizer::from_config(&cfg)?);
+        let service = Service::start(&cfg, authorizer)?;
+        if !service.wait_ready(Duration::from_secs(15)).await {
+            bail!("callout did not subscribe within 15s");
+        }
+        Ok(Self {
+            service: Some(service),
+            dir,
+        })
+    }
+}
+
+impl Drop for Callout {
+    fn drop(&mut self) {
+        if let Some(s) = self.service.take() {
+            s.stop();
+        }
+    }
+}
+
+/// Connect with async-nats, failing fast instead of retrying (auth errors are results
+/// here, not transient faults).
+pub async fn connect(
+    url: &str,
+    options: async_nats::ConnectOptions,
+) -> Result<async_nats::Client, async_nats::ConnectError> {
+    options
+        .connection_timeout(Duration::from_secs(5))
+        .max_reconnects(Some(0))
+        .connect(url)
+        .await
+}
+
+/// Connect and also collect the server's asynchronous errors (permission violations).
+pub async fn connect_watching(
+    url: &str,
+    options: async_nats::ConnectOptions,
+) -> Result<(async_nats::Client, tokio::sync::mpsc::UnboundedReceiver<String>)> {
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    let options = options.event_callback(move |event| {
+        let tx = tx.clone();
+        async move {
+            if let async_nats::Event::ServerError(e) = event {
+                let _ = tx.send(e.to_string());
+            }
+        }
+    });
+    Ok((connect(url, options).await?, rx))
+}
+
+/// Wait for a server error that contains `needle`.
+pub async fn expect_server_error(
+    errors: &mut tokio::sync::mpsc::UnboundedReceiver<String>,
+    needle: &str,
+) -> Result<String> {
+    let deadline = Duration::from_secs(5);
+    loop {
+        match tokio::time::timeout(deadline, errors.recv()).await {
+            Ok(Some(e)) if e.to_lowercase().contains(&needle.to_lowercase()) => return Ok(e),
+            Ok(Some(_)) => continue,
+            Ok(None) => bail!("connection closed before error {needle:?}"),
+            Err(_) => bail!("no server error containing {needle:?} within {deadline:?}"),
+        }
+    }
+}
