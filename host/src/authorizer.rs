@@ -11,6 +11,8 @@ use crate::capabilities::Capabilities;
 use crate::config::Config;
 use crate::decision::Decision;
 use crate::keys::{KeyError, SeedSource};
+use crate::metrics::Metrics;
+use crate::plugin::CallError;
 use crate::plugin::{CallLimits, LoadedPlugin, PluginEngine, PluginError, v0_1_0};
 use crate::request::{ReplyTarget, Verifier, unix_now};
 use crate::respond::Signer;
@@ -53,17 +55,21 @@ pub struct Handled {
     pub user_nkey: String,
 }
 
+/// The current authorizer, swapped atomically by a reload.
+pub type Shared = Arc<arc_swap::ArcSwap<Authorizer>>;
+
 pub struct Authorizer {
     signer: Signer,
     leeway: Duration,
     chains: HashMap<Mode, Vec<Arc<LoadedPlugin>>>,
+    metrics: Metrics,
     // Keeps the epoch ticker alive as long as plugins may run.
     _engine: Arc<PluginEngine>,
 }
 
 impl Authorizer {
     /// Load seeds and every configured plugin. Fails on the first bad one.
-    pub fn from_config(cfg: &Config) -> Result<Self, LoadError> {
+    pub fn from_config(cfg: &Config, metrics: Metrics) -> Result<Self, LoadError> {
         let issuer_file = cfg.issuer_seed_file.as_ref().map(|p| cfg.resolve(p));
         let issuer_src = SeedSource {
             what: "issuer seed",
@@ -93,11 +99,11 @@ impl Authorizer {
             } else {
                 dir.join(&p.path)
             };
-            let name = format!(
-                "{}#{i}:{}",
-                p.mode,
-                p.path.file_stem().unwrap_or_default().to_string_lossy()
-            );
+            let stem = p.path.file_stem().unwrap_or_default().to_string_lossy();
+            let mut name = format!("{}/{stem}", p.mode);
+            if chains.values().flatten().any(|l| l.name == name) {
+                name = format!("{name}#{i}");
+            }
             let init = serde_json::json!({
                 "permissions": cfg.permissions.for_mode(p.mode),
                 "settings": p.settings,
@@ -118,6 +124,7 @@ impl Authorizer {
             signer: Signer::new(issuer, xkey),
             leeway: cfg.limits.request_leeway,
             chains,
+            metrics,
             _engine: engine,
         })
     }
@@ -133,8 +140,32 @@ impl Authorizer {
             .collect()
     }
 
-    /// Handle one `$SYS.REQ.USER.AUTH` message.
+    pub fn metrics(&self) -> &Metrics {
+        &self.metrics
+    }
+
+    /// Handle one `$SYS.REQ.USER.AUTH` message, and count it.
     pub async fn handle(&self, payload: &[u8], server_xkey: Option<&str>) -> Handled {
+        let started = std::time::Instant::now();
+        let handled = self.handle_uncounted(payload, server_xkey).await;
+        let m = &self.metrics;
+        m.requests.inc();
+        m.duration.observe(started.elapsed().as_secs_f64());
+        let admitted = matches!(handled.verdict, Verdict::Allowed { .. });
+        if !admitted {
+            m.errors.inc();
+        }
+        if let Some(mode) = handled.mode {
+            let c = m.mode(mode);
+            c.attempts.inc();
+            if !admitted {
+                c.failures.inc();
+            }
+        }
+        handled
+    }
+
+    async fn handle_uncounted(&self, payload: &[u8], server_xkey: Option<&str>) -> Handled {
         let verifier = Verifier {
             issuer: &self.signer.issuer_public,
             xkey: self.signer.xkey.as_ref(),
@@ -207,7 +238,10 @@ impl Authorizer {
         let parsed = x509::parse_chain(chain_pems).map_err(|e| format!("{mode}: {e}"))?;
         let wit_req = Arc::new(v0_1_0::request(req, mode, &parsed));
         for plugin in chain {
-            match plugin.authenticate(wit_req.clone()).await {
+            let started = std::time::Instant::now();
+            let result = plugin.authenticate(wit_req.clone()).await;
+            self.count_call(&plugin.name, &result, started.elapsed());
+            match result {
                 Ok(Decision::Allow(grant)) => return Ok(grant),
                 Ok(Decision::Deny(reason)) => {
                     return Err(format!("{mode}: {}", crate::plugin::truncate(&reason, 512)));
@@ -217,6 +251,22 @@ impl Authorizer {
             }
         }
         Err(format!("{mode}: no plugin accepted the credential"))
+    }
+
+    fn count_call(&self, plugin: &str, result: &Result<Decision, CallError>, took: Duration) {
+        let m = &self.metrics;
+        m.plugin_calls.with_label_values(&[plugin]).inc();
+        m.plugin_duration
+            .with_label_values(&[plugin])
+            .observe(took.as_secs_f64());
+        match result {
+            Ok(Decision::Deny(_)) => m.plugin_denies.with_label_values(&[plugin]).inc(),
+            Err(CallError::Timeout(_) | CallError::Busy(_)) => {
+                m.plugin_timeouts.with_label_values(&[plugin]).inc()
+            }
+            Err(_) => m.plugin_traps.with_label_values(&[plugin]).inc(),
+            Ok(_) => {}
+        }
     }
 
     fn finish(

@@ -55,6 +55,14 @@ pub struct Config {
     pub permissions: Permissions,
     #[serde(default)]
     pub limits: Limits,
+    /// Operations listener: `/metrics`, `/healthz`, `/readyz`.
+    #[serde(default = "default_http_listen")]
+    pub http_listen: String,
+    /// How often the config and plugin files are checked for changes (hot reload).
+    /// Polling, not inotify: Kubernetes updates a mounted ConfigMap by swapping a
+    /// symlink, which file-event watchers routinely miss.
+    #[serde(default = "default_reload_interval", with = "duration")]
+    pub reload_interval: Duration,
     /// Where to find the config's relative paths; set by [`Config::load`].
     #[serde(skip)]
     pub base_dir: PathBuf,
@@ -153,6 +161,12 @@ impl Default for Limits {
     }
 }
 
+fn default_http_listen() -> String {
+    "0.0.0.0:9090".into()
+}
+fn default_reload_interval() -> Duration {
+    Duration::from_secs(2)
+}
 fn default_name() -> String {
     "main".into()
 }

@@ -7,14 +7,18 @@
 //! bounds the grant, and [`respond`] signs the answer. [`authorizer`] ties the steps
 //! together independently of NATS I/O.
 
+pub mod app;
 pub mod authorizer;
 pub mod capabilities;
 pub mod claims;
 pub mod config;
 pub mod decision;
+pub mod http;
 pub mod jwt;
 pub mod keys;
+pub mod metrics;
 pub mod plugin;
+pub mod reload;
 pub mod request;
 pub mod respond;
 pub mod routing;

@@ -2,13 +2,13 @@
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 
 use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand, ValueEnum};
+use nats_callout::app::App;
 use nats_callout::authorizer::Authorizer;
 use nats_callout::config::Config;
-use nats_callout::service::Service;
+use nats_callout::metrics::Metrics;
 
 #[derive(Parser)]
 #[command(name = "nats-callout", version, about = "NATS auth callout with WebAssembly plugins")]
@@ -141,14 +141,9 @@ fn main() -> Result<()> {
     }
 }
 
-fn load(config: &Path) -> Result<(Config, Authorizer)> {
-    let cfg = Config::load(config)?;
-    let authorizer = Authorizer::from_config(&cfg)?;
-    Ok((cfg, authorizer))
-}
-
 fn check(config: &Path) -> Result<()> {
-    let (cfg, authorizer) = load(config)?;
+    let cfg = Config::load(config)?;
+    let authorizer = Authorizer::from_config(&cfg, Metrics::new())?;
     let modes: Vec<_> = authorizer.enabled_modes().iter().map(|m| m.as_str()).collect();
     println!(
         "ok: {} NATS server(s), modes [{}], issuer {}",
@@ -165,12 +160,10 @@ fn run(config: &Path) -> Result<()> {
         .build()
         .context("cannot start the async runtime")?;
     runtime.block_on(async {
-        let (cfg, authorizer) = load(config)?;
-        tracing::info!(issuer = %authorizer.issuer_public_key(), modes = ?authorizer.enabled_modes(), "starting");
-        let service = Service::start(&cfg, Arc::new(authorizer))?;
+        let app = App::start(config).await?;
         shutdown_signal().await;
         tracing::info!("shutting down");
-        service.stop();
+        app.stop();
         Ok(())
     })
 }

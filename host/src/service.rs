@@ -8,7 +8,7 @@ use futures::StreamExt;
 use tokio::sync::{Semaphore, watch};
 use tokio::task::JoinHandle;
 
-use crate::authorizer::{Authorizer, Verdict};
+use crate::authorizer::{Shared, Verdict};
 use crate::config::{Config, NatsConfig};
 use crate::keys::{KeyError, SeedSource};
 use crate::request::XKEY_HEADER;
@@ -42,7 +42,7 @@ pub struct Service {
 impl Service {
     /// Start serving every configured NATS server. Connections are (re)tried in the
     /// background; [`Service::wait_ready`] waits until all are subscribed.
-    pub fn start(cfg: &Config, authorizer: Arc<Authorizer>) -> Result<Self, ServiceError> {
+    pub fn start(cfg: &Config, authorizer: Shared) -> Result<Self, ServiceError> {
         let mut tasks = Vec::new();
         let mut ready = Vec::new();
         for server in &cfg.nats {
@@ -63,6 +63,24 @@ impl Service {
     /// True when every server's subscription is active.
     pub fn is_ready(&self) -> bool {
         self.ready.iter().all(|r| *r.borrow())
+    }
+
+    /// A readiness probe for the operations listener, naming the servers not subscribed.
+    pub fn readiness(&self, names: Vec<String>) -> crate::http::Readiness {
+        let ready = self.ready.clone();
+        Arc::new(move || {
+            let down: Vec<&str> = ready
+                .iter()
+                .zip(&names)
+                .filter(|(r, _)| !*r.borrow())
+                .map(|(_, n)| n.as_str())
+                .collect();
+            if down.is_empty() {
+                Ok(())
+            } else {
+                Err(format!("not subscribed on NATS server(s): {}", down.join(", ")))
+            }
+        })
     }
 
     /// Wait until every server's subscription is active, or `timeout`.
@@ -175,7 +193,7 @@ impl Connect {
 async fn serve(
     server: NatsConfig,
     connect: Connect,
-    authorizer: Arc<Authorizer>,
+    authorizer: Shared,
     max_concurrent: usize,
     ready: watch::Sender<bool>,
 ) {
@@ -234,7 +252,9 @@ async fn serve(
         let Ok(permit) = limit.clone().acquire_owned().await else {
             break;
         };
-        let authorizer = authorizer.clone();
+        // The set current at arrival decides this request, even if a reload swaps it
+        // meanwhile: in-flight requests finish on the old plugins.
+        let authorizer = authorizer.load_full();
         let client = client.clone();
         let server_name = server.name.clone();
         tokio::spawn(async move {

@@ -12,13 +12,10 @@ use std::net::TcpListener;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
-use nats_callout::authorizer::Authorizer;
-use nats_callout::config::Config;
-use nats_callout::service::Service;
+use nats_callout::app::App;
 
 /// The workspace root (tests/..).
 pub fn workspace_root() -> PathBuf {
@@ -190,38 +187,60 @@ authorization {{
     )
 }
 
-/// The callout host running in-process, stopped on drop.
+/// The callout host running in-process (as `nats-callout run` runs it), stopped on drop.
 pub struct Callout {
-    service: Option<Service>,
+    app: Option<App>,
     pub dir: tempfile::TempDir,
 }
 
 impl Callout {
-    /// Start the host from `yaml` (seed file paths are filled in: `nkey-seed`,
-    /// `issuer-seed`, `xkey-seed` live beside the config).
+    /// Start the host from `yaml`. The seeds (`nkey-seed`, `issuer-seed`, `xkey-seed`)
+    /// are written beside the config; `plugin_dir` and an ephemeral `http_listen` are
+    /// appended unless the YAML sets them.
     pub async fn start(keys: &Keys, yaml: &str) -> Result<Self> {
         let dir = tempfile::tempdir()?;
         keys.write(dir.path())?;
         let path = dir.path().join("callout.yaml");
-        std::fs::write(&path, yaml)?;
-        let mut cfg = Config::load(&path)?;
-        cfg.plugin_dir = Some(plugin_dir());
-        let authorizer = Arc::new(Authorizer::from_config(&cfg)?);
-        let service = Service::start(&cfg, authorizer)?;
-        if !service.wait_ready(Duration::from_secs(15)).await {
+        std::fs::write(&path, with_test_defaults(yaml))?;
+        let app = App::start(&path).await?;
+        if !app.service.wait_ready(Duration::from_secs(15)).await {
             bail!("callout did not subscribe within 15s");
         }
         Ok(Self {
-            service: Some(service),
+            app: Some(app),
             dir,
         })
     }
+
+    pub fn app(&self) -> &App {
+        self.app.as_ref().expect("running")
+    }
+
+    /// Path of the config file, to edit it for hot-reload tests.
+    pub fn config_path(&self) -> PathBuf {
+        self.dir.path().join("callout.yaml")
+    }
+}
+
+/// Add `plugin_dir` and `http_listen` for tests unless the YAML has them.
+pub fn with_test_defaults(yaml: &str) -> String {
+    let mut out = yaml.to_owned();
+    if !out.ends_with('\n') {
+        out.push('\n');
+    }
+    if !yaml.contains("plugin_dir:") {
+        out.push_str(&format!("plugin_dir: {}\n", plugin_dir().display()));
+    }
+    if !yaml.contains("http_listen:") {
+        out.push_str("http_listen: 127.0.0.1:0\n");
+    }
+    out
 }
 
 impl Drop for Callout {
     fn drop(&mut self) {
-        if let Some(s) = self.service.take() {
-            s.stop();
+        if let Some(app) = self.app.take() {
+            app.stop();
         }
     }
 }

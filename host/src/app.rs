@@ -1,0 +1,81 @@
+//! The whole service wired together, as `nats-callout run` starts it: authorizer,
+//! NATS subscriptions, operations listener and hot reload.
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+
+use tokio::task::JoinHandle;
+
+use crate::authorizer::Shared;
+use crate::config::Config;
+use crate::metrics::Metrics;
+use crate::reload::{self, ReloadError};
+use crate::service::{Service, ServiceError};
+
+#[derive(Debug, thiserror::Error)]
+pub enum AppError {
+    #[error(transparent)]
+    Load(#[from] ReloadError),
+    #[error(transparent)]
+    Service(#[from] ServiceError),
+    #[error("cannot listen on {addr} (http_listen): {source}")]
+    Listen {
+        addr: String,
+        source: std::io::Error,
+    },
+}
+
+pub struct App {
+    pub service: Service,
+    pub shared: Shared,
+    pub metrics: Metrics,
+    pub config: Config,
+    /// Where `/metrics`, `/healthz` and `/readyz` are served.
+    pub http_addr: SocketAddr,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl App {
+    pub async fn start(config_path: &Path) -> Result<Self, AppError> {
+        let metrics = Metrics::new();
+        let (config, authorizer) = reload::load(config_path, &metrics).await?;
+        tracing::info!(
+            issuer = %authorizer.issuer_public_key(),
+            modes = ?authorizer.enabled_modes(),
+            "plugins loaded"
+        );
+        let shared: Shared = Arc::new(arc_swap::ArcSwap::from_pointee(authorizer));
+        let service = Service::start(&config, shared.clone())?;
+        let names = config.nats.iter().map(|n| n.name.clone()).collect();
+        let (http_addr, http) =
+            crate::http::serve(&config.http_listen, metrics.clone(), service.readiness(names))
+                .await
+                .map_err(|source| AppError::Listen {
+                    addr: config.http_listen.clone(),
+                    source,
+                })?;
+        tracing::info!(%http_addr, "operations listener (/metrics, /healthz, /readyz)");
+        let reloader = reload::spawn(
+            config_path.to_path_buf(),
+            &config,
+            shared.clone(),
+            metrics.clone(),
+        );
+        Ok(Self {
+            service,
+            shared,
+            metrics,
+            config,
+            http_addr,
+            tasks: vec![http, reloader],
+        })
+    }
+
+    pub fn stop(self) {
+        for t in self.tasks {
+            t.abort();
+        }
+        self.service.stop();
+    }
+}

@@ -1,0 +1,157 @@
+//! Prometheus metrics. The `auth_*` names are the ones operators' dashboards already
+//! use (see the operator guide), so they are spelled out one counter per mode rather
+//! than as a `mode` label.
+
+use prometheus::{
+    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, Opts, Registry,
+    TextEncoder,
+};
+
+use crate::routing::Mode;
+
+/// Decision latency buckets: a warm decision takes tens of microseconds, a cold one
+/// (fresh instance, JWKS fetch) milliseconds, and nats-server gives up at 2 s.
+const LATENCY_BUCKETS: &[f64] = &[
+    0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25,
+    0.5, 1.0, 2.0,
+];
+
+#[derive(Clone)]
+pub struct ModeCounters {
+    pub attempts: IntCounter,
+    pub failures: IntCounter,
+}
+
+/// Every metric the service exports, in its own registry (several services can live
+/// in one process, as they do in tests).
+#[derive(Clone)]
+pub struct Metrics {
+    registry: Registry,
+    /// Every request received.
+    pub requests: IntCounter,
+    /// Every request that did not admit a client: denies and invalid requests.
+    pub errors: IntCounter,
+    pub duration: Histogram,
+    modes: [ModeCounters; 4],
+    pub plugin_calls: IntCounterVec,
+    pub plugin_denies: IntCounterVec,
+    pub plugin_traps: IntCounterVec,
+    pub plugin_timeouts: IntCounterVec,
+    pub plugin_duration: HistogramVec,
+    /// Hot reloads by result (`ok`, `error`).
+    pub reloads: IntCounterVec,
+}
+
+fn counter(registry: &Registry, name: &str, help: &str) -> IntCounter {
+    let c = IntCounter::new(name, help).expect("static metric definition");
+    registry
+        .register(Box::new(c.clone()))
+        .expect("metric names are unique");
+    c
+}
+
+fn counter_vec(registry: &Registry, name: &str, help: &str) -> IntCounterVec {
+    let c = IntCounterVec::new(Opts::new(name, help), &["plugin"]).expect("static metric");
+    registry
+        .register(Box::new(c.clone()))
+        .expect("metric names are unique");
+    c
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    pub fn new() -> Self {
+        let r = Registry::new();
+        let duration = Histogram::with_opts(
+            HistogramOpts::new(
+                "auth_request_duration_seconds",
+                "Time from receiving an auth request to having its response",
+            )
+            .buckets(LATENCY_BUCKETS.to_vec()),
+        )
+        .expect("static metric");
+        r.register(Box::new(duration.clone()))
+            .expect("metric names are unique");
+        let plugin_duration = HistogramVec::new(
+            HistogramOpts::new(
+                "plugin_call_duration_seconds",
+                "Time of one plugin call, including waiting for a free instance",
+            )
+            .buckets(LATENCY_BUCKETS.to_vec()),
+            &["plugin"],
+        )
+        .expect("static metric");
+        r.register(Box::new(plugin_duration.clone()))
+            .expect("metric names are unique");
+        let mode = |m: Mode| ModeCounters {
+            attempts: counter(
+                &r,
+                &format!("auth_{m}_attempts_total"),
+                &format!("{m} authentication attempts"),
+            ),
+            failures: counter(
+                &r,
+                &format!("auth_{m}_failures_total"),
+                &format!("{m} authentication attempts that were denied"),
+            ),
+        };
+        Self {
+            requests: counter(&r, "auth_requests_total", "Auth callout requests received"),
+            errors: counter(
+                &r,
+                "auth_errors_total",
+                "Auth callout requests that did not admit a client (denied or invalid)",
+            ),
+            duration,
+            modes: Mode::ALL.map(mode),
+            plugin_calls: counter_vec(&r, "plugin_calls_total", "Plugin calls"),
+            plugin_denies: counter_vec(&r, "plugin_denies_total", "Plugin calls that denied"),
+            plugin_traps: counter_vec(
+                &r,
+                "plugin_traps_total",
+                "Plugin calls that trapped or ran out of memory",
+            ),
+            plugin_timeouts: counter_vec(
+                &r,
+                "plugin_timeouts_total",
+                "Plugin calls stopped at their deadline or refused as busy",
+            ),
+            plugin_duration,
+            reloads: {
+                let c = IntCounterVec::new(
+                    Opts::new("config_reloads_total", "Hot reloads of config and plugins"),
+                    &["result"],
+                )
+                .expect("static metric");
+                r.register(Box::new(c.clone()))
+                    .expect("metric names are unique");
+                c
+            },
+            registry: r,
+        }
+    }
+
+    pub fn mode(&self, mode: Mode) -> &ModeCounters {
+        let i = Mode::ALL.iter().position(|m| *m == mode).unwrap_or(0);
+        &self.modes[i]
+    }
+
+    /// Register a collector owned elsewhere (e.g. the JWKS cache's counters).
+    pub fn register(&self, c: Box<dyn prometheus::core::Collector>) {
+        if let Err(e) = self.registry.register(c) {
+            tracing::warn!(error = %e, "metric not registered");
+        }
+    }
+
+    /// The Prometheus text exposition.
+    pub fn render(&self) -> String {
+        let mut buf = Vec::new();
+        let _ = TextEncoder::new().encode(&self.registry.gather(), &mut buf);
+        String::from_utf8(buf).unwrap_or_default()
+    }
+}

@@ -1,0 +1,116 @@
+//! Hot reload: on SIGHUP, or when the config file, a plugin or a seed file changes,
+//! build a complete new [`Authorizer`] beside the current one and swap it in
+//! atomically. Requests already running finish on the old one; a config or plugin
+//! that fails to load is logged and the current set keeps serving.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use tokio::task::JoinHandle;
+
+use crate::authorizer::{Authorizer, Shared};
+use crate::config::Config;
+use crate::metrics::Metrics;
+
+/// What a reload attempt found wrong.
+#[derive(Debug, thiserror::Error)]
+pub enum ReloadError {
+    #[error(transparent)]
+    Config(#[from] crate::config::ConfigError),
+    #[error(transparent)]
+    Load(#[from] crate::authorizer::LoadError),
+    #[error("reload task failed: {0}")]
+    Join(String),
+}
+
+type Stamp = Vec<(PathBuf, Option<(SystemTime, u64)>)>;
+
+/// The files whose change triggers a reload, with their modification time and size.
+fn stamp(config_path: &Path, cfg: &Config) -> Stamp {
+    let mut files = vec![config_path.to_path_buf()];
+    let dir = cfg.plugin_dir();
+    files.extend(cfg.plugin_list().iter().map(|p| dir.join(&p.path)));
+    files.extend(
+        [&cfg.issuer_seed_file, &cfg.xkey_seed_file]
+            .into_iter()
+            .flatten()
+            .map(|p| cfg.resolve(p)),
+    );
+    files
+        .into_iter()
+        .map(|f| {
+            // metadata() follows symlinks: a swapped ConfigMap link shows as a change.
+            let meta = std::fs::metadata(&f)
+                .ok()
+                .and_then(|m| Some((m.modified().ok()?, m.len())));
+            (f, meta)
+        })
+        .collect()
+}
+
+/// Load the config at `path` and build an authorizer from it, off the async threads
+/// (compiling plugins is CPU work).
+pub async fn load(path: &Path, metrics: &Metrics) -> Result<(Config, Authorizer), ReloadError> {
+    let path = path.to_path_buf();
+    let metrics = metrics.clone();
+    tokio::task::spawn_blocking(move || {
+        let cfg = Config::load(&path)?;
+        let authorizer = Authorizer::from_config(&cfg, metrics)?;
+        Ok((cfg, authorizer))
+    })
+    .await
+    .map_err(|e| ReloadError::Join(e.to_string()))?
+}
+
+/// Watch for SIGHUP and file changes and reload; runs until aborted.
+pub fn spawn(config_path: PathBuf, current: &Config, shared: Shared, metrics: Metrics) -> JoinHandle<()> {
+    let mut last = stamp(&config_path, current);
+    let mut last_cfg = current.clone();
+    let interval = current.reload_interval;
+    tokio::spawn(async move {
+        #[cfg(unix)]
+        let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok();
+        let mut tick = tokio::time::interval(interval);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            #[cfg(unix)]
+            let signalled = async {
+                match hup.as_mut() {
+                    Some(h) => h.recv().await.is_some(),
+                    None => std::future::pending().await,
+                }
+            };
+            #[cfg(not(unix))]
+            let signalled = std::future::pending::<bool>();
+            let reason = tokio::select! {
+                _ = signalled => "SIGHUP",
+                _ = tick.tick() => {
+                    if stamp(&config_path, &last_cfg) == last {
+                        continue;
+                    }
+                    "file change"
+                }
+            };
+            tracing::info!(reason, config = %config_path.display(), "reloading");
+            match load(&config_path, &metrics).await {
+                Ok((cfg, authorizer)) => {
+                    if cfg.nats.iter().map(|n| (&n.name, &n.url)).ne(last_cfg.nats.iter().map(|n| (&n.name, &n.url))) {
+                        tracing::warn!("the nats section changed: connections are kept as they are until a restart");
+                    }
+                    shared.store(Arc::new(authorizer));
+                    metrics.reloads.with_label_values(&["ok"]).inc();
+                    tracing::info!(modes = ?shared.load().enabled_modes(), "reloaded: new config and plugins serving");
+                    last = stamp(&config_path, &cfg);
+                    last_cfg = cfg;
+                }
+                Err(e) => {
+                    metrics.reloads.with_label_values(&["error"]).inc();
+                    tracing::error!(error = %e, "reload rejected; the previous config keeps serving");
+                    // Do not retry the same broken files every tick; wait for the next change.
+                    last = stamp(&config_path, &last_cfg);
+                }
+            }
+        }
+    })
+}
