@@ -48,9 +48,17 @@ impl App {
         let shared: Shared = Arc::new(arc_swap::ArcSwap::from_pointee(authorizer));
         let service = Service::start(&config, shared.clone())?;
         let names = config.nats.iter().map(|n| n.name.clone()).collect();
-        let (http_addr, http) =
-            crate::http::serve(&config.http_listen, metrics.clone(), service.readiness(names))
-                .await
+        let nats_ready = service.readiness(names);
+        let current = shared.clone();
+        let ready: crate::http::Readiness = Arc::new(move || {
+            nats_ready()?;
+            match current.load().jwks() {
+                Some(j) if !j.is_loaded() => Err("JWKS not loaded".into()),
+                _ => Ok(()),
+            }
+        });
+        let (http_addr, http) = crate::http::serve(&config.http_listen, metrics.clone(), ready)
+            .await
                 .map_err(|source| AppError::Listen {
                     addr: config.http_listen.clone(),
                     source,

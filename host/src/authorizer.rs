@@ -29,6 +29,8 @@ pub enum LoadError {
     Key(#[from] KeyError),
     #[error(transparent)]
     Plugin(#[from] PluginError),
+    #[error(transparent)]
+    Jwks(#[from] crate::oauth::JwksError),
 }
 
 /// How one request ended, for logs and metrics.
@@ -62,6 +64,7 @@ pub struct Authorizer {
     signer: Signer,
     leeway: Duration,
     chains: HashMap<Mode, Vec<Arc<LoadedPlugin>>>,
+    jwks: Option<Arc<crate::oauth::Jwks>>,
     metrics: Metrics,
     // Keeps the epoch ticker alive as long as plugins may run.
     _engine: Arc<PluginEngine>,
@@ -90,6 +93,11 @@ impl Authorizer {
             memory_bytes: cfg.limits.plugin_memory_bytes,
             instances: cfg.limits.instances_per_plugin,
         };
+        let jwks = cfg
+            .jwks
+            .as_ref()
+            .map(|j| crate::oauth::Jwks::new(j, &metrics))
+            .transpose()?;
         let engine = Arc::new(PluginEngine::new(cfg.limits.plugin_memory_bytes)?);
         let dir = cfg.plugin_dir();
         let mut chains: HashMap<Mode, Vec<Arc<LoadedPlugin>>> = HashMap::new();
@@ -114,7 +122,7 @@ impl Authorizer {
                 p.mode,
                 &path,
                 init,
-                Capabilities::new(name.clone()),
+                Capabilities::new(name.clone()).with_jwks(jwks.clone()),
                 limits,
             )?;
             tracing::info!(plugin = %name, path = %path.display(), "plugin loaded");
@@ -124,6 +132,7 @@ impl Authorizer {
             signer: Signer::new(issuer, xkey),
             leeway: cfg.limits.request_leeway,
             chains,
+            jwks,
             metrics,
             _engine: engine,
         })
@@ -138,6 +147,11 @@ impl Authorizer {
             .into_iter()
             .filter(|m| self.chains.contains_key(m))
             .collect()
+    }
+
+    /// The JWKS cache, when a `jwks` section is configured.
+    pub fn jwks(&self) -> Option<&Arc<crate::oauth::Jwks>> {
+        self.jwks.as_ref()
     }
 
     pub fn metrics(&self) -> &Metrics {

@@ -4,7 +4,11 @@
 
 use base64::Engine as _;
 use base64::engine::general_purpose::{STANDARD, STANDARD_NO_PAD, URL_SAFE, URL_SAFE_NO_PAD};
+use std::sync::Arc;
+
 use nkeys::KeyPairType;
+
+use crate::oauth::Jwks;
 
 /// A JWT the host verified: payload JSON and `exp`.
 #[derive(Debug, Clone)]
@@ -15,16 +19,23 @@ pub struct VerifiedJwt {
 
 /// Capabilities of one plugin. Per-plugin because the JWKS and CA bundle a plugin
 /// verifies against are its own configuration.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct Capabilities {
     pub plugin: String,
+    pub jwks: Option<Arc<Jwks>>,
 }
 
 impl Capabilities {
     pub fn new(plugin: impl Into<String>) -> Self {
         Self {
             plugin: plugin.into(),
+            jwks: None,
         }
+    }
+
+    pub fn with_jwks(mut self, jwks: Option<Arc<Jwks>>) -> Self {
+        self.jwks = jwks;
+        self
     }
 
     /// NKey signature as nats-server checks it: URL-safe base64 without padding is
@@ -48,12 +59,17 @@ impl Capabilities {
             .map_err(|_| "signature does not verify".to_owned())
     }
 
-    /// JWT verification needs a JWKS configured for this plugin (oauth2 mode).
-    pub fn verify_jwt(&self, _token: &str) -> Result<VerifiedJwt, String> {
-        Err(format!(
-            "no JWKS is configured for plugin {:?} (set jwks.url or jwks.issuer)",
-            self.plugin
-        ))
+    /// An access token, verified against the configured JWKS with strict rules.
+    pub fn verify_jwt(&self, token: &str) -> Result<VerifiedJwt, String> {
+        match &self.jwks {
+            Some(jwks) => jwks
+                .verify(token, crate::request::unix_now())
+                .map_err(|e| e.to_string()),
+            None => Err(format!(
+                "no JWKS is configured for plugin {:?} (add a jwks section)",
+                self.plugin
+            )),
+        }
     }
 
     /// Chain verification needs a CA bundle configured for this plugin (mtls mode).

@@ -17,6 +17,7 @@ pub mod http;
 pub mod jwt;
 pub mod keys;
 pub mod metrics;
+pub mod oauth;
 pub mod plugin;
 pub mod reload;
 pub mod request;

@@ -40,6 +40,8 @@ pub struct Metrics {
     pub plugin_duration: HistogramVec,
     /// Hot reloads by result (`ok`, `error`).
     pub reloads: IntCounterVec,
+    pub jwks_fetches: IntCounter,
+    pub jwks_failures: IntCounter,
 }
 
 fn counter(registry: &Registry, name: &str, help: &str) -> IntCounter {
@@ -132,6 +134,8 @@ impl Metrics {
                     .expect("metric names are unique");
                 c
             },
+            jwks_fetches: counter(&r, "jwks_fetches_total", "JWKS (and discovery) fetches"),
+            jwks_failures: counter(&r, "jwks_fetch_failures_total", "JWKS fetches that failed"),
             registry: r,
         }
     }

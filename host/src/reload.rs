@@ -54,13 +54,22 @@ fn stamp(config_path: &Path, cfg: &Config) -> Stamp {
 pub async fn load(path: &Path, metrics: &Metrics) -> Result<(Config, Authorizer), ReloadError> {
     let path = path.to_path_buf();
     let metrics = metrics.clone();
-    tokio::task::spawn_blocking(move || {
+    let (cfg, authorizer) = tokio::task::spawn_blocking(move || {
         let cfg = Config::load(&path)?;
         let authorizer = Authorizer::from_config(&cfg, metrics)?;
-        Ok((cfg, authorizer))
+        Ok::<_, ReloadError>((cfg, authorizer))
     })
     .await
-    .map_err(|e| ReloadError::Join(e.to_string()))?
+    .map_err(|e| ReloadError::Join(e.to_string()))??;
+    // Fetch the keys before this set serves: an unreachable provider is logged and
+    // retried in the background (oauth2 denies meanwhile, other modes serve).
+    if let Some(jwks) = authorizer.jwks() {
+        if let Err(e) = jwks.refresh().await {
+            tracing::error!(error = %e, "JWKS not available yet; oauth2 clients are denied until it is");
+        }
+        jwks.spawn_refresher();
+    }
+    Ok((cfg, authorizer))
 }
 
 /// Watch for SIGHUP and file changes and reload; runs until aborted.

@@ -11,7 +11,7 @@ use std::time::Duration;
 use wasmtime::component::{Component, Linker, ResourceTable};
 use wasmtime::{
     Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Store, StoreLimits,
-    StoreLimitsBuilder, Trap,
+    StoreLimitsBuilder, Trap, UpdateDeadline,
 };
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
@@ -21,7 +21,7 @@ use crate::routing::Mode;
 
 /// Epoch tick. Deadlines are counted in ticks, so this is their resolution; 5 ms keeps
 /// the ticker thread's cost negligible while a 250 ms deadline is still exact to 2%.
-const TICK: Duration = Duration::from_millis(5);
+pub(crate) const TICK: Duration = Duration::from_millis(5);
 
 /// Component instances the pooling allocator reserves slots for: every plugin's warm
 /// instances, twice over so that a hot reload can build the new set beside the old.
@@ -64,6 +64,15 @@ pub struct State {
     table: ResourceTable,
     limits: StoreLimits,
     caps: Arc<Capabilities>,
+    /// Epoch ticks spent blocked in host calls (e.g. a JWKS refetch) during the current
+    /// call; the deadline is extended by them, so it measures the plugin's own time.
+    deadline_credit: u64,
+}
+
+impl State {
+    fn credit_host_time(&mut self, waited: Duration) {
+        self.deadline_credit += (waited.as_micros() / TICK.as_micros()) as u64;
+    }
 }
 
 impl WasiView for State {
@@ -219,9 +228,18 @@ impl LoadedPlugin {
                 .trap_on_grow_failure(true)
                 .build(),
             caps: self.caps.clone(),
+            deadline_credit: 0,
         };
         let mut store = Store::new(&self.engine, state);
         store.limiter(|s| &mut s.limits);
+        store.epoch_deadline_callback(|mut ctx| {
+            let credit = std::mem::take(&mut ctx.data_mut().deadline_credit);
+            Ok(if credit > 0 {
+                UpdateDeadline::Continue(credit)
+            } else {
+                UpdateDeadline::Interrupt
+            })
+        });
         store.set_epoch_deadline(self.deadline_ticks());
         let world = self
             .pre
@@ -282,6 +300,7 @@ impl LoadedPlugin {
                 CallError::Instantiate(self.name.clone(), msg)
             })?,
         };
+        instance.store.data_mut().deadline_credit = 0;
         instance.store.set_epoch_deadline(self.deadline_ticks());
         match instance
             .world

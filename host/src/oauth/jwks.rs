@@ -1,0 +1,347 @@
+//! The provider's signing keys: fetched (or discovered), cached, refreshed in the
+//! background, and refetched on an unknown `kid` at most once per cool-down, with a
+//! single fetch in flight. The last good key set outlives a failed refresh for a
+//! bounded time (`max_stale`), then tokens are denied with a clear reason.
+
+use std::sync::{Arc, Mutex, RwLock, Weak};
+use std::time::{Duration, Instant};
+
+use jsonwebtoken::jwk::{AlgorithmParameters, EllipticCurve, Jwk, KeyAlgorithm};
+use jsonwebtoken::{Algorithm, DecodingKey};
+use prometheus::IntCounter;
+
+use super::token::{Key, Rules, TokenError};
+use crate::capabilities::VerifiedJwt;
+use crate::config::JwksConfig;
+use crate::metrics::Metrics;
+
+#[derive(Debug, thiserror::Error, Clone)]
+pub enum JwksError {
+    #[error("{url}: {message}")]
+    Fetch { url: String, message: String },
+    #[error("jwks: {0}")]
+    Config(String),
+}
+
+struct KeySet {
+    keys: Vec<Arc<Key>>,
+    /// When the keys were last fetched successfully.
+    loaded_at: Option<Instant>,
+    /// Why the last fetch failed, if it did.
+    last_error: Option<String>,
+}
+
+pub struct Jwks {
+    cfg: JwksConfig,
+    rules: Rules,
+    client: reqwest::Client,
+    set: RwLock<KeySet>,
+    /// Last unknown-`kid` refetch: no more than one per `unknown_kid_cooldown`.
+    last_on_demand: Mutex<Option<Instant>>,
+    /// One fetch in flight: concurrent callers wait for it instead of fetching too.
+    fetching: tokio::sync::Mutex<()>,
+    fetches: IntCounter,
+    failures: IntCounter,
+}
+
+/// Counters shared by every `Jwks` of a process lifetime (reloads make new ones).
+fn counters(metrics: &Metrics) -> (IntCounter, IntCounter) {
+    (metrics.jwks_fetches.clone(), metrics.jwks_failures.clone())
+}
+
+impl Jwks {
+    pub fn new(cfg: &JwksConfig, metrics: &Metrics) -> Result<Arc<Self>, JwksError> {
+        install_crypto_provider();
+        let client = reqwest::Client::builder()
+            .timeout(cfg.fetch_timeout)
+            .connect_timeout(cfg.fetch_timeout)
+            .redirect(reqwest::redirect::Policy::limited(3))
+            .user_agent(concat!("nats-callout/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .map_err(|e| JwksError::Config(e.to_string()))?;
+        let (fetches, failures) = counters(metrics);
+        Ok(Arc::new(Self {
+            rules: cfg.rules(),
+            cfg: cfg.clone(),
+            client,
+            set: RwLock::new(KeySet {
+                keys: Vec::new(),
+                loaded_at: None,
+                last_error: None,
+            }),
+            last_on_demand: Mutex::new(None),
+            fetching: tokio::sync::Mutex::new(()),
+            fetches,
+            failures,
+        }))
+    }
+
+    /// Keys are loaded and not older than `max_stale`.
+    pub fn is_loaded(&self) -> bool {
+        self.set.read().is_ok_and(|s| {
+            s.loaded_at
+                .is_some_and(|t| t.elapsed() <= self.cfg.max_stale)
+                && !s.keys.is_empty()
+        })
+    }
+
+    /// Fetch now (single flight). Returns the number of usable keys.
+    pub async fn refresh(&self) -> Result<usize, JwksError> {
+        let started = Instant::now();
+        let _guard = self.fetching.lock().await;
+        // Someone else refreshed while we waited: that fetch is ours too.
+        if let Ok(s) = self.set.read()
+            && s.loaded_at.is_some_and(|t| t >= started)
+        {
+            return Ok(s.keys.len());
+        }
+        self.fetches.inc();
+        match self.fetch().await {
+            Ok(keys) => {
+                let n = keys.len();
+                if let Ok(mut s) = self.set.write() {
+                    s.keys = keys;
+                    s.loaded_at = Some(Instant::now());
+                    s.last_error = None;
+                }
+                tracing::debug!(keys = n, "JWKS refreshed");
+                Ok(n)
+            }
+            Err(e) => {
+                self.failures.inc();
+                tracing::warn!(error = %e, "JWKS refresh failed; keeping the last good keys");
+                if let Ok(mut s) = self.set.write() {
+                    s.last_error = Some(e.to_string());
+                }
+                Err(e)
+            }
+        }
+    }
+
+    async fn fetch(&self) -> Result<Vec<Arc<Key>>, JwksError> {
+        let url = match &self.cfg.url {
+            Some(u) => u.clone(),
+            None => self.discover().await?,
+        };
+        let body = self.get_capped(&url).await?;
+        let err = |message: String| JwksError::Fetch {
+            url: url.clone(),
+            message,
+        };
+        let doc: serde_json::Value =
+            serde_json::from_slice(&body).map_err(|e| err(format!("not JSON: {e}")))?;
+        let raw = doc
+            .get("keys")
+            .and_then(|k| k.as_array())
+            .ok_or_else(|| err("no \"keys\" array".into()))?;
+        if raw.len() > self.cfg.max_keys {
+            return Err(err(format!(
+                "{} keys, over the cap of {}",
+                raw.len(),
+                self.cfg.max_keys
+            )));
+        }
+        let keys: Vec<Arc<Key>> = raw.iter().filter_map(usable_key).map(Arc::new).collect();
+        if keys.is_empty() {
+            return Err(err("no usable signing key (RSA, EC P-256/P-384 or Ed25519)".into()));
+        }
+        Ok(keys)
+    }
+
+    /// `jwks_uri` from the issuer's `/.well-known/openid-configuration`.
+    async fn discover(&self) -> Result<String, JwksError> {
+        let url = format!(
+            "{}/.well-known/openid-configuration",
+            self.cfg.issuer.trim_end_matches('/')
+        );
+        let body = self.get_capped(&url).await?;
+        let doc: serde_json::Value = serde_json::from_slice(&body).map_err(|e| JwksError::Fetch {
+            url: url.clone(),
+            message: format!("not JSON: {e}"),
+        })?;
+        if doc.get("issuer").and_then(|i| i.as_str()) != Some(self.cfg.issuer.as_str()) {
+            return Err(JwksError::Fetch {
+                url,
+                message: "discovery document names another issuer".into(),
+            });
+        }
+        doc.get("jwks_uri")
+            .and_then(|u| u.as_str())
+            .map(str::to_owned)
+            .ok_or(JwksError::Fetch {
+                url,
+                message: "no jwks_uri".into(),
+            })
+    }
+
+    /// GET with the size cap enforced while reading, not after.
+    async fn get_capped(&self, url: &str) -> Result<Vec<u8>, JwksError> {
+        let err = |message: String| JwksError::Fetch {
+            url: url.to_owned(),
+            message,
+        };
+        let mut resp = self
+            .client
+            .get(url)
+            .header("accept", "application/json")
+            .send()
+            .await
+            .map_err(|e| err(format!("{e}")))?;
+        if !resp.status().is_success() {
+            return Err(err(format!("HTTP {}", resp.status())));
+        }
+        let mut body = Vec::new();
+        while let Some(chunk) = resp.chunk().await.map_err(|e| err(e.to_string()))? {
+            if body.len() + chunk.len() > self.cfg.max_jwks_bytes {
+                return Err(err(format!(
+                    "response over the {}-byte cap",
+                    self.cfg.max_jwks_bytes
+                )));
+            }
+            body.extend_from_slice(&chunk);
+        }
+        Ok(body)
+    }
+
+    /// Keep the keys fresh until the `Jwks` is dropped (a reload replaced it). The
+    /// first fetch is the caller's ([`Jwks::refresh`]); this loop starts after it.
+    pub fn spawn_refresher(self: &Arc<Self>) -> tokio::task::JoinHandle<()> {
+        let weak: Weak<Self> = Arc::downgrade(self);
+        let every = self.cfg.refresh_interval;
+        let mut failures = u32::from(!self.is_loaded());
+        tokio::spawn(async move {
+            loop {
+                // After a failure retry sooner (1 s, doubling), never later than `every`.
+                let wait = if failures == 0 {
+                    every
+                } else {
+                    every.min(Duration::from_secs(1) * 2u32.saturating_pow(failures.min(6) - 1))
+                };
+                tokio::time::sleep(wait).await;
+                let Some(jwks) = weak.upgrade() else { return };
+                let ok = jwks.refresh().await.is_ok();
+                failures = if ok { 0 } else { failures.saturating_add(1) };
+            }
+        })
+    }
+
+    /// Verify a token. Called from a plugin's host call on a blocking thread; may wait
+    /// up to `unknown_kid_wait` for an on-demand refetch of a rotated key.
+    pub fn verify(&self, token: &str, now: i64) -> Result<VerifiedJwt, TokenError> {
+        let checked = self.rules.check_header(token)?;
+        let key = match self.find(&checked)? {
+            Some(k) => k,
+            None => {
+                self.refetch_for_unknown_kid();
+                self.find(&checked)?
+                    .ok_or_else(|| TokenError::UnknownKid(checked.kid.clone().unwrap_or_default()))?
+            }
+        };
+        let (claims, exp) = self.rules.verify(token, &checked, &key, now)?;
+        Ok(VerifiedJwt {
+            claims_json: serde_json::Value::Object(claims).to_string(),
+            expires_at: exp,
+        })
+    }
+
+    /// The key for this header, `None` if its kid is unknown; an error if the key set
+    /// is missing or too old to trust.
+    fn find(&self, checked: &super::token::Checked) -> Result<Option<Arc<Key>>, TokenError> {
+        let s = self
+            .set
+            .read()
+            .map_err(|_| TokenError::JwksUnavailable("key cache poisoned".into()))?;
+        let Some(loaded) = s.loaded_at else {
+            return Err(TokenError::JwksUnavailable(
+                s.last_error
+                    .clone()
+                    .unwrap_or_else(|| "keys not fetched yet".into()),
+            ));
+        };
+        if loaded.elapsed() > self.cfg.max_stale {
+            return Err(TokenError::JwksUnavailable(format!(
+                "keys are {}s old (max_stale {}s); last refresh error: {}",
+                loaded.elapsed().as_secs(),
+                self.cfg.max_stale.as_secs(),
+                s.last_error.as_deref().unwrap_or("none")
+            )));
+        }
+        Ok(match &checked.kid {
+            Some(kid) => s
+                .keys
+                .iter()
+                .find(|k| k.kid.as_deref() == Some(kid.as_str()))
+                .cloned(),
+            None if s.keys.len() == 1 => s.keys.first().cloned(),
+            None => return Err(TokenError::NoKid),
+        })
+    }
+
+    /// Refetch for an unknown kid, at most once per cool-down, waiting a bounded time.
+    fn refetch_for_unknown_kid(&self) {
+        {
+            let Ok(mut last) = self.last_on_demand.lock() else {
+                return;
+            };
+            if last.is_some_and(|t| t.elapsed() < self.cfg.unknown_kid_cooldown) {
+                return;
+            }
+            *last = Some(Instant::now());
+        }
+        let Ok(handle) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        // We are on a blocking-pool thread (plugin calls run there), where block_on is
+        // allowed; the plugin's deadline is credited with this wait by the caller.
+        let wait = self.cfg.unknown_kid_wait;
+        let _ = handle.block_on(async { tokio::time::timeout(wait, self.refresh()).await });
+    }
+}
+
+/// reqwest is built without a bundled crypto backend; rustls takes the process-wide
+/// default, which we set to ring, the backend async-nats already links.
+fn install_crypto_provider() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}
+
+/// A JWK we can verify with, pinned to one algorithm: the JWK's own `alg` when it has
+/// one (and it must fit the key type), else the only algorithm its curve allows, else
+/// RS256 for RSA. `oct` (HMAC) keys and encryption keys are ignored.
+fn usable_key(raw: &serde_json::Value) -> Option<Key> {
+    let jwk: Jwk = serde_json::from_value(raw.clone()).ok()?;
+    if matches!(
+        jwk.common.public_key_use,
+        Some(jsonwebtoken::jwk::PublicKeyUse::Encryption)
+    ) {
+        return None;
+    }
+    let declared = jwk.common.key_algorithm;
+    let alg = match (&jwk.algorithm, declared) {
+        (AlgorithmParameters::OctetKey(_), _) => return None,
+        (AlgorithmParameters::RSA(_), None) => Algorithm::RS256,
+        (AlgorithmParameters::RSA(_), Some(a)) => match a {
+            KeyAlgorithm::RS256 => Algorithm::RS256,
+            KeyAlgorithm::RS384 => Algorithm::RS384,
+            KeyAlgorithm::RS512 => Algorithm::RS512,
+            KeyAlgorithm::PS256 => Algorithm::PS256,
+            KeyAlgorithm::PS384 => Algorithm::PS384,
+            KeyAlgorithm::PS512 => Algorithm::PS512,
+            _ => return None,
+        },
+        (AlgorithmParameters::EllipticCurve(ec), a) => match (&ec.curve, a) {
+            (EllipticCurve::P256, None | Some(KeyAlgorithm::ES256)) => Algorithm::ES256,
+            (EllipticCurve::P384, None | Some(KeyAlgorithm::ES384)) => Algorithm::ES384,
+            _ => return None,
+        },
+        (AlgorithmParameters::OctetKeyPair(okp), a) => match (&okp.curve, a) {
+            (EllipticCurve::Ed25519, None | Some(KeyAlgorithm::EdDSA)) => Algorithm::EdDSA,
+            _ => return None,
+        },
+    };
+    let key = DecodingKey::from_jwk(&jwk).ok()?;
+    Some(Key {
+        kid: jwk.common.key_id,
+        alg,
+        key,
+    })
+}
