@@ -1,0 +1,177 @@
+//! The configuration a plugin receives once, at `init`.
+
+use serde::de::DeserializeOwned;
+use serde_json::Value;
+use thiserror::Error;
+
+/// The JSON the host passes to `init`: `{"permissions": ..., "settings": ...}`.
+///
+/// `permissions` is this mode's section of the operator's `permissions` config (the Helm
+/// values shape), `settings` the plugin's own `settings` from the `plugins` list. Either
+/// may be `null`. Plugins read them into their own types with [`PluginConfig::permissions`]
+/// and [`PluginConfig::settings`], whose errors name the offending key, because an operator
+/// fixing a typo in YAML needs the key, not a line and column of JSON they never wrote.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct PluginConfig {
+    permissions: Value,
+    settings: Value,
+}
+
+impl PluginConfig {
+    /// Builds a config directly (tests, native embedding).
+    pub fn new(permissions: Value, settings: Value) -> Self {
+        Self {
+            permissions,
+            settings,
+        }
+    }
+
+    /// Parses the JSON string the host passes to `init`. Unknown top-level keys are
+    /// ignored so that a newer host can add some without breaking older plugins.
+    pub fn from_json(json: &str) -> Result<Self, ConfigError> {
+        let value: Value =
+            serde_json::from_str(json).map_err(|e| ConfigError::Malformed(e.to_string()))?;
+        let Value::Object(mut map) = value else {
+            return Err(ConfigError::Malformed("not a JSON object".into()));
+        };
+        Ok(Self {
+            permissions: map.remove("permissions").unwrap_or(Value::Null),
+            settings: map.remove("settings").unwrap_or(Value::Null),
+        })
+    }
+
+    /// Whether the operator configured a permissions section for this mode at all.
+    pub fn has_permissions(&self) -> bool {
+        !self.permissions.is_null()
+    }
+
+    /// Whether the plugin has settings.
+    pub fn has_settings(&self) -> bool {
+        !self.settings.is_null()
+    }
+
+    /// The raw permissions section (`Value::Null` when absent).
+    pub fn raw_permissions(&self) -> &Value {
+        &self.permissions
+    }
+
+    /// The raw settings (`Value::Null` when absent).
+    pub fn raw_settings(&self) -> &Value {
+        &self.settings
+    }
+
+    /// Reads the permissions section into `T`. An absent section is
+    /// [`ConfigError::Missing`] unless `T` accepts `null` (e.g. `Option<_>`).
+    pub fn permissions<T: DeserializeOwned>(&self) -> Result<T, ConfigError> {
+        parse("permissions", &self.permissions)
+    }
+
+    /// Reads the plugin settings into `T`; same rules as [`PluginConfig::permissions`].
+    pub fn settings<T: DeserializeOwned>(&self) -> Result<T, ConfigError> {
+        parse("settings", &self.settings)
+    }
+}
+
+fn parse<T: DeserializeOwned>(section: &'static str, value: &Value) -> Result<T, ConfigError> {
+    if value.is_null() {
+        // `Option<_>` and friends accept null; anything else gets a clearer message than
+        // serde's "invalid type: null".
+        return T::deserialize(Value::Null).map_err(|_| ConfigError::Missing { section });
+    }
+    serde_path_to_error::deserialize(value).map_err(|e| {
+        let path = e.path().to_string();
+        let path = if path == "." {
+            section.to_string()
+        } else {
+            format!("{section}.{path}")
+        };
+        ConfigError::Invalid {
+            path,
+            message: e.into_inner().to_string(),
+        }
+    })
+}
+
+/// Why a plugin's configuration was rejected. Messages name the key, e.g.
+/// `permissions.sensor-1.permissions.pub.alow: unknown field ...`.
+#[derive(Debug, Error)]
+pub enum ConfigError {
+    /// The host passed something that is not the expected JSON object (a host bug).
+    #[error("plugin config from the host is malformed: {0}")]
+    Malformed(String),
+    /// A required section is absent.
+    #[error("no {section} configured for this plugin")]
+    Missing { section: &'static str },
+    /// A value is wrong; `path` is the dotted key from the section down.
+    #[error("{path}: {message}")]
+    Invalid { path: String, message: String },
+}
+
+impl ConfigError {
+    /// A plugin's own validation error at a key, e.g.
+    /// `ConfigError::at("permissions.sensor-1.public_key", "not a user public key")`.
+    pub fn at(path: impl Into<String>, message: impl std::fmt::Display) -> Self {
+        ConfigError::Invalid {
+            path: path.into(),
+            message: message.to_string(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+    use std::collections::BTreeMap;
+
+    #[derive(Debug, serde::Deserialize)]
+    #[serde(deny_unknown_fields)]
+    #[allow(dead_code)]
+    struct Entry {
+        account: String,
+    }
+
+    #[test]
+    fn from_json_tolerates_missing_and_extra_keys() {
+        let c = PluginConfig::from_json(r#"{"settings": {"a": 1}, "future": true}"#).unwrap();
+        assert!(!c.has_permissions());
+        assert!(c.has_settings());
+        assert!(PluginConfig::from_json("[1]").is_err());
+        assert!(PluginConfig::from_json("{").is_err());
+    }
+
+    #[test]
+    fn errors_name_the_key() {
+        let c = PluginConfig::new(json!({"dev-1": {"acount": "A"}}), Value::Null);
+        let e = c.permissions::<BTreeMap<String, Entry>>().unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "permissions.dev-1.acount: unknown field `acount`, expected `account`"
+        );
+        let c = PluginConfig::new(json!({"dev-1": {"account": 3}}), Value::Null);
+        let e = c.permissions::<BTreeMap<String, Entry>>().unwrap_err();
+        assert!(
+            e.to_string()
+                .starts_with("permissions.dev-1.account: invalid type: integer `3`"),
+            "{e}"
+        );
+        let c = PluginConfig::new(json!("text"), Value::Null);
+        let e = c.permissions::<Entry>().unwrap_err();
+        assert!(
+            e.to_string().starts_with("permissions: invalid type"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn null_is_missing_unless_optional() {
+        let c = PluginConfig::default();
+        assert!(matches!(
+            c.permissions::<Entry>(),
+            Err(ConfigError::Missing {
+                section: "permissions"
+            })
+        ));
+        assert!(c.settings::<Option<Entry>>().unwrap().is_none());
+    }
+}

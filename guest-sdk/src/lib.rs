@@ -1,0 +1,169 @@
+//! Guest SDK for nats-callout plugins.
+//!
+//! A plugin is a Rust type implementing [`Plugin`]; [`export_plugin!`] turns it into a
+//! WebAssembly component of the WIT world `nats-callout:plugin/plugin@0.1.0` when built for
+//! `wasm32-wasip2`. Plugin code sees only this crate's plain types and the [`Host`] trait,
+//! never wit-bindgen's, so the same crate also compiles natively: unit tests run it against
+//! [`testing::TestHost`] (feature `testing`), and benchmarks can call it directly.
+//!
+//! ```
+//! use nats_callout_sdk::{AuthMode, AuthRequest, Decision, Host, InitError, Plugin, PluginConfig};
+//!
+//! struct Hello;
+//!
+//! impl Plugin for Hello {
+//!     fn init(_config: PluginConfig) -> Result<Self, InitError> {
+//!         Ok(Hello)
+//!     }
+//!     fn authenticate(&self, request: &AuthRequest, _host: &dyn Host) -> Decision {
+//!         match request.mode {
+//!             AuthMode::Noauth => Decision::deny("no anonymous clients here"),
+//!             _ => Decision::Abstain,
+//!         }
+//!     }
+//! }
+//!
+//! nats_callout_sdk::export_plugin!(Hello);
+//! ```
+
+// Lets the generated bindings name this crate by the same absolute path from inside it
+// and from the plugin crates that expand the export macro.
+extern crate self as nats_callout_sdk;
+
+mod config;
+// Used by the wasm export only, but compiled and unit-tested natively too.
+#[cfg_attr(not(target_arch = "wasm32"), allow(dead_code))]
+mod glue;
+pub mod policy;
+mod types;
+
+#[cfg(feature = "testing")]
+pub mod testing;
+
+#[cfg(target_arch = "wasm32")]
+mod export;
+
+pub use config::{ConfigError, PluginConfig};
+pub use policy::{
+    CompiledEntry, PermissionEntry, Permissions, Placeholders, PolicyError, SubjectKind,
+};
+pub use types::{
+    AuthMode, AuthRequest, Certificate, ClientInfo, ClientTls, ConnectOpts, Decision, Grant,
+    Limits, LogLevel, Permission, ResponsePermission, ServerInfo, VerifiedJwt,
+};
+
+/// Error type of [`Plugin::init`]: anything displayable as an error (`ConfigError`,
+/// `PolicyError`, `String`, `&str` via `.into()`), so `?` works on all of them. The host
+/// shows its `Display` text to the operator when it rejects the plugin.
+pub type InitError = Box<dyn std::error::Error + Send + Sync>;
+
+/// Capabilities the host offers to a plugin (the WIT interface `host`).
+///
+/// Heavy crypto runs natively in the host; plugins stay small and call these instead.
+pub trait Host {
+    /// A log line attributed to this plugin. Never pass credentials.
+    fn log(&self, level: LogLevel, message: &str);
+
+    /// Verifies an ed25519 NKey `signature` (base64, URL-safe or standard, padded or not)
+    /// over `payload` by the user key `public_key` (`U...`).
+    fn verify_nkey_signature(
+        &self,
+        public_key: &str,
+        payload: &[u8],
+        signature: &str,
+    ) -> Result<(), String>;
+
+    /// Verifies a JWT access token against this plugin's JWKS with the host's strict rules.
+    fn verify_jwt(&self, token: &str) -> Result<VerifiedJwt, String>;
+
+    /// Verifies a PEM chain (leaf first) against this plugin's CA bundle, now.
+    fn verify_certificate_chain(&self, chain: &[String]) -> Result<(), String>;
+
+    /// `log(LogLevel::Debug, ..)`.
+    fn debug(&self, message: &str) {
+        self.log(LogLevel::Debug, message);
+    }
+
+    /// `log(LogLevel::Info, ..)`.
+    fn info(&self, message: &str) {
+        self.log(LogLevel::Info, message);
+    }
+
+    /// `log(LogLevel::Warn, ..)`.
+    fn warn(&self, message: &str) {
+        self.log(LogLevel::Warn, message);
+    }
+
+    /// `log(LogLevel::Error, ..)`.
+    fn error(&self, message: &str) {
+        self.log(LogLevel::Error, message);
+    }
+}
+
+/// An authentication plugin.
+///
+/// The host creates several instances of a component (a warm pool) and calls `init` once
+/// in each, then `authenticate` for many requests; so `init` is the place for all parsing
+/// and validation, and `authenticate` should be cheap and must not rely on state shared
+/// between requests. `Send + Sync + 'static` because the export glue keeps the instance
+/// in a static.
+pub trait Plugin: Sized + Send + Sync + 'static {
+    /// Builds the plugin from its configuration. An error rejects the plugin at load time;
+    /// make it name the offending key (see [`ConfigError`]).
+    fn init(config: PluginConfig) -> Result<Self, InitError>;
+
+    /// Decides one connection: allow with a grant, deny with a reason (no secrets: it is
+    /// logged and sent to nats-server), or abstain to let the next plugin of the mode decide.
+    fn authenticate(&self, request: &AuthRequest, host: &dyn Host) -> Decision;
+}
+
+/// Exports a [`Plugin`] type as the component's `init` and `authenticate`.
+///
+/// Expands to nothing on native targets, so plugin crates compile natively for tests.
+/// On wasm32: `init` parses the config JSON and stores the plugin in a static (a second
+/// `init` is an error); `authenticate` before `init` denies with "plugin not initialised".
+///
+/// ```text
+/// nats_callout_sdk::export_plugin!(MyPlugin);
+/// ```
+#[macro_export]
+macro_rules! export_plugin {
+    ($plugin:ty) => {
+        #[cfg(target_arch = "wasm32")]
+        const _: () = {
+            static PLUGIN: $crate::__private::OnceLock<$plugin> =
+                $crate::__private::OnceLock::new();
+
+            struct Component;
+
+            impl $crate::__private::Guest for Component {
+                fn init(
+                    config: ::std::string::String,
+                ) -> ::std::result::Result<(), ::std::string::String> {
+                    $crate::__private::init(&PLUGIN, config)
+                }
+
+                fn authenticate(
+                    request: $crate::__private::WitAuthRequest,
+                ) -> $crate::__private::WitDecision {
+                    $crate::__private::authenticate(&PLUGIN, request)
+                }
+            }
+
+            $crate::__private::bindings::__export_plugin_world!(
+                Component with_types_in $crate::__private::bindings
+            );
+        };
+    };
+}
+
+/// Implementation details of [`export_plugin!`]; not API.
+#[doc(hidden)]
+pub mod __private {
+    pub use std::sync::OnceLock;
+
+    #[cfg(target_arch = "wasm32")]
+    pub use crate::export::{
+        Guest, WitAuthRequest, WitDecision, authenticate, bindings, init, wit_bindgen,
+    };
+}

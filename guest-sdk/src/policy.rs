@@ -1,0 +1,865 @@
+//! Permission entries in the shape operators write in Helm values, and their conversion
+//! into a [`Grant`] with subject templates.
+//!
+//! ```yaml
+//! sensor-test-01:                      # entry name (a map key; not part of the entry)
+//!   public_key: UDXU...                # identifier fields: each plugin its own
+//!   account: DEVICES
+//!   permissions:
+//!     pub: { allow: ["device-state.{{name}}", "_INBOX.>"], deny: [] }
+//!     sub: { allow: ["device-commands.{{name}}", "_INBOX.>"] }
+//!     resp: { max: 1, ttl: 5s }
+//! ```
+//!
+//! A plugin deserializes its section into `BTreeMap<String, PermissionEntry<MyIdentity>>`
+//! (identifier fields are `#[serde(flatten)]`ed in, unknown keys are rejected), then
+//! [`PermissionEntry::compile`]s each entry once at `init`, which checks every subject and
+//! every placeholder, so that a bad config fails at load time and not on some client's
+//! connect. Per request, [`CompiledEntry::grant`] fills the placeholders and checks every
+//! filled value, so an identity can never widen its own permissions by carrying `.`, `*`
+//! or `>` into a subject.
+//!
+//! Semantics differ from raw NATS permissions in one deliberate way: an empty or missing
+//! `allow` list allows *nothing* in that direction (the grant gets `deny: [">"]`), because
+//! NATS reads "no allow list" as "everything", and an operator who wrote only `sub:` did
+//! not mean "and publish anywhere". Write `allow: [">"]` to allow everything.
+
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use thiserror::Error;
+
+use crate::types::{Grant, Permission, ResponsePermission};
+
+/// One named permissions entry. `I` holds the plugin's identifier fields (e.g. nkey's
+/// `public_key`), flattened into the same YAML mapping; `()` for none (noauth).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PermissionEntry<I = ()> {
+    #[serde(flatten)]
+    pub identity: I,
+    /// NATS account the client is placed into.
+    pub account: String,
+    pub permissions: Permissions,
+}
+
+/// The `permissions` mapping of an entry.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Permissions {
+    /// `pub`: subjects the client may publish to.
+    #[serde(rename = "pub", default)]
+    pub publish: SubjectRules,
+    /// `sub`: subjects the client may subscribe to.
+    #[serde(rename = "sub", default)]
+    pub subscribe: SubjectRules,
+    /// `resp`: optional request-reply permission.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resp: Option<ResponseRule>,
+}
+
+/// `allow` / `deny` subject lists; entries may contain `{{placeholder}}` templates.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SubjectRules {
+    pub allow: Vec<String>,
+    pub deny: Vec<String>,
+}
+
+/// `resp: { max, ttl }`. Defaults are nats-server's: one response within two minutes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ResponseRule {
+    /// Responses allowed per request; -1 is unlimited.
+    #[serde(default = "ResponseRule::default_max")]
+    pub max: i32,
+    /// How long the reply subject stays writable: `"5s"`, `"250ms"`, `"1m"`, `"1m30s"`,
+    /// or an integer number of milliseconds.
+    #[serde(default = "ResponseRule::default_ttl", with = "duration_serde")]
+    pub ttl: Duration,
+}
+
+impl ResponseRule {
+    fn default_max() -> i32 {
+        1
+    }
+    fn default_ttl() -> Duration {
+        Duration::from_secs(120)
+    }
+}
+
+impl Default for ResponseRule {
+    fn default() -> Self {
+        Self {
+            max: Self::default_max(),
+            ttl: Self::default_ttl(),
+        }
+    }
+}
+
+/// Parses a duration as operators write it in YAML: one or more `<integer><unit>` parts
+/// with unit `h`, `m`, `s` or `ms` (`"5s"`, `"250ms"`, `"1m30s"`), or a bare integer of
+/// milliseconds (`"1500"`).
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let text = text.trim();
+    if text.is_empty() {
+        return Err("empty duration".into());
+    }
+    if let Ok(ms) = text.parse::<u64>() {
+        return Ok(Duration::from_millis(ms));
+    }
+    let bad = || {
+        format!(
+            "invalid duration {text:?}: expected e.g. \"5s\", \"250ms\", \"1m30s\" or milliseconds"
+        )
+    };
+    let mut total = Duration::ZERO;
+    let mut rest = text;
+    while !rest.is_empty() {
+        let digits = rest.bytes().take_while(u8::is_ascii_digit).count();
+        if digits == 0 {
+            return Err(bad());
+        }
+        let (number, tail) = rest.split_at(digits);
+        let number: u64 = number.parse().map_err(|_| bad())?;
+        let (unit_ms, tail) = if let Some(t) = tail.strip_prefix("ms") {
+            (1, t)
+        } else if let Some(t) = tail.strip_prefix('h') {
+            (3_600_000, t)
+        } else if let Some(t) = tail.strip_prefix('m') {
+            (60_000, t)
+        } else if let Some(t) = tail.strip_prefix('s') {
+            (1_000, t)
+        } else {
+            return Err(bad());
+        };
+        let part = number
+            .checked_mul(unit_ms)
+            .map(Duration::from_millis)
+            .ok_or_else(bad)?;
+        total = total.checked_add(part).ok_or_else(bad)?;
+        rest = tail;
+    }
+    Ok(total)
+}
+
+/// serde adapter: a duration string or integer milliseconds in, milliseconds out.
+mod duration_serde {
+    use std::time::Duration;
+
+    use serde::{Deserialize, Deserializer, Serializer, de::Error as _};
+
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Raw {
+        Millis(u64),
+        Text(String),
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+        match Raw::deserialize(d).map_err(|_| {
+            D::Error::custom("expected a duration such as \"5s\" or integer milliseconds")
+        })? {
+            Raw::Millis(ms) => Ok(Duration::from_millis(ms)),
+            Raw::Text(text) => super::parse_duration(&text).map_err(D::Error::custom),
+        }
+    }
+
+    pub fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_u64(u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+    }
+}
+
+/// The placeholders a plugin offers to templates, and the limit on filled values.
+///
+/// A name ending in `.*` admits a family: `claims.*` accepts `{{claims.device_id}}`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Placeholders {
+    names: Vec<String>,
+    max_value_len: usize,
+}
+
+impl Placeholders {
+    /// Default upper bound, in characters, of a filled placeholder value.
+    pub const DEFAULT_MAX_VALUE_LEN: usize = 64;
+
+    /// The placeholders this plugin can fill, e.g. `["nkey", "name", "client.name"]`.
+    pub fn new<S: Into<String>>(names: impl IntoIterator<Item = S>) -> Self {
+        Self {
+            names: names.into_iter().map(Into::into).collect(),
+            max_value_len: Self::DEFAULT_MAX_VALUE_LEN,
+        }
+    }
+
+    /// Changes the value length limit (characters).
+    pub fn max_value_len(mut self, max: usize) -> Self {
+        self.max_value_len = max;
+        self
+    }
+
+    /// Whether `name` is one of these placeholders (or in one of their families).
+    pub fn knows(&self, name: &str) -> bool {
+        self.names
+            .iter()
+            .any(|known| match known.strip_suffix('*') {
+                Some(prefix) => name.len() > prefix.len() && name.starts_with(prefix),
+                None => known == name,
+            })
+    }
+
+    fn list(&self) -> String {
+        if self.names.is_empty() {
+            return "none".into();
+        }
+        self.names
+            .iter()
+            .map(|n| format!("{{{{{n}}}}}"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+}
+
+/// Why a permissions entry could not be compiled, or a grant could not be filled.
+///
+/// Messages name the subject template and placeholder, never a filled value: values come
+/// from client credentials and may be secret.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+pub enum PolicyError {
+    #[error("account must be a non-empty name without whitespace, `.`, `*` or `>`")]
+    InvalidAccount,
+    #[error("subject {subject:?} {reason}")]
+    InvalidSubject { subject: String, reason: String },
+    #[error(
+        "subject {subject:?} uses unknown placeholder {{{{{name}}}}} (this plugin offers: {known})"
+    )]
+    UnknownPlaceholder {
+        subject: String,
+        name: String,
+        known: String,
+    },
+    #[error("resp.max must be -1 (unlimited) or more, not {0}")]
+    InvalidResponseMax(i32),
+    #[error("placeholder {{{{{name}}}}} in {subject:?} {problem}")]
+    BadValue {
+        subject: String,
+        name: String,
+        problem: ValueProblem,
+    },
+}
+
+/// What is wrong with a filled placeholder value.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Error)]
+pub enum ValueProblem {
+    #[error("has no value for this client")]
+    Missing,
+    #[error("is empty")]
+    Empty,
+    #[error("is longer than {0} characters")]
+    TooLong(usize),
+    #[error("contains `{0}`, which would change the subject's shape")]
+    Forbidden(char),
+    #[error("contains whitespace or a control character")]
+    Whitespace,
+}
+
+/// Whether a subject may carry a queue group (`"subject queue"`), as NATS subscribe
+/// permissions may; publish subjects may not.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SubjectKind {
+    Publish,
+    Subscribe,
+}
+
+/// Checks that `subject` is a well-formed NATS subject or wildcard pattern: non-empty
+/// `.`-separated tokens, no whitespace or control characters, `*` and `>` only as whole
+/// tokens, `>` only last. For [`SubjectKind::Subscribe`], one space may separate the
+/// subject from a queue group name. The same rules as the host's own grant check, so a
+/// grant built from a compiled entry is never refused there.
+pub fn validate_subject(subject: &str, kind: SubjectKind) -> Result<(), PolicyError> {
+    let invalid = |reason: &str| PolicyError::InvalidSubject {
+        subject: subject.to_string(),
+        reason: reason.to_string(),
+    };
+    let (subject_part, queue) = match subject.split_once(' ') {
+        Some((s, q)) if kind == SubjectKind::Subscribe => (s, Some(q)),
+        _ => (subject, None),
+    };
+    if let Some(queue) = queue
+        && (queue.is_empty() || queue.chars().any(|c| c.is_whitespace() || c.is_control()))
+    {
+        return Err(invalid(
+            "has a malformed queue group (one space, then a name without whitespace)",
+        ));
+    }
+    if subject_part.is_empty() {
+        return Err(invalid("is empty"));
+    }
+    if subject_part
+        .chars()
+        .any(|c| c.is_whitespace() || c.is_control())
+    {
+        return Err(invalid("contains whitespace or a control character"));
+    }
+    let mut tokens = subject_part.split('.').peekable();
+    while let Some(token) = tokens.next() {
+        if token.is_empty() {
+            return Err(invalid(
+                "has an empty token (leading, trailing or double `.`)",
+            ));
+        }
+        if token.len() > 1 && token.contains(['*', '>']) {
+            return Err(invalid(
+                "uses `*` or `>` inside a token; wildcards must be whole tokens",
+            ));
+        }
+        if token == ">" && tokens.peek().is_some() {
+            return Err(invalid("uses `>` before the last token"));
+        }
+    }
+    Ok(())
+}
+
+/// Checks one filled placeholder value.
+fn check_value(value: &str, max_len: usize) -> Result<(), ValueProblem> {
+    if value.is_empty() {
+        return Err(ValueProblem::Empty);
+    }
+    if value.chars().count() > max_len {
+        return Err(ValueProblem::TooLong(max_len));
+    }
+    if let Some(c) = value.chars().find(|c| matches!(c, '.' | '*' | '>')) {
+        return Err(ValueProblem::Forbidden(c));
+    }
+    if value.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        return Err(ValueProblem::Whitespace);
+    }
+    Ok(())
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Part {
+    Literal(String),
+    Placeholder(String),
+}
+
+/// A subject with `{{placeholder}}`s, parsed and checked once.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SubjectTemplate {
+    source: String,
+    kind: SubjectKind,
+    parts: Vec<Part>,
+}
+
+impl SubjectTemplate {
+    /// Parses `subject`, checking its placeholders against `placeholders` and its shape
+    /// (with every placeholder standing for one plain token fragment) as a NATS subject.
+    pub fn parse(
+        subject: &str,
+        kind: SubjectKind,
+        placeholders: &Placeholders,
+    ) -> Result<Self, PolicyError> {
+        let invalid = |reason: &str| PolicyError::InvalidSubject {
+            subject: subject.to_string(),
+            reason: reason.to_string(),
+        };
+        let mut parts = Vec::new();
+        let mut rest = subject;
+        while let Some(open) = rest.find("{{") {
+            if open > 0 {
+                parts.push(Part::Literal(rest[..open].to_string()));
+            }
+            let after = &rest[open + 2..];
+            let close = after
+                .find("}}")
+                .ok_or_else(|| invalid("has `{{` without a closing `}}`"))?;
+            let name = after[..close].trim();
+            if name.is_empty()
+                || !name
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'))
+            {
+                return Err(invalid(
+                    "has a malformed placeholder; names use letters, digits, `_`, `-` and `.`",
+                ));
+            }
+            if !placeholders.knows(name) {
+                return Err(PolicyError::UnknownPlaceholder {
+                    subject: subject.to_string(),
+                    name: name.to_string(),
+                    known: placeholders.list(),
+                });
+            }
+            parts.push(Part::Placeholder(name.to_string()));
+            rest = &after[close + 2..];
+        }
+        if !rest.is_empty() {
+            parts.push(Part::Literal(rest.to_string()));
+        }
+        let template = Self {
+            source: subject.to_string(),
+            kind,
+            parts,
+        };
+        // A stand-in value that passes `check_value` shows the subject's static shape.
+        let shape = template.fill_unchecked(|_| Some("x".to_string()));
+        validate_subject(&shape, kind).map_err(|e| match e {
+            PolicyError::InvalidSubject { reason, .. } => invalid(&reason),
+            other => other,
+        })?;
+        Ok(template)
+    }
+
+    /// The subject as written in the config.
+    pub fn as_str(&self) -> &str {
+        &self.source
+    }
+
+    /// Whether the subject has no placeholder.
+    pub fn is_static(&self) -> bool {
+        self.parts.iter().all(|p| matches!(p, Part::Literal(_)))
+    }
+
+    /// Fills the placeholders with `fill`, checking every value.
+    pub fn render(
+        &self,
+        fill: &dyn Fn(&str) -> Option<String>,
+        max_value_len: usize,
+    ) -> Result<String, PolicyError> {
+        let mut out = String::with_capacity(self.source.len());
+        for part in &self.parts {
+            match part {
+                Part::Literal(text) => out.push_str(text),
+                Part::Placeholder(name) => {
+                    let bad = |problem| PolicyError::BadValue {
+                        subject: self.source.clone(),
+                        name: name.clone(),
+                        problem,
+                    };
+                    let value = fill(name).ok_or_else(|| bad(ValueProblem::Missing))?;
+                    check_value(&value, max_value_len).map_err(bad)?;
+                    out.push_str(&value);
+                }
+            }
+        }
+        // Defence in depth: the checked values cannot break the shape validated at parse
+        // time, but a wrong grant is worse than a denied client.
+        validate_subject(&out, self.kind)?;
+        Ok(out)
+    }
+
+    fn fill_unchecked(&self, fill: impl Fn(&str) -> Option<String>) -> String {
+        self.parts
+            .iter()
+            .map(|p| match p {
+                Part::Literal(text) => text.clone(),
+                Part::Placeholder(name) => fill(name).unwrap_or_default(),
+            })
+            .collect()
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct CompiledRules {
+    allow: Vec<SubjectTemplate>,
+    deny: Vec<SubjectTemplate>,
+}
+
+impl CompiledRules {
+    fn compile(
+        rules: &SubjectRules,
+        kind: SubjectKind,
+        placeholders: &Placeholders,
+    ) -> Result<Self, PolicyError> {
+        let parse = |list: &[String]| {
+            list.iter()
+                .map(|s| SubjectTemplate::parse(s, kind, placeholders))
+                .collect::<Result<Vec<_>, _>>()
+        };
+        Ok(Self {
+            allow: parse(&rules.allow)?,
+            deny: parse(&rules.deny)?,
+        })
+    }
+
+    fn render(
+        &self,
+        fill: &dyn Fn(&str) -> Option<String>,
+        max_value_len: usize,
+    ) -> Result<Permission, PolicyError> {
+        let render = |list: &[SubjectTemplate]| {
+            list.iter()
+                .map(|t| t.render(fill, max_value_len))
+                .collect::<Result<Vec<_>, _>>()
+        };
+        if self.allow.is_empty() {
+            // Nothing allowed: say so explicitly, as NATS would read empty lists as "all".
+            return Ok(Permission {
+                allow: Vec::new(),
+                deny: vec![">".to_string()],
+            });
+        }
+        Ok(Permission {
+            allow: render(&self.allow)?,
+            deny: render(&self.deny)?,
+        })
+    }
+}
+
+/// A permissions entry checked at `init`, ready to produce a [`Grant`] per request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CompiledEntry {
+    account: String,
+    publish: CompiledRules,
+    subscribe: CompiledRules,
+    response: Option<ResponsePermission>,
+    max_value_len: usize,
+}
+
+impl<I> PermissionEntry<I> {
+    /// Checks the account, every subject and every placeholder (against the ones the
+    /// plugin offers), and the response permission. Call once at `init`.
+    pub fn compile(&self, placeholders: &Placeholders) -> Result<CompiledEntry, PolicyError> {
+        // Same rule as the host's grant check.
+        if self.account.is_empty()
+            || self
+                .account
+                .chars()
+                .any(|c| c.is_whitespace() || c.is_control() || matches!(c, '.' | '*' | '>'))
+        {
+            return Err(PolicyError::InvalidAccount);
+        }
+        let response = match self.permissions.resp {
+            None => None,
+            Some(rule) if rule.max < -1 => return Err(PolicyError::InvalidResponseMax(rule.max)),
+            Some(rule) => Some(ResponsePermission {
+                max_msgs: rule.max,
+                ttl_millis: u64::try_from(rule.ttl.as_millis()).unwrap_or(u64::MAX),
+            }),
+        };
+        Ok(CompiledEntry {
+            account: self.account.clone(),
+            publish: CompiledRules::compile(
+                &self.permissions.publish,
+                SubjectKind::Publish,
+                placeholders,
+            )?,
+            subscribe: CompiledRules::compile(
+                &self.permissions.subscribe,
+                SubjectKind::Subscribe,
+                placeholders,
+            )?,
+            response,
+            max_value_len: placeholders.max_value_len,
+        })
+    }
+}
+
+impl CompiledEntry {
+    /// The target account.
+    pub fn account(&self) -> &str {
+        &self.account
+    }
+
+    /// Whether no subject has a placeholder (the grant is the same for every client).
+    pub fn is_static(&self) -> bool {
+        [&self.publish, &self.subscribe]
+            .iter()
+            .flat_map(|r| r.allow.iter().chain(&r.deny))
+            .all(SubjectTemplate::is_static)
+    }
+
+    /// Builds the grant, filling each `{{name}}` with `fill(name)`. Any missing or unsafe
+    /// value fails the whole grant: a partial grant could allow more than intended (a
+    /// dropped `deny`) or less than the client needs, and either is a silent surprise.
+    ///
+    /// The grant's `name`, `expires_at`, `tags` and `limits` are left for the plugin.
+    pub fn grant(&self, fill: impl Fn(&str) -> Option<String>) -> Result<Grant, PolicyError> {
+        Ok(Grant {
+            account: self.account.clone(),
+            publish: self.publish.render(&fill, self.max_value_len)?,
+            subscribe: self.subscribe.render(&fill, self.max_value_len)?,
+            response: self.response,
+            ..Grant::default()
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use serde_json::json;
+
+    use super::*;
+
+    fn placeholders() -> Placeholders {
+        Placeholders::new(["name", "client.name", "claims.*"])
+    }
+
+    fn entry(value: serde_json::Value) -> PermissionEntry {
+        serde_json::from_value(value).unwrap()
+    }
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("5s").unwrap(), Duration::from_secs(5));
+        assert_eq!(parse_duration("250ms").unwrap(), Duration::from_millis(250));
+        assert_eq!(parse_duration("1m").unwrap(), Duration::from_secs(60));
+        assert_eq!(
+            parse_duration("1h1m1s1ms").unwrap(),
+            Duration::from_millis(3_661_001)
+        );
+        assert_eq!(parse_duration("1500").unwrap(), Duration::from_millis(1500));
+        for bad in ["", "5x", "s", "1.5s", "-1s", "5 s", "99999999999999999999h"] {
+            assert!(parse_duration(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn entry_shape_and_defaults() {
+        let e = entry(json!({
+            "account": "DEVICES",
+            "permissions": {
+                "pub": {"allow": ["a.>"]},
+                "resp": {"ttl": "5s"}
+            }
+        }));
+        assert_eq!(e.permissions.resp.unwrap().max, 1);
+        assert_eq!(e.permissions.resp.unwrap().ttl, Duration::from_secs(5));
+        let e = entry(json!({"account": "A", "permissions": {"resp": {"max": 3, "ttl": 250}}}));
+        assert_eq!(e.permissions.resp.unwrap().ttl, Duration::from_millis(250));
+        assert_eq!(e.permissions.resp.unwrap().max, 3);
+        assert_eq!(
+            entry(json!({"account": "A", "permissions": {"resp": {}}}))
+                .permissions
+                .resp,
+            Some(ResponseRule::default())
+        );
+
+        // Typos are errors, not silently ignored rules.
+        for bad in [
+            json!({"account": "A", "permissions": {"pub": {"alow": ["x"]}}}),
+            json!({"account": "A", "permissions": {"publish": {"allow": ["x"]}}}),
+            json!({"account": "A", "permisions": {}}),
+            json!({"account": "A", "permissions": {"resp": {"ttl": "5 seconds"}}}),
+            json!({"account": "A", "permissions": {"resp": {"ttl": true}}}),
+        ] {
+            assert!(
+                serde_json::from_value::<PermissionEntry>(bad.clone()).is_err(),
+                "{bad}"
+            );
+        }
+    }
+
+    #[test]
+    fn flattened_identity_and_round_trip() {
+        #[derive(Debug, PartialEq, Serialize, Deserialize)]
+        struct Id {
+            public_key: String,
+        }
+        let map: BTreeMap<String, PermissionEntry<Id>> = serde_json::from_value(json!({
+            "dev": {"public_key": "UABC", "account": "A", "permissions": {"pub": {"allow": ["x"]}}}
+        }))
+        .unwrap();
+        assert_eq!(map["dev"].identity.public_key, "UABC");
+        let back = serde_json::to_value(&map).unwrap();
+        assert_eq!(back["dev"]["public_key"], "UABC");
+        assert!(
+            serde_json::from_value::<BTreeMap<String, PermissionEntry<Id>>>(json!({
+                "dev": {"public_key": "U", "account": "A", "permissions": {}, "extra": 1}
+            }))
+            .is_err()
+        );
+    }
+
+    #[test]
+    fn subjects() {
+        for ok in [
+            "a",
+            "a.b",
+            "a.*.c",
+            "a.>",
+            ">",
+            "*",
+            "_INBOX.>",
+            "$SYS.REQ.x",
+            "a-b_c.d",
+        ] {
+            validate_subject(ok, SubjectKind::Publish).unwrap();
+            validate_subject(ok, SubjectKind::Subscribe).unwrap();
+        }
+        for bad in [
+            "", ".a", "a.", "a..b", "a\tb", "a.>.b", "a*", "a.b>", "a\u{7}", "a.> q x", "a ", " q",
+            "a  q", "a q\n",
+        ] {
+            assert!(
+                validate_subject(bad, SubjectKind::Subscribe).is_err(),
+                "{bad:?}"
+            );
+            assert!(
+                validate_subject(bad, SubjectKind::Publish).is_err(),
+                "{bad:?}"
+            );
+        }
+        // Queue groups only in subscribe permissions.
+        validate_subject("jobs.> workers", SubjectKind::Subscribe).unwrap();
+        assert!(validate_subject("jobs.> workers", SubjectKind::Publish).is_err());
+    }
+
+    #[test]
+    fn templates_are_checked_at_compile_time() {
+        let p = placeholders();
+        for ok in [
+            "d.{{name}}",
+            "d.{{ name }}.x",
+            "d.dev-{{name}}",
+            "{{claims.device_id}}.>",
+        ] {
+            SubjectTemplate::parse(ok, SubjectKind::Publish, &p).unwrap();
+        }
+        SubjectTemplate::parse("jobs.> {{name}}", SubjectKind::Subscribe, &p).unwrap();
+        let err = SubjectTemplate::parse("d.{{nkey}}", SubjectKind::Publish, &p).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "subject \"d.{{nkey}}\" uses unknown placeholder {{nkey}} \
+             (this plugin offers: {{name}}, {{client.name}}, {{claims.*}})"
+        );
+        assert!(matches!(
+            SubjectTemplate::parse("d.{{claims.}}", SubjectKind::Publish, &p),
+            Err(PolicyError::UnknownPlaceholder { .. })
+        ));
+        for bad in [
+            "d.{{name",
+            "d.{{}}",
+            "d.{{na me}}",
+            "d..{{name}}",
+            "d.{{name}}*",
+            "d.>.{{name}}",
+            "d {{name}}",
+        ] {
+            assert!(
+                matches!(
+                    SubjectTemplate::parse(bad, SubjectKind::Publish, &p),
+                    Err(PolicyError::InvalidSubject { .. })
+                ),
+                "{bad:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn grant_fills_and_sanitises() {
+        let e = entry(json!({
+            "account": "DEVICES",
+            "permissions": {
+                "pub": {"allow": ["state.{{claims.device_id}}", "_INBOX.>"], "deny": ["state.{{claims.device_id}}.secret"]},
+                "sub": {"allow": ["cmd.{{name}}"]},
+                "resp": {"max": 1, "ttl": "5s"}
+            }
+        }));
+        let c = e.compile(&placeholders()).unwrap();
+        assert!(!c.is_static());
+        let grant = c
+            .grant(|n| match n {
+                "claims.device_id" => Some("dev-1".into()),
+                "name" => Some("entry".into()),
+                _ => None,
+            })
+            .unwrap();
+        assert_eq!(grant.account, "DEVICES");
+        assert_eq!(grant.publish.allow, ["state.dev-1", "_INBOX.>"]);
+        assert_eq!(grant.publish.deny, ["state.dev-1.secret"]);
+        assert_eq!(grant.subscribe.allow, ["cmd.entry"]);
+        assert_eq!(
+            grant.response,
+            Some(ResponsePermission {
+                max_msgs: 1,
+                ttl_millis: 5000
+            })
+        );
+
+        let long = "x".repeat(65);
+        for (value, problem) in [
+            ("", ValueProblem::Empty),
+            ("a.b", ValueProblem::Forbidden('.')),
+            ("*", ValueProblem::Forbidden('*')),
+            ("a>", ValueProblem::Forbidden('>')),
+            ("a b", ValueProblem::Whitespace),
+            ("a\nb", ValueProblem::Whitespace),
+            ("a\u{0}", ValueProblem::Whitespace),
+            (long.as_str(), ValueProblem::TooLong(64)),
+        ] {
+            let err = c
+                .grant(|n| {
+                    Some(if n == "name" {
+                        "ok".into()
+                    } else {
+                        value.to_string()
+                    })
+                })
+                .unwrap_err();
+            assert_eq!(
+                err,
+                PolicyError::BadValue {
+                    subject: "state.{{claims.device_id}}".into(),
+                    name: "claims.device_id".into(),
+                    problem
+                },
+                "{value:?}"
+            );
+            assert!(
+                value.len() < 2 || !err.to_string().contains(value),
+                "value leaked: {err}"
+            );
+        }
+        let err = c.grant(|_| None).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "placeholder {{claims.device_id}} in \"state.{{claims.device_id}}\" has no value for this client"
+        );
+        let short = e.compile(&placeholders().max_value_len(3)).unwrap();
+        assert!(short.grant(|_| Some("abcd".into())).is_err());
+    }
+
+    #[test]
+    fn empty_allow_means_nothing() {
+        let c = entry(json!({"account": "A", "permissions": {"sub": {"allow": ["x"]}, "pub": {"deny": ["y"]}}}))
+            .compile(&placeholders())
+            .unwrap();
+        assert!(c.is_static());
+        let g = c.grant(|_| None).unwrap();
+        assert_eq!(
+            g.publish,
+            Permission {
+                allow: vec![],
+                deny: vec![">".into()]
+            }
+        );
+        assert_eq!(
+            g.subscribe,
+            Permission {
+                allow: vec!["x".into()],
+                deny: vec![]
+            }
+        );
+        assert_eq!(g.response, None);
+    }
+
+    #[test]
+    fn compile_rejects_bad_entries() {
+        let p = placeholders();
+        assert_eq!(
+            entry(json!({"account": "", "permissions": {}})).compile(&p),
+            Err(PolicyError::InvalidAccount)
+        );
+        assert_eq!(
+            entry(json!({"account": "A", "permissions": {"resp": {"max": -2}}})).compile(&p),
+            Err(PolicyError::InvalidResponseMax(-2))
+        );
+        assert!(
+            entry(json!({"account": "A", "permissions": {"sub": {"deny": ["a..b"]}}}))
+                .compile(&p)
+                .is_err()
+        );
+    }
+}

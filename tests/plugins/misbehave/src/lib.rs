@@ -1,0 +1,91 @@
+//! A plugin that misbehaves on purpose, to prove the host contains it. Its one setting,
+//! `behaviour`, picks how: `trap` (panics, i.e. `unreachable`), `loop` (never returns),
+//! `alloc` (grows memory until the limit), `slow:<ms>` (busy-waits, then allows),
+//! `allow` (behaves: admits into `account`, default `ANONYMOUS`, with `public.>`).
+
+use nats_callout_sdk::{
+    AuthRequest, Decision, Grant, Host, InitError, Permission, Plugin, PluginConfig,
+};
+use serde::Deserialize;
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Settings {
+    behaviour: String,
+    #[serde(default)]
+    account: Option<String>,
+}
+
+pub struct Misbehave {
+    behaviour: Behaviour,
+    account: String,
+}
+
+enum Behaviour {
+    Trap,
+    Loop,
+    Alloc,
+    Slow(u64),
+    Allow,
+}
+
+impl Plugin for Misbehave {
+    fn init(config: PluginConfig) -> Result<Self, InitError> {
+        let s: Settings = config.settings()?;
+        let behaviour = match s.behaviour.as_str() {
+            "trap" => Behaviour::Trap,
+            "loop" => Behaviour::Loop,
+            "alloc" => Behaviour::Alloc,
+            "allow" => Behaviour::Allow,
+            other => match other.strip_prefix("slow:").and_then(|ms| ms.parse().ok()) {
+                Some(ms) => Behaviour::Slow(ms),
+                None => return Err(format!("settings.behaviour: unknown {other:?}").into()),
+            },
+        };
+        Ok(Self {
+            behaviour,
+            account: s.account.unwrap_or_else(|| "ANONYMOUS".into()),
+        })
+    }
+
+    fn authenticate(&self, _request: &AuthRequest, _host: &dyn Host) -> Decision {
+        match self.behaviour {
+            Behaviour::Trap => panic!("misbehave: deliberate trap"),
+            Behaviour::Loop => loop {
+                std::hint::spin_loop();
+            },
+            Behaviour::Alloc => {
+                let mut hoard: Vec<Vec<u8>> = Vec::new();
+                loop {
+                    hoard.push(vec![1u8; 1 << 20]);
+                    std::hint::black_box(&hoard);
+                }
+            }
+            Behaviour::Slow(ms) => {
+                let until = std::time::Instant::now() + std::time::Duration::from_millis(ms);
+                while std::time::Instant::now() < until {
+                    std::hint::spin_loop();
+                }
+                self.allow()
+            }
+            Behaviour::Allow => self.allow(),
+        }
+    }
+}
+
+impl Misbehave {
+    fn allow(&self) -> Decision {
+        let public = Permission {
+            allow: vec!["public.>".into()],
+            deny: Vec::new(),
+        };
+        Decision::Allow(Grant {
+            account: self.account.clone(),
+            publish: public.clone(),
+            subscribe: public,
+            ..Default::default()
+        })
+    }
+}
+
+nats_callout_sdk::export_plugin!(Misbehave);
