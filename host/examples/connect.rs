@@ -15,7 +15,9 @@ use futures::StreamExt;
 #[tokio::main]
 async fn main() -> Result<()> {
     let mut args = std::env::args().skip(1);
-    let url = args.next().unwrap_or_else(|| "nats://127.0.0.1:4222".into());
+    let url = args
+        .next()
+        .unwrap_or_else(|| "nats://127.0.0.1:4222".into());
     let subject = args.next().unwrap_or_else(|| "public.hello".into());
     let options = match args.next() {
         Some(seed_file) => {
@@ -36,7 +38,9 @@ async fn main() -> Result<()> {
         .context("connect refused (see the callout's log for the reason)")?;
     println!("admitted by {url}");
     let mut sub = client.subscribe(subject.clone()).await?;
-    client.publish(subject.clone(), "hello from the example".into()).await?;
+    client
+        .publish(subject.clone(), "hello from the example".into())
+        .await?;
     client.flush().await?;
     match tokio::time::timeout(Duration::from_secs(2), sub.next()).await {
         Ok(Some(msg)) => println!(

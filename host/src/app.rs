@@ -59,10 +59,10 @@ impl App {
         });
         let (http_addr, http) = crate::http::serve(&config.http_listen, metrics.clone(), ready)
             .await
-                .map_err(|source| AppError::Listen {
-                    addr: config.http_listen.clone(),
-                    source,
-                })?;
+            .map_err(|source| AppError::Listen {
+                addr: config.http_listen.clone(),
+                source,
+            })?;
         tracing::info!(%http_addr, "operations listener (/metrics, /healthz, /readyz)");
         let reloader = reload::spawn(
             config_path.to_path_buf(),

@@ -187,9 +187,15 @@ impl Authorizer {
         };
         let verified = match verifier.verify(payload, server_xkey) {
             Ok(v) => v,
-            Err((e, target)) => {
-                let reason = e.to_string();
-                return self.finish(None, target, Verdict::Invalid(reason.clone()), Err(reason), 0);
+            Err(rejected) => {
+                let reason = rejected.error.to_string();
+                return self.finish(
+                    None,
+                    rejected.target,
+                    Verdict::Invalid(reason.clone()),
+                    Err(reason),
+                    0,
+                );
             }
         };
         let req = verified.request;

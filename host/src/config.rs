@@ -215,11 +215,17 @@ impl JwksConfig {
         if self.audience.iter().all(|a| a.trim().is_empty()) {
             return bad("audience", "at least one audience is required");
         }
-        for (key, url) in [("url", self.url.as_deref()), ("issuer", Some(self.issuer.as_str()))] {
+        for (key, url) in [
+            ("url", self.url.as_deref()),
+            ("issuer", Some(self.issuer.as_str())),
+        ] {
             if let Some(u) = url
                 && !secure_or_loopback(u)
             {
-                return bad(key, "must be https:// (plain http only for loopback addresses)");
+                return bad(
+                    key,
+                    "must be https:// (plain http only for loopback addresses)",
+                );
             }
         }
         if self.max_token_bytes < 512 {
@@ -245,7 +251,11 @@ fn secure_or_loopback(url: &str) -> bool {
     };
     let host = rest.split(['/', '?']).next().unwrap_or("");
     let host = host.rsplit_once(':').map_or(host, |(h, p)| {
-        if p.chars().all(|c| c.is_ascii_digit()) { h } else { host }
+        if p.chars().all(|c| c.is_ascii_digit()) {
+            h
+        } else {
+            host
+        }
     });
     matches!(host, "127.0.0.1" | "localhost" | "[::1]")
 }
@@ -429,11 +439,12 @@ impl Config {
             }
         }
         if let Some(j) = &self.jwks {
-            j.validate().map_err(|(key, message)| ConfigError::Invalid {
-                path: path.to_owned(),
-                key,
-                message,
-            })?;
+            j.validate()
+                .map_err(|(key, message)| ConfigError::Invalid {
+                    path: path.to_owned(),
+                    key,
+                    message,
+                })?;
         }
         if self.permissions.oauth2.is_some() && self.jwks.is_none() {
             return Err(invalid(
@@ -443,7 +454,10 @@ impl Config {
         }
         let l = &self.limits;
         if l.max_concurrent == 0 {
-            return Err(invalid("limits.max_concurrent".into(), "must be at least 1"));
+            return Err(invalid(
+                "limits.max_concurrent".into(),
+                "must be at least 1",
+            ));
         }
         if l.instances_per_plugin == 0 {
             return Err(invalid(
@@ -531,11 +545,17 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("nats: at least one"), "{e}");
-        let e = parse("nats: [{url: x}]\nlimits: {plugin_timeout: soon}\npermissions: {noauth: {}}")
+        let e =
+            parse("nats: [{url: x}]\nlimits: {plugin_timeout: soon}\npermissions: {noauth: {}}")
+                .unwrap_err()
+                .to_string();
+        assert!(
+            e.contains("limits") && e.contains("invalid duration"),
+            "{e}"
+        );
+        let e = parse("nats: [{url: x}]\npermisions: {}")
             .unwrap_err()
             .to_string();
-        assert!(e.contains("limits") && e.contains("invalid duration"), "{e}");
-        let e = parse("nats: [{url: x}]\npermisions: {}").unwrap_err().to_string();
         assert!(e.contains("permisions"), "{e}");
         let e = parse("nats: [{url: x}]").unwrap_err().to_string();
         assert!(e.contains("no mode is enabled"), "{e}");

@@ -53,6 +53,9 @@ async fn metrics_handler(State(ops): State<Ops>) -> ([(&'static str, &'static st
 async fn ready_handler(State(ops): State<Ops>) -> (StatusCode, String) {
     match (ops.ready)() {
         Ok(()) => (StatusCode::OK, "ready\n".into()),
-        Err(reason) => (StatusCode::SERVICE_UNAVAILABLE, format!("not ready: {reason}\n")),
+        Err(reason) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("not ready: {reason}\n"),
+        ),
     }
 }

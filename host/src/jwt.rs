@@ -58,7 +58,8 @@ pub fn decode_verified<T: DeserializeOwned>(token: &str) -> Result<T, JwtError> 
         return Err(JwtError::TooLong(token.len()));
     }
     let mut parts = token.split('.');
-    let (Some(h), Some(p), Some(s), None) = (parts.next(), parts.next(), parts.next(), parts.next())
+    let (Some(h), Some(p), Some(s), None) =
+        (parts.next(), parts.next(), parts.next(), parts.next())
     else {
         return Err(JwtError::Shape);
     };

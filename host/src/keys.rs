@@ -29,7 +29,10 @@ pub enum KeyError {
         prefix: &'static str,
     },
     #[error("{what}: set a file path in the config or the environment variable {env}")]
-    Missing { what: &'static str, env: &'static str },
+    Missing {
+        what: &'static str,
+        env: &'static str,
+    },
 }
 
 /// Where a seed comes from: the environment variable wins over the file, so a
@@ -94,10 +97,12 @@ impl SeedSource<'_> {
         let Some(seed) = self.read()? else {
             return Ok(None);
         };
-        XKey::from_seed(&seed).map(Some).map_err(|_| KeyError::Invalid {
-            what: self.what,
-            prefix: "SX",
-        })
+        XKey::from_seed(&seed)
+            .map(Some)
+            .map_err(|_| KeyError::Invalid {
+                what: self.what,
+                prefix: "SX",
+            })
     }
 
     pub fn required<T>(&self, v: Option<T>) -> Result<T, KeyError> {

@@ -11,7 +11,11 @@ use nats_callout::config::Config;
 use nats_callout::metrics::Metrics;
 
 #[derive(Parser)]
-#[command(name = "nats-callout", version, about = "NATS auth callout with WebAssembly plugins")]
+#[command(
+    name = "nats-callout",
+    version,
+    about = "NATS auth callout with WebAssembly plugins"
+)]
 struct Cli {
     /// Log format.
     #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text, env = "AUTH_CALLOUT_LOG_FORMAT")]
@@ -144,7 +148,11 @@ fn main() -> Result<()> {
 fn check(config: &Path) -> Result<()> {
     let cfg = Config::load(config)?;
     let authorizer = Authorizer::from_config(&cfg, Metrics::new())?;
-    let modes: Vec<_> = authorizer.enabled_modes().iter().map(|m| m.as_str()).collect();
+    let modes: Vec<_> = authorizer
+        .enabled_modes()
+        .iter()
+        .map(|m| m.as_str())
+        .collect();
     println!(
         "ok: {} NATS server(s), modes [{}], issuer {}",
         cfg.nats.len(),
@@ -215,7 +223,10 @@ fn generate_keys(dir: &Path, force: bool) -> Result<()> {
         write_secret(&dir.join(file), &seed)?;
     }
     let (user, issuer, xkey) = public_keys(dir)?;
-    println!("wrote {}/{{nkey-seed,issuer-seed,xkey-seed}}", dir.display());
+    println!(
+        "wrote {}/{{nkey-seed,issuer-seed,xkey-seed}}",
+        dir.display()
+    );
     println!("callout user: {user}\nissuer:       {issuer}\nxkey:         {xkey}");
     Ok(())
 }

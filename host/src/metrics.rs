@@ -12,8 +12,8 @@ use crate::routing::Mode;
 /// Decision latency buckets: a warm decision takes tens of microseconds, a cold one
 /// (fresh instance, JWKS fetch) milliseconds, and nats-server gives up at 2 s.
 const LATENCY_BUCKETS: &[f64] = &[
-    0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25,
-    0.5, 1.0, 2.0,
+    0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5,
+    1.0, 2.0,
 ];
 
 #[derive(Clone)]

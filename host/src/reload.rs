@@ -73,7 +73,12 @@ pub async fn load(path: &Path, metrics: &Metrics) -> Result<(Config, Authorizer)
 }
 
 /// Watch for SIGHUP and file changes and reload; runs until aborted.
-pub fn spawn(config_path: PathBuf, current: &Config, shared: Shared, metrics: Metrics) -> JoinHandle<()> {
+pub fn spawn(
+    config_path: PathBuf,
+    current: &Config,
+    shared: Shared,
+    metrics: Metrics,
+) -> JoinHandle<()> {
     let mut last = stamp(&config_path, current);
     let mut last_cfg = current.clone();
     let interval = current.reload_interval;
@@ -104,8 +109,15 @@ pub fn spawn(config_path: PathBuf, current: &Config, shared: Shared, metrics: Me
             tracing::info!(reason, config = %config_path.display(), "reloading");
             match load(&config_path, &metrics).await {
                 Ok((cfg, authorizer)) => {
-                    if cfg.nats.iter().map(|n| (&n.name, &n.url)).ne(last_cfg.nats.iter().map(|n| (&n.name, &n.url))) {
-                        tracing::warn!("the nats section changed: connections are kept as they are until a restart");
+                    if cfg
+                        .nats
+                        .iter()
+                        .map(|n| (&n.name, &n.url))
+                        .ne(last_cfg.nats.iter().map(|n| (&n.name, &n.url)))
+                    {
+                        tracing::warn!(
+                            "the nats section changed: connections are kept as they are until a restart"
+                        );
                     }
                     shared.store(Arc::new(authorizer));
                     metrics.reloads.with_label_values(&["ok"]).inc();

@@ -52,6 +52,21 @@ pub struct ReplyTarget {
     pub server_xkey: Option<XKey>,
 }
 
+/// A request that failed verification, and where an error response can go if enough
+/// of it was readable. Boxed: the failure path is rare and the target is large.
+#[derive(Debug)]
+pub struct Rejected {
+    pub error: RequestError,
+    pub target: Option<ReplyTarget>,
+}
+
+fn rejected(error: impl Into<RequestError>, target: Option<ReplyTarget>) -> Box<Rejected> {
+    Box::new(Rejected {
+        error: error.into(),
+        target,
+    })
+}
+
 /// A request that passed every check.
 #[derive(Debug)]
 pub struct VerifiedRequest {
@@ -74,12 +89,13 @@ impl Verifier<'_> {
         &self,
         payload: &[u8],
         server_xkey_header: Option<&str>,
-    ) -> Result<VerifiedRequest, (RequestError, Option<ReplyTarget>)> {
+    ) -> Result<VerifiedRequest, Box<Rejected>> {
         let server_xkey = match (server_xkey_header, self.xkey) {
-            (Some(h), Some(_)) => {
-                Some(XKey::from_public_key(h).map_err(|_| (RequestError::BadServerXkey, None))?)
-            }
-            (Some(_), None) => return Err((RequestError::SealedWithoutXkey, None)),
+            (Some(h), Some(_)) => Some(
+                XKey::from_public_key(h)
+                    .map_err(|_| rejected(RequestError::BadServerXkey, None))?,
+            ),
+            (Some(_), None) => return Err(rejected(RequestError::SealedWithoutXkey, None)),
             (None, _) => None,
         };
         let opened;
@@ -87,13 +103,13 @@ impl Verifier<'_> {
             (Some(server), Some(ours)) => {
                 opened = ours
                     .open(payload, server)
-                    .map_err(|_| (RequestError::Unseal, None))?;
+                    .map_err(|_| rejected(RequestError::Unseal, None))?;
                 &opened[..]
             }
             _ => payload,
         };
         let token = std::str::from_utf8(token_bytes)
-            .map_err(|_| (RequestError::Jwt(JwtError::Shape), None))?
+            .map_err(|_| rejected(JwtError::Shape, None))?
             .trim();
 
         let target_of = |claims: &RequestClaims| {
@@ -110,14 +126,14 @@ impl Verifier<'_> {
                 let target = jwt::decode_unverified::<RequestClaims>(token)
                     .as_ref()
                     .and_then(target_of);
-                return Err((e.into(), target));
+                return Err(rejected(e, target));
             }
         };
         let target = target_of(&claims);
         let sealed = server_xkey.is_some();
         self.check(&claims, sealed)
-            .map_err(|e| (e, target.clone()))?;
-        let target = target.ok_or((RequestError::UserNkey(String::new()), None))?;
+            .map_err(|e| rejected(e, target.clone()))?;
+        let target = target.ok_or_else(|| rejected(RequestError::UserNkey(String::new()), None))?;
         Ok(VerifiedRequest {
             request: claims.nats,
             target,

@@ -40,7 +40,9 @@ impl std::fmt::Display for Mode {
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum RouteError {
-    #[error("unsupported credential: NATS user JWTs are not accepted (operator mode is not enabled)")]
+    #[error(
+        "unsupported credential: NATS user JWTs are not accepted (operator mode is not enabled)"
+    )]
     UserJwt,
     #[error(
         "unsupported credential: username/password (use username \"oauthtoken\" with an access token as password)"
@@ -137,7 +139,11 @@ mod tests {
             certs: vec!["unverified".into()],
             ..Default::default()
         });
-        assert_eq!(route(&tls), Ok(Mode::Noauth), "unverified certs never count");
+        assert_eq!(
+            route(&tls),
+            Ok(Mode::Noauth),
+            "unverified certs never count"
+        );
         tls.client_tls = Some(ClientTls {
             verified_chains: vec![vec!["pem".into()]],
             ..Default::default()

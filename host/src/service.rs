@@ -78,7 +78,10 @@ impl Service {
             if down.is_empty() {
                 Ok(())
             } else {
-                Err(format!("not subscribed on NATS server(s): {}", down.join(", ")))
+                Err(format!(
+                    "not subscribed on NATS server(s): {}",
+                    down.join(", ")
+                ))
             }
         })
     }
@@ -185,7 +188,8 @@ impl Connect {
             .retry_on_initial_connect()
             .max_reconnects(None)
             .reconnect_delay_callback(|attempt| {
-                MAX_BACKOFF.min(Duration::from_millis(50) * 2u32.saturating_pow(attempt.min(8) as u32))
+                MAX_BACKOFF
+                    .min(Duration::from_millis(50) * 2u32.saturating_pow(attempt.min(8) as u32))
             })
     }
 }
@@ -283,7 +287,9 @@ async fn serve(
                         tracing::warn!(server = %server_name, error = %e, "cannot publish response");
                     }
                 }
-                (None, _) => tracing::warn!(server = %server_name, "auth request without reply subject"),
+                (None, _) => {
+                    tracing::warn!(server = %server_name, "auth request without reply subject")
+                }
                 (_, None) => {}
             }
             drop(permit);

@@ -41,7 +41,8 @@ pub fn parse_chain(chain: &[String]) -> Result<Vec<ParsedCert>, CertError> {
 fn parse_pem(index: usize, pem: &str) -> Result<ParsedCert, CertError> {
     let (_, block) =
         x509_parser::pem::parse_x509_pem(pem.as_bytes()).map_err(|_| CertError::Pem(index))?;
-    let (_, cert) = X509Certificate::from_der(&block.contents).map_err(|_| CertError::Der(index))?;
+    let (_, cert) =
+        X509Certificate::from_der(&block.contents).map_err(|_| CertError::Der(index))?;
     let mut out = ParsedCert {
         pem: pem.to_owned(),
         subject: rfc4514(&cert),

@@ -138,7 +138,10 @@ impl NatsServer {
             }
             std::thread::sleep(Duration::from_millis(20));
         }
-        bail!("nats-server did not listen within {timeout:?}: {}", self.log())
+        bail!(
+            "nats-server did not listen within {timeout:?}: {}",
+            self.log()
+        )
     }
 
     pub fn url(&self) -> String {
@@ -262,7 +265,10 @@ pub async fn connect(
 pub async fn connect_watching(
     url: &str,
     options: async_nats::ConnectOptions,
-) -> Result<(async_nats::Client, tokio::sync::mpsc::UnboundedReceiver<String>)> {
+) -> Result<(
+    async_nats::Client,
+    tokio::sync::mpsc::UnboundedReceiver<String>,
+)> {
     let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
     let options = options.event_callback(move |event| {
         let tx = tx.clone();

@@ -36,7 +36,9 @@ async fn connect_inner(
     let (read, mut write) = stream.into_split();
     let mut lines = BufReader::new(read).lines();
     let info = lines.next_line().await?.context("no INFO")?;
-    let json = info.strip_prefix("INFO ").context("first line is not INFO")?;
+    let json = info
+        .strip_prefix("INFO ")
+        .context("first line is not INFO")?;
     let info: serde_json::Value = serde_json::from_str(json)?;
     let nonce = info.get("nonce").and_then(|v| v.as_str()).unwrap_or("");
     let mut opts = connect(nonce);

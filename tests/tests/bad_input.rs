@@ -53,28 +53,33 @@ fn request(
 
 struct Setup {
     server: NatsServer,
+    _side: NatsServer,
     keys: Keys,
     _callout: Callout,
-    /// Connected as the callout's own user, so it may publish on the request subject.
+    /// A client on the side server, where publishing on the request subject is allowed.
     insider: async_nats::Client,
 }
 
+/// The callout serves the real callout server and, at the same time, a plain "side"
+/// server. nats-server forbids clients to publish on `$SYS.REQ.USER.AUTH` where auth
+/// callout is configured, so hostile requests are injected through the side server:
+/// they travel the same NATS path into the same host as the real ones.
 async fn setup(yaml_extra: &str) -> Result<Setup> {
     init_tracing();
     let keys = Keys::generate();
     let server = NatsServer::start(&callout_server_config(&keys, false))?;
+    let side = NatsServer::start("")?;
     let yaml = format!(
-        "nats:\n  - url: {}\n    nkey_seed_file: nkey-seed\nissuer_seed_file: issuer-seed\n{yaml_extra}",
-        server.url()
+        "nats:\n  - {{ name: main, url: {}, nkey_seed_file: nkey-seed }}\n  - {{ name: side, url: {} }}\n\
+         issuer_seed_file: issuer-seed\n{yaml_extra}",
+        server.url(),
+        side.url()
     );
     let callout = Callout::start(&keys, &yaml).await?;
-    let insider = connect(
-        &server.url(),
-        async_nats::ConnectOptions::with_nkey(keys.callout.seed()?),
-    )
-    .await?;
+    let insider = connect(&side.url(), async_nats::ConnectOptions::new()).await?;
     Ok(Setup {
         server,
+        _side: side,
         keys,
         _callout: callout,
         insider,
@@ -92,13 +97,11 @@ impl Setup {
             .publish_with_reply("$SYS.REQ.USER.AUTH", inbox, payload.into())
             .await?;
         self.insider.flush().await?;
-        Ok(
-            tokio::time::timeout(Duration::from_secs(1), replies.next())
-                .await
-                .ok()
-                .flatten()
-                .map(|m| m.payload.to_vec()),
-        )
+        Ok(tokio::time::timeout(Duration::from_secs(1), replies.next())
+            .await
+            .ok()
+            .flatten()
+            .map(|m| m.payload.to_vec()))
     }
 
     /// The `nats.error` of a signed response, after checking it is ours.
@@ -107,7 +110,10 @@ impl Setup {
         let token = String::from_utf8(reply)?;
         let claims: serde_json::Value = jwt::decode_verified(&token)?;
         assert_eq!(claims["iss"], self.keys.issuer.public_key().as_str());
-        assert!(claims["nats"]["jwt"].is_null(), "an error response carries no user JWT");
+        assert!(
+            claims["nats"]["jwt"].is_null(),
+            "an error response carries no user JWT"
+        );
         Ok(claims["nats"]["error"].as_str().unwrap_or("").to_owned())
     }
 
@@ -125,7 +131,9 @@ async fn hostile_requests_get_clear_errors_and_service_continues() -> Result<()>
     let server = nkeys::KeyPair::new_server();
 
     // A control: a well-formed forged request is decided (its "client" is anonymous).
-    let ok = s.ask(request(&server, &issuer, |_| {}).into_bytes()).await?;
+    let ok = s
+        .ask(request(&server, &issuer, |_| {}).into_bytes())
+        .await?;
     assert!(ok.is_some());
 
     // Signed by another key than its issuer.

@@ -45,7 +45,11 @@ fn callout_yaml(url: &str, devices: &[&Device], xkey: bool) -> String {
             pk = d.key.public_key()
         ));
     }
-    let xkey = if xkey { "xkey_seed_file: xkey-seed\n" } else { "" };
+    let xkey = if xkey {
+        "xkey_seed_file: xkey-seed\n"
+    } else {
+        ""
+    };
     format!(
         "nats:\n  - url: {url}\n    nkey_seed_file: nkey-seed\nissuer_seed_file: issuer-seed\n{xkey}\
          permissions:\n  nkey:\n{entries}  noauth:\n    account: ANONYMOUS\n    permissions:\n      \
@@ -96,7 +100,10 @@ async fn device_round_trip(url: &str, device: &Device) -> Result<()> {
     let state = tokio::time::timeout(RECV, states.next())
         .await?
         .expect("state");
-    assert_eq!(state.subject.as_str(), format!("device-state.{}", device.id));
+    assert_eq!(
+        state.subject.as_str(),
+        format!("device-state.{}", device.id)
+    );
     assert_eq!(&state.payload[..], b"temp=21");
 
     platform
@@ -220,8 +227,7 @@ async fn wrong_nkey_signature_is_refused_not_anonymous() -> Result<()> {
     assert_eq!(outcome, Outcome::Refused("Authorization Violation".into()));
 
     // Username/password is not a mode here: refused, never anonymous.
-    let outcome =
-        raw::connect(port, |_| serde_json::json!({ "user": "bob", "pass": "x" })).await?;
+    let outcome = raw::connect(port, |_| serde_json::json!({ "user": "bob", "pass": "x" })).await?;
     assert_eq!(outcome, Outcome::Refused("Authorization Violation".into()));
 
     // The real device still gets in.

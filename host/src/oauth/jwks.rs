@@ -143,7 +143,9 @@ impl Jwks {
         }
         let keys: Vec<Arc<Key>> = raw.iter().filter_map(usable_key).map(Arc::new).collect();
         if keys.is_empty() {
-            return Err(err("no usable signing key (RSA, EC P-256/P-384 or Ed25519)".into()));
+            return Err(err(
+                "no usable signing key (RSA, EC P-256/P-384 or Ed25519)".into(),
+            ));
         }
         Ok(keys)
     }
@@ -155,10 +157,11 @@ impl Jwks {
             self.cfg.issuer.trim_end_matches('/')
         );
         let body = self.get_capped(&url).await?;
-        let doc: serde_json::Value = serde_json::from_slice(&body).map_err(|e| JwksError::Fetch {
-            url: url.clone(),
-            message: format!("not JSON: {e}"),
-        })?;
+        let doc: serde_json::Value =
+            serde_json::from_slice(&body).map_err(|e| JwksError::Fetch {
+                url: url.clone(),
+                message: format!("not JSON: {e}"),
+            })?;
         if doc.get("issuer").and_then(|i| i.as_str()) != Some(self.cfg.issuer.as_str()) {
             return Err(JwksError::Fetch {
                 url,
@@ -233,8 +236,9 @@ impl Jwks {
             Some(k) => k,
             None => {
                 self.refetch_for_unknown_kid();
-                self.find(&checked)?
-                    .ok_or_else(|| TokenError::UnknownKid(checked.kid.clone().unwrap_or_default()))?
+                self.find(&checked)?.ok_or_else(|| {
+                    TokenError::UnknownKid(checked.kid.clone().unwrap_or_default())
+                })?
             }
         };
         let (claims, exp) = self.rules.verify(token, &checked, &key, now)?;

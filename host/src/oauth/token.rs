@@ -132,7 +132,9 @@ impl Rules {
         else {
             return Err(TokenError::Malformed);
         };
-        let bytes = URL_SAFE_NO_PAD.decode(h).map_err(|_| TokenError::Malformed)?;
+        let bytes = URL_SAFE_NO_PAD
+            .decode(h)
+            .map_err(|_| TokenError::Malformed)?;
         let raw: RawHeader =
             serde_json::from_slice(&bytes).map_err(|e| TokenError::Header(e.to_string()))?;
         let alg_name = raw.alg.unwrap_or_default();
@@ -166,7 +168,9 @@ impl Rules {
             let found = raw.typ.unwrap_or_default();
             // RFC 9068: `at+jwt`, also spelled `application/at+jwt`.
             let normalised = found.to_ascii_lowercase();
-            let normalised = normalised.strip_prefix("application/").unwrap_or(&normalised);
+            let normalised = normalised
+                .strip_prefix("application/")
+                .unwrap_or(&normalised);
             if normalised != required.to_ascii_lowercase() {
                 return Err(TokenError::Type {
                     found,
@@ -200,15 +204,16 @@ impl Rules {
         v.validate_nbf = true;
         v.validate_aud = true;
         v.leeway = self.leeway.as_secs();
-        let data = jsonwebtoken::decode::<serde_json::Map<String, serde_json::Value>>(
-            token, &key.key, &v,
-        )
-        .map_err(|e| match map_error(e.kind()) {
-            // jsonwebtoken reports a present-but-mistyped claim (`"exp": "soon"`) as
-            // missing; say what it really is.
-            TokenError::MissingClaim(c) if claim_present(token, &c) => TokenError::ClaimType(c),
-            other => other,
-        })?;
+        let data =
+            jsonwebtoken::decode::<serde_json::Map<String, serde_json::Value>>(token, &key.key, &v)
+                .map_err(|e| match map_error(e.kind()) {
+                    // jsonwebtoken reports a present-but-mistyped claim (`"exp": "soon"`) as
+                    // missing; say what it really is.
+                    TokenError::MissingClaim(c) if claim_present(token, &c) => {
+                        TokenError::ClaimType(c)
+                    }
+                    other => other,
+                })?;
         let claims = data.claims;
         let exp = claims
             .get("exp")

@@ -158,11 +158,8 @@ impl PluginEngine {
             .linker
             .instantiate_pre(&component)
             .map_err(|e| load_err(format!("{e:#}")))?;
-        let pre = v0_1_0::WorldPre::new(pre).map_err(|e| {
-            load_err(format!(
-                "not a nats-callout:plugin@0.1.0 component: {e:#}"
-            ))
-        })?;
+        let pre = v0_1_0::WorldPre::new(pre)
+            .map_err(|e| load_err(format!("not a nats-callout:plugin@0.1.0 component: {e:#}")))?;
         let plugin = Arc::new(LoadedPlugin {
             name: name.to_owned(),
             mode,
@@ -269,13 +266,11 @@ impl LoadedPlugin {
         self: &Arc<Self>,
         request: Arc<v0_1_0::nats_callout::plugin::types::AuthRequest>,
     ) -> Result<Decision, CallError> {
-        let permit = tokio::time::timeout(
-            self.limits.timeout,
-            self.permits.clone().acquire_owned(),
-        )
-        .await
-        .map_err(|_| CallError::Busy(self.name.clone()))?
-        .map_err(|_| CallError::Busy(self.name.clone()))?;
+        let permit =
+            tokio::time::timeout(self.limits.timeout, self.permits.clone().acquire_owned())
+                .await
+                .map_err(|_| CallError::Busy(self.name.clone()))?
+                .map_err(|_| CallError::Busy(self.name.clone()))?;
         let this = self.clone();
         tokio::task::spawn_blocking(move || {
             let result = this.call(&request);

@@ -54,11 +54,10 @@ impl self::nats_callout::plugin::host::Host for State {
         let started = std::time::Instant::now();
         let result = self.caps.verify_jwt(&token);
         self.credit_host_time(started.elapsed());
-        result
-            .map(|v| wit::VerifiedJwt {
-                claims_json: v.claims_json,
-                expires_at: v.expires_at,
-            })
+        result.map(|v| wit::VerifiedJwt {
+            claims_json: v.claims_json,
+            expires_at: v.expires_at,
+        })
     }
 
     fn verify_certificate_chain(&mut self, chain: Vec<String>) -> Result<(), String> {
