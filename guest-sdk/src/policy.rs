@@ -270,6 +270,19 @@ pub enum SubjectKind {
     Subscribe,
 }
 
+/// Checks that `account` is a usable account name: non-empty, no whitespace, control
+/// characters, `.`, `*` or `>`. The host applies the same check to every grant.
+pub fn validate_account(account: &str) -> Result<(), PolicyError> {
+    if account.is_empty()
+        || account
+            .chars()
+            .any(|c| c.is_whitespace() || c.is_control() || matches!(c, '.' | '*' | '>'))
+    {
+        return Err(PolicyError::InvalidAccount);
+    }
+    Ok(())
+}
+
 /// Checks that `subject` is a well-formed NATS subject or wildcard pattern: non-empty
 /// `.`-separated tokens, no whitespace or control characters, `*` and `>` only as whole
 /// tokens, `>` only last. For [`SubjectKind::Subscribe`], one space may separate the
@@ -519,15 +532,7 @@ impl<I> PermissionEntry<I> {
     /// Checks the account, every subject and every placeholder (against the ones the
     /// plugin offers), and the response permission. Call once at `init`.
     pub fn compile(&self, placeholders: &Placeholders) -> Result<CompiledEntry, PolicyError> {
-        // Same rule as the host's grant check.
-        if self.account.is_empty()
-            || self
-                .account
-                .chars()
-                .any(|c| c.is_whitespace() || c.is_control() || matches!(c, '.' | '*' | '>'))
-        {
-            return Err(PolicyError::InvalidAccount);
-        }
+        validate_account(&self.account)?;
         let response = match self.permissions.resp {
             None => None,
             Some(rule) if rule.max < -1 => return Err(PolicyError::InvalidResponseMax(rule.max)),

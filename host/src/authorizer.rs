@@ -217,7 +217,7 @@ impl Authorizer {
         let decision = self.decide(mode, &req).await;
         let now = unix_now();
         let (verdict, outcome) = match decision {
-            Ok(grant) => match grant.check(now) {
+            Ok(grant) => match crate::decision::check(&grant, now) {
                 Ok(()) => match self.signer.user_jwt(&grant, &target.user_nkey, now) {
                     Ok(jwt) => (
                         Verdict::Allowed {

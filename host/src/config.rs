@@ -349,25 +349,12 @@ fn default_subject() -> String {
     "$SYS.REQ.USER.AUTH".into()
 }
 
-/// Durations as `"250ms"`, `"2s"`, `"1m"`, or a bare number of milliseconds.
+/// Durations as `"250ms"`, `"2s"`, `"1m30s"`, or a bare number of milliseconds: the
+/// same syntax plugins accept, from the guest SDK.
 pub mod duration {
     use std::time::Duration;
 
     use serde::{Deserialize, Deserializer};
-
-    pub fn parse(s: &str) -> Option<Duration> {
-        let s = s.trim();
-        let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
-        let (num, unit) = s.split_at(split);
-        let n: u64 = num.parse().ok()?;
-        Some(match unit.trim() {
-            "" | "ms" => Duration::from_millis(n),
-            "s" => Duration::from_secs(n),
-            "m" => Duration::from_secs(n.checked_mul(60)?),
-            "us" => Duration::from_micros(n),
-            _ => return None,
-        })
-    }
 
     pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
         #[derive(Deserialize)]
@@ -378,11 +365,9 @@ pub mod duration {
         }
         match Raw::deserialize(d)? {
             Raw::Millis(n) => Ok(Duration::from_millis(n)),
-            Raw::Text(s) => parse(&s).ok_or_else(|| {
-                serde::de::Error::custom(format!(
-                    "invalid duration {s:?} (use e.g. \"250ms\", \"2s\", \"1m\")"
-                ))
-            }),
+            Raw::Text(s) => {
+                nats_callout_sdk::policy::parse_duration(&s).map_err(serde::de::Error::custom)
+            }
         }
     }
 }

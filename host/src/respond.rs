@@ -7,7 +7,7 @@ use crate::claims::{
     AuthorizationResponse, CLAIMS_VERSION, Permission, RESPONSE_TYPE, ResponseClaims,
     ResponsePermission, USER_TYPE, User, UserClaims,
 };
-use crate::decision::{Grant, Limits};
+use crate::decision::{Grant, Limits, UNLIMITED};
 use crate::jwt::{self, JwtError};
 use crate::request::ReplyTarget;
 
@@ -37,7 +37,7 @@ impl Signer {
 
     /// The user JWT. Config mode: `aud` names the target account.
     pub fn user_jwt(&self, grant: &Grant, user_nkey: &str, now: i64) -> Result<String, JwtError> {
-        let limits = grant.limits.unwrap_or_default();
+        let limits = grant.limits.unwrap_or(UNLIMITED);
         let Limits {
             subs,
             data,

@@ -1,6 +1,7 @@
 //! Parsing the client certificates nats-server forwards (PEM), so that plugins get the
 //! subject, CNs and SANs without carrying an ASN.1 parser each.
 
+use nats_callout_sdk::Certificate;
 use sha2::{Digest, Sha256};
 use x509_parser::extensions::GeneralName;
 use x509_parser::prelude::{FromDer, X509Certificate};
@@ -13,24 +14,8 @@ pub enum CertError {
     Der(usize),
 }
 
-/// The parts of a certificate a policy may look at.
-#[derive(Debug, Clone, Default)]
-pub struct ParsedCert {
-    pub pem: String,
-    pub der: Vec<u8>,
-    pub subject: String,
-    pub common_names: Vec<String>,
-    pub dns_sans: Vec<String>,
-    pub uri_sans: Vec<String>,
-    pub email_sans: Vec<String>,
-    pub ip_sans: Vec<String>,
-    pub not_before: i64,
-    pub not_after: i64,
-    pub fingerprint_sha256: String,
-}
-
 /// Parse a PEM chain, leaf first. `index` in errors is the position in the chain.
-pub fn parse_chain(chain: &[String]) -> Result<Vec<ParsedCert>, CertError> {
+pub fn parse_chain(chain: &[String]) -> Result<Vec<Certificate>, CertError> {
     chain
         .iter()
         .enumerate()
@@ -38,12 +23,12 @@ pub fn parse_chain(chain: &[String]) -> Result<Vec<ParsedCert>, CertError> {
         .collect()
 }
 
-fn parse_pem(index: usize, pem: &str) -> Result<ParsedCert, CertError> {
+fn parse_pem(index: usize, pem: &str) -> Result<Certificate, CertError> {
     let (_, block) =
         x509_parser::pem::parse_x509_pem(pem.as_bytes()).map_err(|_| CertError::Pem(index))?;
     let (_, cert) =
         X509Certificate::from_der(&block.contents).map_err(|_| CertError::Der(index))?;
-    let mut out = ParsedCert {
+    let mut out = Certificate {
         pem: pem.to_owned(),
         subject: rfc4514(&cert),
         common_names: cert
@@ -71,7 +56,6 @@ fn parse_pem(index: usize, pem: &str) -> Result<ParsedCert, CertError> {
             }
         }
     }
-    out.der = block.contents;
     Ok(out)
 }
 

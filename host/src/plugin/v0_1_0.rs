@@ -7,7 +7,7 @@ use super::State;
 use crate::claims::AuthorizationRequest;
 use crate::decision;
 use crate::routing::Mode;
-use crate::x509::ParsedCert;
+use nats_callout_sdk::Certificate;
 
 wasmtime::component::bindgen!({
     path: "../wit/v0.1.0",
@@ -70,7 +70,7 @@ fn opt(s: &str) -> Option<String> {
 }
 
 /// Build the WIT request. `chain` is the host-parsed verified chain (leaf first).
-pub fn request(req: &AuthorizationRequest, mode: Mode, chain: &[ParsedCert]) -> wit::AuthRequest {
+pub fn request(req: &AuthorizationRequest, mode: Mode, chain: &[Certificate]) -> wit::AuthRequest {
     let s = &req.server_id;
     let c = &req.client_info;
     let o = &req.connect_opts;
