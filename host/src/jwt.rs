@@ -15,8 +15,11 @@ use sha2::{Digest, Sha256};
 /// The only algorithm NATS accepts (`ed25519` is the legacy v1 spelling).
 const ALG: &str = "ed25519-nkey";
 
-/// A NATS JWT is a few KiB at most; anything larger is hostile or broken.
-pub const MAX_JWT_LEN: usize = 64 * 1024;
+/// Largest JWT we decode. An authorization request embeds the client's CONNECT options
+/// (an MQTT password alone may be 64 KiB) and its PEM certificate chain; nats-server's
+/// default `max_payload` (1 MiB) bounds what it can send, so this matches it and only
+/// stops oversized input from elsewhere before any decoding.
+pub const MAX_JWT_LEN: usize = 1024 * 1024;
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum JwtError {
