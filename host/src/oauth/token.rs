@@ -284,3 +284,96 @@ fn map_error(kind: &ErrorKind) -> TokenError {
         other => TokenError::Header(format!("{other:?}")),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rules() -> Rules {
+        Rules {
+            issuer: "https://idp".into(),
+            audiences: vec!["nats".into()],
+            leeway: Duration::from_secs(5),
+            max_lifetime: Duration::from_secs(3600),
+            max_token_bytes: 4096,
+            required_typ: Some("at+jwt".into()),
+            allowed_clients: None,
+        }
+    }
+
+    fn token(header: serde_json::Value) -> String {
+        format!(
+            "{}.{}.c2ln",
+            URL_SAFE_NO_PAD.encode(header.to_string()),
+            URL_SAFE_NO_PAD.encode("{}")
+        )
+    }
+
+    fn header_err(header: serde_json::Value) -> TokenError {
+        match rules().check_header(&token(header)) {
+            Err(e) => e,
+            Ok(_) => panic!("accepted"),
+        }
+    }
+
+    #[test]
+    fn header_rules() {
+        use serde_json::json;
+        assert!(
+            rules()
+                .check_header(&token(json!({"alg": "RS256", "typ": "at+jwt", "kid": "k"})))
+                .is_ok()
+        );
+        assert!(
+            rules()
+                .check_header(&token(json!({"alg": "ES256", "typ": "application/at+jwt"})))
+                .is_ok()
+        );
+        assert_eq!(
+            header_err(json!({"alg": "none", "typ": "at+jwt"})),
+            TokenError::Algorithm("none".into())
+        );
+        assert_eq!(
+            header_err(json!({"alg": "HS256", "typ": "at+jwt"})),
+            TokenError::Algorithm("HS256".into())
+        );
+        assert_eq!(
+            header_err(json!({"typ": "at+jwt"})),
+            TokenError::Algorithm(String::new())
+        );
+        assert!(matches!(
+            header_err(json!({"alg": "RS256", "typ": "at+jwt", "crit": ["b64"]})),
+            TokenError::Critical(_)
+        ));
+        assert!(matches!(
+            header_err(json!({"alg": "RS256", "typ": "at+jwt", "crit": "b64"})),
+            TokenError::Critical(_)
+        ));
+        for k in ["jwk", "jku", "x5u", "x5c"] {
+            let mut h = json!({"alg": "RS256", "typ": "at+jwt"});
+            h[k] = json!("x");
+            assert!(matches!(header_err(h), TokenError::EmbeddedKey(n) if n == k));
+        }
+        assert!(matches!(
+            header_err(json!({"alg": "RS256", "typ": "JWT"})),
+            TokenError::Type { .. }
+        ));
+    }
+
+    #[test]
+    fn hostile_shapes() {
+        let r = rules();
+        let dots = ".".repeat(1 << 20);
+        assert_eq!(
+            r.check_header(&dots).err(),
+            Some(TokenError::TooLong(1 << 20, 4096))
+        );
+        assert_eq!(r.check_header("a.b").err(), Some(TokenError::Malformed));
+        assert_eq!(r.check_header("a.b.c.d").err(), Some(TokenError::Malformed));
+        assert_eq!(r.check_header("!!.b.c").err(), Some(TokenError::Malformed));
+        assert!(matches!(
+            r.check_header("bm90anNvbg.b.c").err(),
+            Some(TokenError::Header(_))
+        ));
+    }
+}
