@@ -5,6 +5,8 @@
 //! Every process is killed when its handle drops (also when a test panics), and with
 //! `PR_SET_PDEATHSIG` when the test process itself dies.
 
+pub mod inject;
+pub mod oidc;
 pub mod raw;
 
 use std::io::Write;
@@ -39,8 +41,10 @@ pub fn plugin_dir() -> PathBuf {
         .unwrap_or_else(|| workspace_root().join("target/plugins"))
 }
 
-/// Log to the test output (`RUST_LOG` to tune); safe to call from every test.
+/// Log to the test output (`RUST_LOG` to tune); safe to call from every test. Also
+/// installs the TLS crypto backend the HTTP client needs.
 pub fn init_tracing() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
     let _ = tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()

@@ -1,0 +1,599 @@
+//! OAuth2 mode end to end: a real OpenID provider (`oidc-provider`) issues
+//! client-credentials access tokens; clients connect to a real nats-server with
+//! username `oauthtoken` and the token as password; the callout verifies the token
+//! against the provider's JWKS and the oauth2 plugin picks the permissions.
+
+use std::time::Duration;
+
+use anyhow::{Result, bail};
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use futures::StreamExt;
+use nats_callout::request::unix_now;
+use nats_callout_tests::inject::Injector;
+use nats_callout_tests::oidc::{Oidc, client, decode_parts};
+use nats_callout_tests::raw::{self, Outcome};
+use nats_callout_tests::{
+    Callout, Keys, NatsServer, callout_server_config, connect, connect_watching,
+    expect_server_error, init_tracing,
+};
+use serde_json::{Value, json};
+
+const AUDIENCE: &str = "nats-callout";
+const RECV: Duration = Duration::from_secs(5);
+
+fn clients() -> Vec<Value> {
+    vec![
+        client(
+            "sensor-test-01",
+            "RS256",
+            json!({ "device_id": "sensor-test-01" }),
+        ),
+        client("sensor-a", "ES256", json!({ "device_id": "sensor-a" })),
+        client("sensor-b", "RS256", json!({ "device_id": "sensor-b" })),
+        client("mqtt-client", "ES256", json!({})),
+        client("injector", "RS256", json!({ "device_id": "a.>" })),
+        client("stranger", "RS256", json!({})),
+    ]
+}
+
+/// The callout's config: the issue's example permissions plus a JWKS section.
+fn callout_yaml(url: &str, issuer: &str, extra_nats: &str, jwks_extra: &str) -> String {
+    format!(
+        r#"nats:
+  - {{ name: main, url: {url}, nkey_seed_file: nkey-seed }}
+{extra_nats}issuer_seed_file: issuer-seed
+jwks:
+  issuer: "{issuer}"
+  audience: ["{AUDIENCE}"]
+  require_typ: at+jwt
+{jwks_extra}permissions:
+  oauth2:
+    mqtt-client:
+      azp: "mqtt-client"
+      account: "CSC"
+      permissions: {{ pub: {{ allow: ["events.>"] }}, sub: {{ allow: ["events.>"] }} }}
+    devices:
+      subject: "*"
+      claims: {{ device_id: "*" }}
+      account: "DEVICES"
+      permissions:
+        pub: {{ allow: ["device-state.{{{{claims.device_id}}}}", "_INBOX.>"] }}
+        sub: {{ allow: ["device-commands.{{{{claims.device_id}}}}", "_INBOX.>"] }}
+  noauth:
+    account: ANONYMOUS
+    permissions: {{ pub: {{ allow: ["public.>"] }}, sub: {{ allow: ["public.>"] }} }}
+"#
+    )
+}
+
+/// nats-server config: adds account CSC for the mqtt-client entry.
+fn server_config(keys: &Keys) -> String {
+    callout_server_config(keys, false).replace("ANONYMOUS {}", "ANONYMOUS {}\n  CSC {}")
+}
+
+struct Deployment {
+    server: NatsServer,
+    oidc: Oidc,
+    keys: Keys,
+    callout: Callout,
+    inject: Injector,
+}
+
+async fn deploy(jwks_extra: &str) -> Result<Deployment> {
+    init_tracing();
+    let oidc = Oidc::start(AUDIENCE, clients())?;
+    deploy_with(oidc, jwks_extra).await
+}
+
+async fn deploy_with(oidc: Oidc, jwks_extra: &str) -> Result<Deployment> {
+    let keys = Keys::generate();
+    let server = NatsServer::start(&server_config(&keys))?;
+    let mut inject = Injector::start(&keys.issuer.public_key())?;
+    let yaml = callout_yaml(
+        &server.url(),
+        &oidc.issuer,
+        &inject.nats_entry(),
+        jwks_extra,
+    );
+    let callout = Callout::start(&keys, &yaml).await?;
+    inject.connect().await?;
+    Ok(Deployment {
+        server,
+        oidc,
+        keys,
+        callout,
+        inject,
+    })
+}
+
+fn token_options(token: String) -> async_nats::ConnectOptions {
+    async_nats::ConnectOptions::with_user_and_password("oauthtoken".into(), token)
+}
+
+async fn platform(url: &str) -> Result<async_nats::Client> {
+    Ok(connect(
+        url,
+        async_nats::ConnectOptions::with_user_and_password("platform".into(), "platform".into()),
+    )
+    .await?)
+}
+
+impl Deployment {
+    /// The deny reason the callout gives for `token` as an oauthtoken password, read
+    /// from its signed error response.
+    async fn reason(&self, token: &str) -> Result<String> {
+        let token = token.to_owned();
+        let claims = self
+            .inject
+            .decide(move |c| {
+                c["nats"]["connect_opts"]["user"] = "oauthtoken".into();
+                c["nats"]["connect_opts"]["pass"] = token.into();
+            })
+            .await?;
+        if claims["nats"]["jwt"].is_string() {
+            bail!("token was admitted");
+        }
+        Ok(claims["nats"]["error"].as_str().unwrap_or("").to_owned())
+    }
+
+    /// Connect for real with a raw client; the token must never get in (also not as
+    /// an anonymous client).
+    async fn refused(&self, token: &str) -> Result<()> {
+        let outcome = raw::connect(
+            self.server.port,
+            |_| json!({ "user": "oauthtoken", "pass": token }),
+        )
+        .await?;
+        assert_eq!(outcome, Outcome::Refused("Authorization Violation".into()));
+        Ok(())
+    }
+
+    /// Claims of a well-formed token for `device_id`, to be edited and signed.
+    fn claims(&self, device_id: &str) -> Value {
+        let now = unix_now();
+        json!({
+            "iss": self.oidc.issuer, "sub": "forged", "aud": AUDIENCE, "azp": "forged",
+            "iat": now, "exp": now + 300, "jti": "x", "device_id": device_id,
+        })
+    }
+}
+
+/// A JWS with any header and payload, signed with `sign` (over `header.payload`).
+fn jws(header: &Value, payload: &Value, sig: &[u8]) -> String {
+    format!(
+        "{}.{}.{}",
+        URL_SAFE_NO_PAD.encode(header.to_string()),
+        URL_SAFE_NO_PAD.encode(payload.to_string()),
+        URL_SAFE_NO_PAD.encode(sig)
+    )
+}
+
+#[tokio::test]
+async fn device_authenticates_and_pubsub() -> Result<()> {
+    let d = deploy("").await?;
+    let url = d.server.url();
+    let token = d.oidc.token("sensor-test-01").await?;
+    let (header, payload) = decode_parts(&token)?;
+    assert_eq!(header["typ"], "at+jwt");
+    assert_eq!(header["alg"], "RS256");
+    assert_eq!(payload["device_id"], "sensor-test-01");
+
+    let platform = platform(&url).await?;
+    let mut states = platform.subscribe("device-state.>").await?;
+    platform.flush().await?;
+    let device = connect(&url, token_options(token)).await?;
+    let mut commands = device.subscribe("device-commands.sensor-test-01").await?;
+    device.flush().await?;
+    device
+        .publish("device-state.sensor-test-01", "temp=21".into())
+        .await?;
+    device.flush().await?;
+    let msg = tokio::time::timeout(RECV, states.next())
+        .await?
+        .expect("state");
+    assert_eq!(msg.subject.as_str(), "device-state.sensor-test-01");
+    platform
+        .publish("device-commands.sensor-test-01", "reboot".into())
+        .await?;
+    platform.flush().await?;
+    let cmd = tokio::time::timeout(RECV, commands.next())
+        .await?
+        .expect("command");
+    assert_eq!(&cmd.payload[..], b"reboot");
+
+    // The token also works as a bare auth_token (and it is ES256 for sensor-a).
+    let es = d.oidc.token("sensor-a").await?;
+    assert_eq!(decode_parts(&es)?.0["alg"], "ES256");
+    let outcome = raw::connect(d.server.port, |_| json!({ "auth_token": es })).await?;
+    assert_eq!(outcome, Outcome::Admitted);
+    Ok(())
+}
+
+#[tokio::test]
+async fn device_cannot_access_other_device_subjects() -> Result<()> {
+    let d = deploy("").await?;
+    let url = d.server.url();
+    let platform = platform(&url).await?;
+    let mut states = platform.subscribe("device-state.>").await?;
+    platform.flush().await?;
+    let b = connect(&url, token_options(d.oidc.token("sensor-b").await?)).await?;
+    let mut b_commands = b.subscribe("device-commands.sensor-b").await?;
+    b.flush().await?;
+
+    let (a, mut errors) =
+        connect_watching(&url, token_options(d.oidc.token("sensor-a").await?)).await?;
+    let _sneaky = a.subscribe("device-commands.sensor-b").await?;
+    a.flush().await?;
+    expect_server_error(&mut errors, "permissions violation for subscription").await?;
+    a.publish("device-commands.sensor-b", "forged".into())
+        .await?;
+    a.publish("device-state.sensor-b", "forged".into()).await?;
+    a.flush().await?;
+    expect_server_error(&mut errors, "permissions violation for publish").await?;
+    a.publish("device-state.sensor-a", "mine".into()).await?;
+    a.flush().await?;
+    let msg = tokio::time::timeout(RECV, states.next())
+        .await?
+        .expect("state");
+    assert_eq!(msg.subject.as_str(), "device-state.sensor-a");
+    assert!(
+        tokio::time::timeout(Duration::from_millis(300), b_commands.next())
+            .await
+            .is_err()
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn mqtt_client_entry_is_scoped_to_events() -> Result<()> {
+    let d = deploy("").await?;
+    let url = d.server.url();
+    let (c, mut errors) =
+        connect_watching(&url, token_options(d.oidc.token("mqtt-client").await?)).await?;
+    let mut events = c.subscribe("events.door").await?;
+    c.flush().await?;
+    c.publish("events.door", "open".into()).await?;
+    let msg = tokio::time::timeout(RECV, events.next())
+        .await?
+        .expect("event");
+    assert_eq!(&msg.payload[..], b"open");
+    c.publish("device-state.x", "no".into()).await?;
+    c.flush().await?;
+    expect_server_error(&mut errors, "permissions violation for publish").await?;
+    let _no = c.subscribe("public.x").await?;
+    c.flush().await?;
+    expect_server_error(&mut errors, "permissions violation for subscription").await?;
+
+    // The user JWT expires with the token: the callout's response carries its exp.
+    let token = d.oidc.token("mqtt-client").await?;
+    let exp = decode_parts(&token)?.1["exp"].as_i64();
+    let claims = d
+        .inject
+        .decide(|c| {
+            c["nats"]["connect_opts"]["user"] = "oauthtoken".into();
+            c["nats"]["connect_opts"]["pass"] = token.into();
+        })
+        .await?;
+    let user_jwt = claims["nats"]["jwt"].as_str().unwrap_or_default();
+    let (_, user) = decode_parts(user_jwt)?;
+    assert_eq!(user["exp"].as_i64(), exp);
+    assert_eq!(user["aud"], "CSC");
+
+    // A token whose client has no entry is denied, never anonymous.
+    let stranger = d.oidc.token("stranger").await?;
+    d.refused(&stranger).await?;
+    assert!(
+        d.reason(&stranger)
+            .await?
+            .contains("no oauth2 permissions entry")
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn hostile_tokens_are_denied_with_distinct_reasons() -> Result<()> {
+    let d = deploy("  unknown_kid_cooldown: 30s\n").await?;
+    let good = d.oidc.token("sensor-a").await?;
+    let (good_header, _) = decode_parts(&good)?;
+    let rs_kid = "rsa-1";
+    let now = unix_now();
+
+    let mut cases: Vec<(&str, String, &str)> = Vec::new();
+    let none = jws(
+        &json!({"alg": "none", "typ": "at+jwt"}),
+        &d.claims("x"),
+        b"",
+    );
+    cases.push(("alg none", none, "algorithm \"none\""));
+
+    // HS256 with the provider's RSA public key (PEM) as the HMAC secret.
+    let pem = d.oidc.public_pem(rs_kid).await?;
+    let hs = jsonwebtoken::encode(
+        &jsonwebtoken::Header {
+            typ: Some("at+jwt".into()),
+            kid: Some(rs_kid.into()),
+            ..jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256)
+        },
+        &d.claims("x"),
+        &jsonwebtoken::EncodingKey::from_secret(pem.as_bytes()),
+    )?;
+    cases.push(("HS256 with the public key", hs, "algorithm \"HS256\""));
+
+    let sign = |header: Value, payload: Value| d.oidc.sign(rs_kid, header, payload);
+    let typ = json!({"typ": "at+jwt"});
+    let mut exp_past = d.claims("x");
+    exp_past["exp"] = (now - 3600).into();
+    exp_past["iat"] = (now - 7200).into();
+    cases.push((
+        "expired",
+        sign(typ.clone(), exp_past).await?,
+        "token expired",
+    ));
+    let mut nbf = d.claims("x");
+    nbf["nbf"] = (now + 3600).into();
+    cases.push(("nbf future", sign(typ.clone(), nbf).await?, "not valid yet"));
+    let mut exp_str = d.claims("x");
+    exp_str["exp"] = json!((now + 300).to_string());
+    cases.push((
+        "string exp",
+        sign(typ.clone(), exp_str).await?,
+        "claim \"exp\" has the wrong type",
+    ));
+    let mut wrong_iss = d.claims("x");
+    wrong_iss["iss"] = "https://evil.example".into();
+    cases.push((
+        "wrong iss",
+        sign(typ.clone(), wrong_iss).await?,
+        "issuer is not the configured",
+    ));
+    let mut no_iss = d.claims("x");
+    no_iss.as_object_mut().map(|m| m.remove("iss"));
+    cases.push((
+        "missing iss",
+        sign(typ.clone(), no_iss).await?,
+        "required claim \"iss\"",
+    ));
+    let mut wrong_aud = d.claims("x");
+    wrong_aud["aud"] = "someone-else".into();
+    cases.push((
+        "wrong aud",
+        sign(typ.clone(), wrong_aud).await?,
+        "audience is not one of",
+    ));
+    let mut no_aud = d.claims("x");
+    no_aud.as_object_mut().map(|m| m.remove("aud"));
+    cases.push((
+        "missing aud",
+        sign(typ.clone(), no_aud).await?,
+        "required claim \"aud\"",
+    ));
+    let crit = sign(json!({"typ": "at+jwt", "crit": ["exp"]}), d.claims("x")).await?;
+    cases.push(("crit", crit, "critical extensions"));
+    let embedded = d
+        .oidc
+        .sign(
+            "attacker",
+            json!({"typ": "at+jwt", "embed_jwk": true}),
+            d.claims("x"),
+        )
+        .await?;
+    assert!(decode_parts(&embedded)?.0["jwk"].is_object());
+    cases.push(("embedded jwk", embedded, "embeds a key (jwk)"));
+    // A valid ES256 token with its signature replaced by zeros.
+    let zero = format!(
+        "{}.{}",
+        good.rsplit_once('.').map_or("", |(hp, _)| hp),
+        URL_SAFE_NO_PAD.encode([0u8; 64])
+    );
+    cases.push(("zero ES256 signature", zero, "signature is invalid"));
+    let wrong_typ = sign(json!({"typ": "JWT"}), d.claims("x")).await?;
+    cases.push(("id-token typ", wrong_typ, "token type \"JWT\""));
+    let injected = d.oidc.token("injector").await?;
+    cases.push(("template injection", injected, "claims.device_id"));
+    assert_eq!(good_header["alg"], "ES256");
+
+    let mut reasons = Vec::new();
+    for (what, token, expect) in &cases {
+        let reason = d.reason(token).await?;
+        assert!(
+            reason.contains(expect),
+            "{what}: {reason:?} lacks {expect:?}"
+        );
+        d.refused(token).await?;
+        reasons.push(reason);
+    }
+    let mut distinct = reasons.clone();
+    distinct.sort();
+    distinct.dedup();
+    assert_eq!(
+        distinct.len(),
+        reasons.len(),
+        "reasons must be distinct: {reasons:#?}"
+    );
+
+    // 1 MiB of dots: nats-server refuses the CONNECT line itself (max_control_line),
+    // and the host's own cap refuses it before any decoding.
+    let dots = ".".repeat(1 << 20);
+    let outcome = raw::connect(
+        d.server.port,
+        |_| json!({ "user": "oauthtoken", "pass": dots }),
+    )
+    .await;
+    assert!(!matches!(outcome, Ok(Outcome::Admitted)));
+    let big = ".".repeat(64 * 1024);
+    assert!(d.reason(&big).await?.contains("over the 8192-byte cap"));
+
+    // An unknown kid, 1000 times: at most a handful of JWKS fetches.
+    let before = d.oidc.jwks_fetches().await?;
+    let unknown = sign(
+        json!({"typ": "at+jwt", "kid": "no-such-key"}),
+        d.claims("x"),
+    )
+    .await?;
+    for _ in 0..1000 {
+        let reason = d.reason(&unknown).await?;
+        assert!(
+            reason.contains("kid \"no-such-key\" is not in the JWKS"),
+            "{reason}"
+        );
+    }
+    let fetches = d.oidc.jwks_fetches().await? - before;
+    assert!(
+        fetches <= 2,
+        "{fetches} JWKS fetches for 1000 unknown-kid tokens"
+    );
+
+    // And good tokens still work.
+    let outcome = raw::connect(
+        d.server.port,
+        |_| json!({ "user": "oauthtoken", "pass": good }),
+    )
+    .await?;
+    assert_eq!(outcome, Outcome::Admitted);
+    let _ = &d.keys;
+    let _ = &d.callout;
+    Ok(())
+}
+
+#[tokio::test]
+async fn key_rotation_is_picked_up_without_restart() -> Result<()> {
+    let d = deploy("  unknown_kid_cooldown: 1s\n").await?;
+    let mut d = d;
+    let old = d.oidc.token("sensor-a").await?;
+    assert_eq!(
+        d.reason(&old).await.err().map(|e| e.to_string()),
+        Some("token was admitted".into())
+    );
+
+    // Restart the provider on the same port with new keys.
+    let port = d.oidc.port;
+    d.oidc.stop();
+    d.oidc = Oidc::start_with(
+        json!({
+            "generate": [ { "kid": "rsa-2", "alg": "RS256" }, { "kid": "ec-2", "alg": "ES256" } ],
+            "audience": AUDIENCE,
+            "clients": clients(),
+        }),
+        port,
+    )?;
+    let new = d.oidc.token("sensor-a").await?;
+    assert_eq!(decode_parts(&new)?.0["kid"], "ec-2");
+    // The first token with the new kid triggers a refetch (the cool-down has long
+    // passed since start), waited for within the request.
+    let mut admitted = false;
+    for _ in 0..20 {
+        let outcome = raw::connect(
+            d.server.port,
+            |_| json!({ "user": "oauthtoken", "pass": new }),
+        )
+        .await?;
+        if outcome == Outcome::Admitted {
+            admitted = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    assert!(admitted, "new key never accepted");
+    // The old key is gone from the provider's JWKS, so its tokens are now unknown.
+    assert!(d.reason(&old).await?.contains("is not in the JWKS"));
+    Ok(())
+}
+
+#[tokio::test]
+async fn provider_outages_keep_cached_keys_until_their_bound() -> Result<()> {
+    init_tracing();
+    // Down at start: the port is reserved but nothing listens yet.
+    let port = nats_callout_tests::free_port()?;
+    let issuer = format!("http://127.0.0.1:{port}");
+    let keys = Keys::generate();
+    let server = NatsServer::start(&server_config(&keys))?;
+    let mut inject = Injector::start(&keys.issuer.public_key())?;
+    let yaml = callout_yaml(
+        &server.url(),
+        &issuer,
+        &inject.nats_entry(),
+        "  refresh_interval: 1s\n  max_stale: 3s\n  fetch_timeout: 1s\n",
+    );
+    let callout = Callout::start(&keys, &yaml).await?;
+    inject.connect().await?;
+    let ready = callout.app().http_addr;
+    assert!(!http_ok(ready, "/readyz").await?, "not ready without JWKS");
+    let shaped = jws(
+        &json!({"alg": "ES256", "typ": "at+jwt", "kid": "ec-1"}),
+        &json!({}),
+        b"sig",
+    );
+    let claims = inject
+        .decide(|c| {
+            c["nats"]["connect_opts"]["user"] = "oauthtoken".into();
+            c["nats"]["connect_opts"]["pass"] = shaped.into();
+        })
+        .await?;
+    let reason = claims["nats"]["error"].as_str().unwrap_or("").to_owned();
+    assert!(reason.contains("JWKS unavailable"), "{reason}");
+
+    // The provider comes up: the background refresh finds it.
+    let mut oidc = Oidc::start_with(
+        json!({
+            "generate": [ { "kid": "rsa-1", "alg": "RS256" }, { "kid": "ec-1", "alg": "ES256" } ],
+            "audience": AUDIENCE,
+            "clients": clients(),
+        }),
+        port,
+    )?;
+    assert_eq!(oidc.issuer, issuer);
+    let token = oidc.token("sensor-a").await?;
+    let mut admitted = false;
+    for _ in 0..40 {
+        if raw::connect(
+            server.port,
+            |_| json!({ "user": "oauthtoken", "pass": token }),
+        )
+        .await?
+            == Outcome::Admitted
+        {
+            admitted = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    assert!(admitted, "tokens not accepted after the provider came up");
+    assert!(http_ok(ready, "/readyz").await?);
+
+    // Down during refresh: cached keys keep working, then a clear deny after max_stale.
+    oidc.stop();
+    let outcome = raw::connect(
+        server.port,
+        |_| json!({ "user": "oauthtoken", "pass": token }),
+    )
+    .await?;
+    assert_eq!(outcome, Outcome::Admitted, "cached keys must still verify");
+    let mut reason = String::new();
+    for _ in 0..40 {
+        let tok = token.clone();
+        let claims = inject
+            .decide(move |c| {
+                c["nats"]["connect_opts"]["user"] = "oauthtoken".into();
+                c["nats"]["connect_opts"]["pass"] = tok.into();
+            })
+            .await?;
+        reason = claims["nats"]["error"].as_str().unwrap_or("").to_owned();
+        if !reason.is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    assert!(
+        reason.contains("JWKS unavailable") && reason.contains("max_stale"),
+        "{reason}"
+    );
+    assert!(!http_ok(ready, "/readyz").await?);
+    Ok(())
+}
+
+/// GET `path` on the operations listener; true on 200.
+async fn http_ok(addr: std::net::SocketAddr, path: &str) -> Result<bool> {
+    let resp = reqwest::get(format!("http://{addr}{path}")).await?;
+    Ok(resp.status().is_success())
+}
