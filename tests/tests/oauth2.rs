@@ -597,3 +597,26 @@ async fn http_ok(addr: std::net::SocketAddr, path: &str) -> Result<bool> {
     let resp = reqwest::get(format!("http://{addr}{path}")).await?;
     Ok(resp.status().is_success())
 }
+
+#[tokio::test]
+async fn connection_is_dropped_when_its_token_expires() -> Result<()> {
+    init_tracing();
+    let oidc = Oidc::start_with(
+        json!({
+            "generate": [ { "kid": "rsa-1", "alg": "RS256" }, { "kid": "ec-1", "alg": "ES256" } ],
+            "audience": AUDIENCE,
+            "ttl": 2,
+            "clients": clients(),
+        }),
+        0,
+    )?;
+    let d = deploy_with(oidc, "").await?;
+    let token = d.oidc.token("mqtt-client").await?;
+    let (client, mut errors) = connect_watching(&d.server.url(), token_options(token)).await?;
+    client.flush().await?;
+    // nats-server enforces the user JWT's exp, which is the token's: the connection is
+    // closed with an expiry error a couple of seconds in.
+    let e = expect_server_error(&mut errors, "expired").await?;
+    assert!(e.to_lowercase().contains("authentication expired"), "{e}");
+    Ok(())
+}
