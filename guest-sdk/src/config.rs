@@ -1,10 +1,12 @@
 //! The configuration a plugin receives once, at `init`.
 
+use serde::Deserialize;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 use thiserror::Error;
 
-/// The JSON the host passes to `init`: `{"permissions": ..., "settings": ...}`.
+/// The JSON the host passes to `init`: `{"permissions": ..., "settings": ..., "host": ...}`
+/// (`host`: a [`HostContext`]; hosts before it send only the first two).
 ///
 /// `permissions` is this mode's section of the operator's `permissions` config (the Helm
 /// values shape), `settings` the plugin's own `settings` from the `plugins` list. Either
@@ -15,6 +17,20 @@ use thiserror::Error;
 pub struct PluginConfig {
     permissions: Value,
     settings: Value,
+    host: HostContext,
+}
+
+/// What the host tells a plugin about its capabilities (`"host"` in the init JSON): which
+/// verification capabilities have key material behind them. A plugin uses it to call a
+/// capability exactly when it can answer, e.g. the mtls plugin verifies chains only when
+/// the operator configured a CA bundle. An older host sends nothing: all `false`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(default)]
+pub struct HostContext {
+    /// A CA bundle is configured: `verify_certificate_chain` can answer.
+    pub ca_bundle: bool,
+    /// A JWKS is configured: `verify_jwt` can answer.
+    pub jwks: bool,
 }
 
 impl PluginConfig {
@@ -23,7 +39,19 @@ impl PluginConfig {
         Self {
             permissions,
             settings,
+            host: HostContext::default(),
         }
+    }
+
+    /// The same config with this host context (tests, native embedding).
+    pub fn with_host(mut self, host: HostContext) -> Self {
+        self.host = host;
+        self
+    }
+
+    /// What the host said about its capabilities.
+    pub fn host(&self) -> HostContext {
+        self.host
     }
 
     /// Parses the JSON string the host passes to `init`. Unknown top-level keys are
@@ -34,9 +62,16 @@ impl PluginConfig {
         let Value::Object(mut map) = value else {
             return Err(ConfigError::Malformed("not a JSON object".into()));
         };
+        // Lenient: keys a newer host adds inside `host` are ignored too.
+        let host = match map.remove("host") {
+            None | Some(Value::Null) => HostContext::default(),
+            Some(v) => HostContext::deserialize(v)
+                .map_err(|e| ConfigError::Malformed(format!("host: {e}")))?,
+        };
         Ok(Self {
             permissions: map.remove("permissions").unwrap_or(Value::Null),
             settings: map.remove("settings").unwrap_or(Value::Null),
+            host,
         })
     }
 
@@ -136,6 +171,10 @@ mod tests {
         let c = PluginConfig::from_json(r#"{"settings": {"a": 1}, "future": true}"#).unwrap();
         assert!(!c.has_permissions());
         assert!(c.has_settings());
+        assert_eq!(c.host(), HostContext::default());
+        let c = PluginConfig::from_json(r#"{"host": {"ca_bundle": true, "future": 1}}"#).unwrap();
+        assert!(c.host().ca_bundle && !c.host().jwks);
+        assert!(PluginConfig::from_json(r#"{"host": {"ca_bundle": "yes"}}"#).is_err());
         assert!(PluginConfig::from_json("[1]").is_err());
         assert!(PluginConfig::from_json("{").is_err());
     }

@@ -32,8 +32,12 @@ pub use bindings::Guest;
 use bindings::nats_callout::plugin::{host as wit_host, types as wit};
 pub use wit::{AuthRequest as WitAuthRequest, Decision as WitDecision};
 
-/// `init` export.
+/// `init` export. Also routes panics to the host's log first: a panic traps the
+/// instance, and the trap alone does not say why.
 pub fn init<P: Plugin>(slot: &OnceLock<P>, config: String) -> Result<(), String> {
+    std::panic::set_hook(Box::new(|info| {
+        wit_host::log(wit::LogLevel::Error, &format!("plugin panicked: {info}"));
+    }));
     crate::glue::init(slot, &config)
 }
 

@@ -43,7 +43,7 @@ pub mod testing;
 #[cfg(target_arch = "wasm32")]
 mod export;
 
-pub use config::{ConfigError, PluginConfig};
+pub use config::{ConfigError, HostContext, PluginConfig};
 pub use policy::{
     CompiledEntry, PermissionEntry, Permissions, Placeholders, PolicyError, SubjectKind,
 };

@@ -9,13 +9,10 @@ use std::sync::Arc;
 use nkeys::KeyPairType;
 
 use crate::oauth::Jwks;
+use crate::x509::CaBundle;
 
 /// A JWT the host verified: payload JSON and `exp`.
-#[derive(Debug, Clone)]
-pub struct VerifiedJwt {
-    pub claims_json: String,
-    pub expires_at: i64,
-}
+pub use nats_callout_sdk::VerifiedJwt;
 
 /// Capabilities of one plugin. Per-plugin because the JWKS and CA bundle a plugin
 /// verifies against are its own configuration.
@@ -23,6 +20,7 @@ pub struct VerifiedJwt {
 pub struct Capabilities {
     pub plugin: String,
     pub jwks: Option<Arc<Jwks>>,
+    pub ca: Option<Arc<CaBundle>>,
 }
 
 impl Capabilities {
@@ -30,11 +28,18 @@ impl Capabilities {
         Self {
             plugin: plugin.into(),
             jwks: None,
+            ca: None,
         }
     }
 
     pub fn with_jwks(mut self, jwks: Option<Arc<Jwks>>) -> Self {
         self.jwks = jwks;
+        self
+    }
+
+    /// The CA bundle `verify-certificate-chain` checks against (`mtls.ca_file`).
+    pub fn with_ca(mut self, ca: Option<Arc<CaBundle>>) -> Self {
+        self.ca = ca;
         self
     }
 
@@ -72,12 +77,19 @@ impl Capabilities {
         }
     }
 
-    /// Chain verification needs a CA bundle configured for this plugin (mtls mode).
-    pub fn verify_certificate_chain(&self, _chain: &[String]) -> Result<(), String> {
-        Err(format!(
-            "no CA bundle is configured for plugin {:?} (set mtls.ca_file or AUTH_CALLOUT_MTLS_CA_PATH)",
-            self.plugin
-        ))
+    /// A client certificate chain (PEM, leaf first), verified against the configured CA
+    /// bundle now: path to a trust anchor, validity, EKU clientAuth. Without a bundle
+    /// there is nothing to verify against, which is an error, never a silent success.
+    pub fn verify_certificate_chain(&self, chain: &[String]) -> Result<(), String> {
+        match &self.ca {
+            Some(ca) => ca
+                .verify(chain, crate::request::unix_now())
+                .map_err(|e| e.to_string()),
+            None => Err(format!(
+                "no CA bundle is configured for plugin {:?} (set mtls.ca_file or AUTH_CALLOUT_MTLS_CA_PATH)",
+                self.plugin
+            )),
+        }
     }
 }
 
@@ -101,5 +113,29 @@ mod tests {
         );
         let account = nkeys::KeyPair::new_account().public_key();
         assert!(caps.verify_nkey_signature(&account, b"n", "x").is_err());
+    }
+
+    #[test]
+    fn chain_verification_needs_a_ca_bundle() {
+        let caps = Capabilities::new("mtls/mtls");
+        let e = caps.verify_certificate_chain(&[]).unwrap_err();
+        assert!(
+            e.starts_with("no CA bundle is configured for plugin \"mtls/mtls\""),
+            "{e}"
+        );
+        let ca = rcgen::generate_simple_self_signed(vec!["ca".to_owned()]).unwrap();
+        let bundle = CaBundle::from_pem(ca.cert.pem().as_bytes()).unwrap();
+        let caps = caps.with_ca(Some(Arc::new(bundle)));
+        assert_eq!(
+            caps.verify_certificate_chain(&[]),
+            Err("the certificate chain is empty".into())
+        );
+        // Real verification is in x509's tests; here: the answer comes from the bundle.
+        // rcgen names every simple certificate alike: same issuer name, another key.
+        let forged = rcgen::generate_simple_self_signed(vec!["x".to_owned()]).unwrap();
+        assert_eq!(
+            caps.verify_certificate_chain(&[forged.cert.pem()]),
+            Err("a signature in the chain does not verify".into())
+        );
     }
 }

@@ -31,6 +31,12 @@ pub enum ServiceError {
         path: String,
         source: std::io::Error,
     },
+    #[error("nats[{server}]: cannot read TLS file {path}: {source}")]
+    TlsFile {
+        server: String,
+        path: String,
+        source: std::io::Error,
+    },
 }
 
 /// A running service: one task per NATS server.
@@ -114,6 +120,14 @@ impl Service {
 struct Connect {
     url: String,
     auth: Auth,
+    tls: Option<Tls>,
+}
+
+/// Resolved `nats[].tls` paths.
+#[derive(Clone)]
+struct Tls {
+    ca_file: Option<std::path::PathBuf>,
+    client: Option<(std::path::PathBuf, std::path::PathBuf)>,
 }
 
 #[derive(Clone)]
@@ -166,9 +180,35 @@ fn connect_options(cfg: &Config, server: &NatsConfig) -> Result<Connect, Service
     } else {
         Auth::None
     };
+    let tls = match &server.tls {
+        None => None,
+        Some(t) => {
+            // Checked now: async-nats would only report a missing file as an endless
+            // series of failed reconnects.
+            let file = |p: &std::path::PathBuf| {
+                let path = cfg.resolve(p);
+                std::fs::metadata(&path)
+                    .map(|_| path.clone())
+                    .map_err(|source| ServiceError::TlsFile {
+                        server: server.name.clone(),
+                        path: path.display().to_string(),
+                        source,
+                    })
+            };
+            let client = match (&t.cert_file, &t.key_file) {
+                (Some(c), Some(k)) => Some((file(c)?, file(k)?)),
+                _ => None,
+            };
+            Some(Tls {
+                ca_file: t.ca_file.as_ref().map(file).transpose()?,
+                client,
+            })
+        }
+    };
     Ok(Connect {
         url: server.url.clone(),
         auth,
+        tls,
     })
 }
 
@@ -180,6 +220,19 @@ impl Connect {
                 async_nats::ConnectOptions::with_user_and_password(u.clone(), p.clone())
             }
             Auth::None => async_nats::ConnectOptions::new(),
+        };
+        let base = match &self.tls {
+            None => base,
+            Some(tls) => {
+                let mut o = base.require_tls(true);
+                if let Some(ca) = &tls.ca_file {
+                    o = o.add_root_certificates(ca.clone());
+                }
+                if let Some((cert, key)) = &tls.client {
+                    o = o.add_client_certificate(cert.clone(), key.clone());
+                }
+                o
+            }
         };
         base.name("nats-callout")
             // Requests are small and arrive in bursts after a cluster restart: a deep
@@ -204,8 +257,12 @@ async fn serve(
     let name = server.name.clone();
     let ready = Arc::new(ready);
     let events = ready.clone();
-    // Ready means "subscribed", not just "connected": set only after the first SUB.
-    let subscribed = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    // Ready means "subscribed", not just "connected": set only after the first SUB, and
+    // after a reconnect only once a round trip shows the server has the re-sent SUB
+    // (async-nats reports `Connected` before it re-subscribes). Holds the client once
+    // the first subscription is in place; weakly, so that stopping the service still
+    // closes the connection.
+    let subscribed = Arc::new(std::sync::OnceLock::<std::sync::Weak<async_nats::Client>>::new());
     let subscribed_ev = subscribed.clone();
     let options = connect.options().event_callback(move |event| {
         let events = events.clone();
@@ -215,7 +272,16 @@ async fn serve(
             match event {
                 async_nats::Event::Connected => {
                     tracing::info!(server = %name, "connected to NATS");
-                    events.send_replace(subscribed.load(std::sync::atomic::Ordering::SeqCst));
+                    if let Some(client) = subscribed.get().and_then(std::sync::Weak::upgrade) {
+                        tokio::spawn(async move {
+                            if client.flush().await.is_ok()
+                                && client.connection_state()
+                                    == async_nats::connection::State::Connected
+                            {
+                                events.send_replace(true);
+                            }
+                        });
+                    }
                 }
                 async_nats::Event::Disconnected => {
                     tracing::warn!(server = %name, "disconnected from NATS");
@@ -226,7 +292,7 @@ async fn serve(
         }
     });
     let client = match async_nats::connect_with_options(connect.url.as_str(), options).await {
-        Ok(c) => c,
+        Ok(c) => Arc::new(c),
         Err(e) => {
             tracing::error!(server = %server.name, error = %e, "cannot connect to NATS");
             return;
@@ -244,9 +310,10 @@ async fn serve(
             }
         }
     };
-    // Subscribed once the server has seen the SUB: a round trip proves it.
+    // Subscribed once the server has seen the SUB: a round trip proves it. If that fails,
+    // the next `Connected` (after the re-sent SUB) sets readiness instead.
+    let _ = subscribed.set(Arc::downgrade(&client));
     if client.flush().await.is_ok() {
-        subscribed.store(true, std::sync::atomic::Ordering::SeqCst);
         ready.send_replace(true);
     }
     tracing::info!(server = %server.name, subject = %server.subject, group = %server.queue_group, "serving auth requests");

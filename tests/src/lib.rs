@@ -6,7 +6,9 @@
 //! `PR_SET_PDEATHSIG` when the test process itself dies.
 
 pub mod inject;
+pub mod mqtt;
 pub mod oidc;
+pub mod pki;
 pub mod raw;
 
 use std::io::Write;
@@ -95,12 +97,24 @@ pub struct NatsServer {
 impl NatsServer {
     /// Start nats-server with `config` (the `listen` line is added here).
     pub fn start(config: &str) -> Result<Self> {
+        Self::start_on(free_port()?, config)
+    }
+
+    /// Start nats-server on `port`, e.g. the port of a server a test stopped.
+    pub fn start_on(port: u16, config: &str) -> Result<Self> {
         let dir = tempfile::tempdir()?;
-        let port = free_port()?;
         let conf = dir.path().join("nats-server.conf");
         let mut f = std::fs::File::create(&conf)?;
         writeln!(f, "listen: 127.0.0.1:{port}\n{config}")?;
         drop(f);
+        let child = Self::spawn(dir.path())?;
+        let mut server = Self { child, port, dir };
+        server.wait_listening(Duration::from_secs(15))?;
+        Ok(server)
+    }
+
+    /// Run nats-server on the config file in `dir`, logging (appending) beside it.
+    fn spawn(dir: &Path) -> Result<Child> {
         let bin = nats_server_bin();
         if !bin.exists() {
             bail!(
@@ -108,10 +122,13 @@ impl NatsServer {
                 bin.display()
             );
         }
-        let log = std::fs::File::create(dir.path().join("nats-server.log"))?;
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(dir.join("nats-server.log"))?;
         let mut cmd = Command::new(&bin);
         cmd.arg("-c")
-            .arg(&conf)
+            .arg(dir.join("nats-server.conf"))
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)
             .stderr(log);
@@ -123,12 +140,25 @@ impl NatsServer {
                 Ok(())
             });
         }
-        let child = cmd
-            .spawn()
-            .with_context(|| format!("cannot start {}", bin.display()))?;
-        let mut server = Self { child, port, dir };
-        server.wait_listening(Duration::from_secs(15))?;
-        Ok(server)
+        cmd.spawn()
+            .with_context(|| format!("cannot start {}", bin.display()))
+    }
+
+    /// Kill the server (clients see the connection drop); [`NatsServer::restart`] brings
+    /// it back on the same port with the same config.
+    pub fn stop(&mut self) -> Result<()> {
+        self.child.kill()?;
+        self.child.wait()?;
+        Ok(())
+    }
+
+    /// Stop the server if it runs, and start it again on the same port.
+    pub fn restart(&mut self) -> Result<()> {
+        if self.child.try_wait()?.is_none() {
+            self.stop()?;
+        }
+        self.child = Self::spawn(self.dir.path())?;
+        self.wait_listening(Duration::from_secs(15))
     }
 
     fn wait_listening(&mut self, timeout: Duration) -> Result<()> {
