@@ -7,13 +7,14 @@ use std::time::Duration;
 
 use nkeys::KeyPairType;
 
+use crate::cache::DecisionCache;
 use crate::capabilities::Capabilities;
 use crate::config::Config;
 use crate::decision::Decision;
 use crate::keys::{KeyError, SeedSource};
 use crate::metrics::Metrics;
 use crate::plugin::CallError;
-use crate::plugin::{CallLimits, LoadedPlugin, PluginEngine, PluginError, v0_1_0};
+use crate::plugin::{CallLimits, PluginEngine, PluginError, Runner};
 use crate::request::{ReplyTarget, Verifier, unix_now};
 use crate::respond::Signer;
 use crate::routing::{self, Mode};
@@ -31,6 +32,8 @@ pub enum LoadError {
     Plugin(#[from] PluginError),
     #[error(transparent)]
     Jwks(#[from] crate::oauth::JwksError),
+    #[error(transparent)]
+    Ca(#[from] x509::CaError),
 }
 
 /// How one request ended, for logs and metrics.
@@ -63,8 +66,12 @@ pub type Shared = Arc<arc_swap::ArcSwap<Authorizer>>;
 pub struct Authorizer {
     signer: Signer,
     leeway: Duration,
-    chains: HashMap<Mode, Vec<Arc<LoadedPlugin>>>,
+    chains: HashMap<Mode, Vec<Runner>>,
     jwks: Option<Arc<crate::oauth::Jwks>>,
+    /// The operator's client-certificate CAs; when set, every mtls request's chain must
+    /// verify against it before any plugin sees the request.
+    ca: Option<Arc<x509::CaBundle>>,
+    cache: Option<DecisionCache>,
     metrics: Metrics,
     // Keeps the epoch ticker alive as long as plugins may run.
     _engine: Arc<PluginEngine>,
@@ -88,20 +95,51 @@ impl Authorizer {
         }
         .xkey()?;
 
-        let limits = CallLimits {
-            timeout: cfg.limits.plugin_timeout,
-            memory_bytes: cfg.limits.plugin_memory_bytes,
-            instances: cfg.limits.instances_per_plugin,
+        let plugins = cfg.plugin_list();
+        let limits_of = |p: &crate::config::PluginConfig| CallLimits {
+            timeout: p.limits.timeout.unwrap_or(cfg.limits.plugin_timeout),
+            memory_bytes: p
+                .limits
+                .memory_bytes
+                .unwrap_or(cfg.limits.plugin_memory_bytes),
+            instances: p
+                .limits
+                .instances
+                .unwrap_or(cfg.limits.instances_per_plugin),
+            fuel: p.limits.fuel,
         };
         let jwks = cfg
             .jwks
             .as_ref()
             .map(|j| crate::oauth::Jwks::new(j, &metrics))
             .transpose()?;
-        let engine = Arc::new(PluginEngine::new(cfg.limits.plugin_memory_bytes)?);
+        let ca = match cfg.mtls_ca_file() {
+            Some(path) => {
+                let bundle = x509::CaBundle::load(&path)?;
+                tracing::info!(path = %path.display(), cas = ?bundle.subjects(), "mtls CA bundle loaded");
+                Some(Arc::new(bundle))
+            }
+            None => None,
+        };
+        if ca.is_none() && cfg.plugin_list().iter().any(|p| p.mode == Mode::Mtls) {
+            tracing::warn!(
+                "mtls mode without a CA bundle (mtls.ca_file / {}): client certificates are \
+                 trusted as nats-server verified them, with no second check here",
+                crate::config::MTLS_CA_ENV
+            );
+        }
+        let engine = Arc::new(PluginEngine::new(
+            plugins
+                .iter()
+                .map(|p| limits_of(p).memory_bytes)
+                .max()
+                .unwrap_or(cfg.limits.plugin_memory_bytes),
+            plugins.iter().any(|p| p.limits.fuel.is_some()),
+            crate::plugin::precompiled::default_dir(),
+        )?);
         let dir = cfg.plugin_dir();
-        let mut chains: HashMap<Mode, Vec<Arc<LoadedPlugin>>> = HashMap::new();
-        for (i, p) in cfg.plugin_list().into_iter().enumerate() {
+        let mut chains: HashMap<Mode, Vec<Runner>> = HashMap::new();
+        for (i, p) in plugins.iter().enumerate() {
             let path = if p.path.is_absolute() {
                 p.path.clone()
             } else {
@@ -109,12 +147,15 @@ impl Authorizer {
             };
             let stem = p.path.file_stem().unwrap_or_default().to_string_lossy();
             let mut name = format!("{}/{stem}", p.mode);
-            if chains.values().flatten().any(|l| l.name == name) {
+            if chains.values().flatten().any(|l| l.name() == name) {
                 name = format!("{name}#{i}");
             }
+            // `host` tells the plugin which verification capabilities have key material
+            // behind them, so that it calls them when they can answer (mtls: the CA).
             let init = serde_json::json!({
                 "permissions": cfg.permissions.for_mode(p.mode),
                 "settings": p.settings,
+                "host": { "ca_bundle": ca.is_some(), "jwks": jwks.is_some() },
             })
             .to_string();
             let plugin = engine.load(
@@ -122,17 +163,21 @@ impl Authorizer {
                 p.mode,
                 &path,
                 init,
-                Capabilities::new(name.clone()).with_jwks(jwks.clone()),
-                limits,
+                Capabilities::new(name.clone())
+                    .with_jwks(jwks.clone())
+                    .with_ca(ca.clone()),
+                limits_of(p),
             )?;
             tracing::info!(plugin = %name, path = %path.display(), "plugin loaded");
-            chains.entry(p.mode).or_default().push(plugin);
+            chains.entry(p.mode).or_default().push(Runner::Wasm(plugin));
         }
         Ok(Self {
             signer: Signer::new(issuer, xkey),
             leeway: cfg.limits.request_leeway,
             chains,
             jwks,
+            ca,
+            cache: DecisionCache::new(cfg.decision_cache.ttl, cfg.decision_cache.max_entries),
             metrics,
             _engine: engine,
         })
@@ -140,6 +185,19 @@ impl Authorizer {
 
     pub fn issuer_public_key(&self) -> &str {
         &self.signer.issuer_public
+    }
+
+    /// Replace a mode's plugin chain, e.g. with native builds of the same plugins to
+    /// measure what WebAssembly costs. Configuration decides chains otherwise.
+    pub fn replace_chain(&mut self, mode: Mode, chain: Vec<Runner>) {
+        self.chains.insert(mode, chain);
+    }
+
+    /// The plugins' capabilities as configured (JWKS, CA), for building native runners.
+    pub fn capabilities(&self, name: &str) -> Capabilities {
+        Capabilities::new(name)
+            .with_jwks(self.jwks.clone())
+            .with_ca(self.ca.clone())
     }
 
     pub fn enabled_modes(&self) -> Vec<Mode> {
@@ -160,6 +218,7 @@ impl Authorizer {
 
     /// Handle one `$SYS.REQ.USER.AUTH` message, and count it.
     pub async fn handle(&self, payload: &[u8], server_xkey: Option<&str>) -> Handled {
+        let _in_flight = self.metrics.in_flight();
         let started = std::time::Instant::now();
         let handled = self.handle_uncounted(payload, server_xkey).await;
         let m = &self.metrics;
@@ -246,6 +305,27 @@ impl Authorizer {
         mode: Mode,
         req: &crate::claims::AuthorizationRequest,
     ) -> Result<crate::decision::Grant, String> {
+        let Some(cache) = &self.cache else {
+            return self.decide_uncached(mode, req).await;
+        };
+        let Some(key) = DecisionCache::key(mode, req) else {
+            return self.decide_uncached(mode, req).await;
+        };
+        if let Some(grant) = cache.get(&key, unix_now()) {
+            self.metrics.cache_hits.inc();
+            return Ok(grant);
+        }
+        self.metrics.cache_misses.inc();
+        let grant = self.decide_uncached(mode, req).await?;
+        cache.put(key, &grant, unix_now());
+        Ok(grant)
+    }
+
+    async fn decide_uncached(
+        &self,
+        mode: Mode,
+        req: &crate::claims::AuthorizationRequest,
+    ) -> Result<crate::decision::Grant, String> {
         let Some(chain) = self.chains.get(&mode) else {
             return Err(format!("{mode} authentication is not enabled"));
         };
@@ -255,12 +335,20 @@ impl Authorizer {
             .and_then(|t| t.verified_chains.first())
             .map(Vec::as_slice)
             .unwrap_or(&[]);
+        // Enforced here, not only by the plugin: a configured CA bundle binds every plugin
+        // of the mode, a partner's too, whether or not it calls the capability.
+        if mode == Mode::Mtls
+            && let Some(ca) = &self.ca
+        {
+            ca.verify(chain_pems, unix_now())
+                .map_err(|e| format!("{mode}: client certificate rejected: {e}"))?;
+        }
         let parsed = x509::parse_chain(chain_pems).map_err(|e| format!("{mode}: {e}"))?;
-        let wit_req = Arc::new(v0_1_0::request(req, mode, &parsed));
+        let plain = Arc::new(crate::plugin::plain_request(req, mode, parsed));
         for plugin in chain {
             let started = std::time::Instant::now();
-            let result = plugin.authenticate(wit_req.clone()).await;
-            self.count_call(&plugin.name, &result, started.elapsed());
+            let result = plugin.authenticate(&plain).await;
+            self.count_call(plugin.name(), &result, started.elapsed());
             match result {
                 Ok(Decision::Allow(grant)) => return Ok(grant),
                 Ok(Decision::Deny(reason)) => {

@@ -31,6 +31,8 @@ pub enum ConfigError {
 
 /// Environment variable that overrides where the built-in plugins live.
 pub const PLUGIN_DIR_ENV: &str = "AUTH_CALLOUT_PLUGIN_DIR";
+/// Environment variable that overrides `mtls.ca_file`.
+pub const MTLS_CA_ENV: &str = "AUTH_CALLOUT_MTLS_CA_PATH";
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -54,10 +56,16 @@ pub struct Config {
     /// OAuth2 token validation (the `verify-jwt` capability). Needed by the oauth2 mode.
     #[serde(default)]
     pub jwks: Option<JwksConfig>,
+    /// Client-certificate verification (the `verify-certificate-chain` capability).
+    #[serde(default)]
+    pub mtls: Option<MtlsConfig>,
     #[serde(default)]
     pub permissions: Permissions,
     #[serde(default)]
     pub limits: Limits,
+    /// Repeat connects with the same credential skip the plugin (see `cache.rs`).
+    #[serde(default)]
+    pub decision_cache: DecisionCacheConfig,
     /// Operations listener: `/metrics`, `/healthz`, `/readyz`.
     #[serde(default = "default_http_listen")]
     pub http_listen: String,
@@ -91,6 +99,38 @@ pub struct NatsConfig {
     pub queue_group: String,
     #[serde(default = "default_subject")]
     pub subject: String,
+    /// TLS to this server; required when its client port demands TLS, as the client port
+    /// of a dedicated mTLS cluster does (`tls { verify: true }`: the callout's own
+    /// connection must then present a certificate too).
+    #[serde(default)]
+    pub tls: Option<NatsTlsConfig>,
+}
+
+/// TLS settings of one NATS connection. Relative paths are relative to the config file.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NatsTlsConfig {
+    /// CA bundle that issued the server's certificate; default: the system roots.
+    #[serde(default)]
+    pub ca_file: Option<PathBuf>,
+    /// Client certificate (PEM) for servers that verify clients; with `key_file`.
+    #[serde(default)]
+    pub cert_file: Option<PathBuf>,
+    #[serde(default)]
+    pub key_file: Option<PathBuf>,
+}
+
+/// The `mtls` section. nats-server has verified a client's chain before the callout sees
+/// it (`verify: true`); this bundle makes the callout check it again, against the CAs the
+/// operator means for device identities, as defence in depth: a server whose `ca_file`
+/// trusts more (another CA for other listeners, a misconfiguration) admits no one here.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MtlsConfig {
+    /// PEM file of the CAs that issue client certificates (environment:
+    /// `AUTH_CALLOUT_MTLS_CA_PATH`).
+    #[serde(default)]
+    pub ca_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -102,6 +142,47 @@ pub struct PluginConfig {
     /// Free-form settings handed to the plugin's `init` as `settings`.
     #[serde(default)]
     pub settings: serde_json::Value,
+    /// Overrides of the global `limits` for this plugin.
+    #[serde(default)]
+    pub limits: PluginLimits,
+}
+
+/// Per-plugin limits; unset fields take the global `limits`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PluginLimits {
+    #[serde(default, with = "duration::option")]
+    pub timeout: Option<Duration>,
+    #[serde(default)]
+    pub memory_bytes: Option<usize>,
+    #[serde(default)]
+    pub instances: Option<usize>,
+    /// Instruction budget of one call (wasmtime fuel): a deterministic bound, unlike
+    /// the wall-clock timeout. Unset: unmetered.
+    #[serde(default)]
+    pub fuel: Option<u64>,
+}
+
+/// The decision cache (see `cache.rs`): `ttl: 0` turns it off.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DecisionCacheConfig {
+    /// Upper bound of an entry's life; the credential's own expiry bounds it further.
+    /// A minute absorbs reconnect storms while a revoked token (that still verifies)
+    /// is honoured at most this long after revocation at the provider.
+    #[serde(with = "duration")]
+    pub ttl: Duration,
+    /// Entries kept (least recently used evicted): ~1 KiB each.
+    pub max_entries: usize,
+}
+
+impl Default for DecisionCacheConfig {
+    fn default() -> Self {
+        Self {
+            ttl: Duration::from_secs(60),
+            max_entries: 100_000,
+        }
+    }
 }
 
 /// Where the OpenID provider's keys come from and how strictly tokens are checked.
@@ -370,6 +451,17 @@ pub mod duration {
             }
         }
     }
+
+    /// The same, for optional fields.
+    pub mod option {
+        use std::time::Duration;
+
+        use serde::Deserializer;
+
+        pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
+            super::deserialize(d).map(Some)
+        }
+    }
 }
 
 impl Config {
@@ -414,6 +506,14 @@ impl Config {
                 return Err(invalid(
                     format!("nats[{i}]"),
                     "set either nkey_seed_file or user/password_file, not both",
+                ));
+            }
+            if let Some(t) = &n.tls
+                && t.cert_file.is_some() != t.key_file.is_some()
+            {
+                return Err(invalid(
+                    format!("nats[{i}].tls"),
+                    "cert_file and key_file go together",
                 ));
             }
             if self.nats[..i].iter().any(|o| o.name == n.name) {
@@ -488,6 +588,7 @@ impl Config {
                 mode,
                 path: PathBuf::from(format!("{}.wasm", mode.as_str())),
                 settings: serde_json::Value::Null,
+                limits: PluginLimits::default(),
             })
             .collect()
     }
@@ -504,6 +605,20 @@ impl Config {
             .clone()
             .unwrap_or_else(|| PathBuf::from("plugins"));
         self.resolve(&dir)
+    }
+
+    /// The CA bundle for client certificates: `AUTH_CALLOUT_MTLS_CA_PATH` (as given), else
+    /// `mtls.ca_file` relative to the config file; `None` when neither is set.
+    pub fn mtls_ca_file(&self) -> Option<PathBuf> {
+        if let Ok(path) = std::env::var(MTLS_CA_ENV)
+            && !path.is_empty()
+        {
+            return Some(PathBuf::from(path));
+        }
+        self.mtls
+            .as_ref()
+            .and_then(|m| m.ca_file.as_deref())
+            .map(|p| self.resolve(p))
     }
 
     /// Resolve a path from the config against the config file's directory.
@@ -544,6 +659,30 @@ mod tests {
         assert!(e.contains("permisions"), "{e}");
         let e = parse("nats: [{url: x}]").unwrap_err().to_string();
         assert!(e.contains("no mode is enabled"), "{e}");
+    }
+
+    #[test]
+    fn mtls_and_nats_tls_sections() {
+        let c = parse(
+            "nats: [{url: x, tls: {ca_file: ca.pem, cert_file: c.pem, key_file: k.pem}}]\n\
+             mtls: {ca_file: clients.pem}\npermissions: {mtls: {}}",
+        )
+        .unwrap();
+        assert_eq!(
+            c.mtls.and_then(|m| m.ca_file),
+            Some(PathBuf::from("clients.pem"))
+        );
+        let e = parse("nats: [{url: x, tls: {cert_file: c.pem}}]\npermissions: {mtls: {}}")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("nats[0].tls: cert_file and key_file go together"),
+            "{e}"
+        );
+        let e = parse("nats: [{url: x}]\nmtls: {ca: x}\npermissions: {mtls: {}}")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("unknown field `ca`"), "{e}");
     }
 
     #[test]

@@ -9,6 +9,7 @@
 
 pub mod app;
 pub mod authorizer;
+pub mod cache;
 pub mod capabilities;
 pub mod claims;
 pub mod config;

@@ -127,11 +127,16 @@ fn main() -> Result<()> {
             command: KeysCommand::Public { seed },
         } => {
             let seed = read_seed(&seed)?;
-            let public = match nkeys::KeyPair::from_seed(&seed) {
-                Ok(kp) => kp.public_key(),
-                Err(_) => nkeys::XKey::from_seed(&seed)
-                    .context("not a valid NKey or xkey seed")?
-                    .public_key(),
+            // An `SX` seed also parses as a KeyPair (type curve), but its ed25519-derived
+            // public key is not the curve key nats-server needs as `auth_callout.xkey`.
+            let public = if seed.starts_with("SX") {
+                nkeys::XKey::from_seed(&seed)
+                    .context("not a valid xkey seed")?
+                    .public_key()
+            } else {
+                nkeys::KeyPair::from_seed(&seed)
+                    .context("not a valid NKey seed")?
+                    .public_key()
             };
             println!("{public}");
             Ok(())

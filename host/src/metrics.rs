@@ -3,8 +3,8 @@
 //! than as a `mode` label.
 
 use prometheus::{
-    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, Opts, Registry,
-    TextEncoder,
+    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Opts,
+    Registry, TextEncoder,
 };
 
 use crate::routing::Mode;
@@ -32,6 +32,9 @@ pub struct Metrics {
     /// Every request that did not admit a client: denies and invalid requests.
     pub errors: IntCounter,
     pub duration: Histogram,
+    /// Requests being decided right now. Shows a burst (or a stuck plugin) as it happens,
+    /// where the counters only show it afterwards.
+    pub in_flight: IntGauge,
     modes: [ModeCounters; 4],
     pub plugin_calls: IntCounterVec,
     pub plugin_denies: IntCounterVec,
@@ -42,6 +45,8 @@ pub struct Metrics {
     pub reloads: IntCounterVec,
     pub jwks_fetches: IntCounter,
     pub jwks_failures: IntCounter,
+    pub cache_hits: IntCounter,
+    pub cache_misses: IntCounter,
 }
 
 fn counter(registry: &Registry, name: &str, help: &str) -> IntCounter {
@@ -90,6 +95,13 @@ impl Metrics {
         .expect("static metric");
         r.register(Box::new(plugin_duration.clone()))
             .expect("metric names are unique");
+        let in_flight = IntGauge::new(
+            "auth_requests_in_flight",
+            "Auth requests being decided right now",
+        )
+        .expect("static metric");
+        r.register(Box::new(in_flight.clone()))
+            .expect("metric names are unique");
         let mode = |m: Mode| ModeCounters {
             attempts: counter(
                 &r,
@@ -110,6 +122,7 @@ impl Metrics {
                 "Auth callout requests that did not admit a client (denied or invalid)",
             ),
             duration,
+            in_flight,
             modes: Mode::ALL.map(mode),
             plugin_calls: counter_vec(&r, "plugin_calls_total", "Plugin calls"),
             plugin_denies: counter_vec(&r, "plugin_denies_total", "Plugin calls that denied"),
@@ -136,6 +149,16 @@ impl Metrics {
             },
             jwks_fetches: counter(&r, "jwks_fetches_total", "JWKS (and discovery) fetches"),
             jwks_failures: counter(&r, "jwks_fetch_failures_total", "JWKS fetches that failed"),
+            cache_hits: counter(
+                &r,
+                "decision_cache_hits_total",
+                "Requests decided from the decision cache",
+            ),
+            cache_misses: counter(
+                &r,
+                "decision_cache_misses_total",
+                "Cacheable requests that had to ask the plugin",
+            ),
             registry: r,
         }
     }
@@ -143,6 +166,13 @@ impl Metrics {
     pub fn mode(&self, mode: Mode) -> &ModeCounters {
         let i = Mode::ALL.iter().position(|m| *m == mode).unwrap_or(0);
         &self.modes[i]
+    }
+
+    /// Count a request as in flight until the returned guard drops (also when the task
+    /// deciding it is cancelled).
+    pub fn in_flight(&self) -> InFlight {
+        self.in_flight.inc();
+        InFlight(self.in_flight.clone())
     }
 
     /// Register a collector owned elsewhere (e.g. the JWKS cache's counters).
@@ -157,5 +187,14 @@ impl Metrics {
         let mut buf = Vec::new();
         let _ = TextEncoder::new().encode(&self.registry.gather(), &mut buf);
         String::from_utf8(buf).unwrap_or_default()
+    }
+}
+
+/// Decrements `auth_requests_in_flight` when dropped.
+pub struct InFlight(IntGauge);
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.dec();
     }
 }

@@ -37,6 +37,8 @@ fn stamp(config_path: &Path, cfg: &Config) -> Stamp {
             .flatten()
             .map(|p| cfg.resolve(p)),
     );
+    // A rotated CA bundle takes effect like any other config change.
+    files.extend(cfg.mtls_ca_file());
     files
         .into_iter()
         .map(|f| {
@@ -45,6 +47,19 @@ fn stamp(config_path: &Path, cfg: &Config) -> Stamp {
                 .ok()
                 .and_then(|m| Some((m.modified().ok()?, m.len())));
             (f, meta)
+        })
+        .collect()
+}
+
+/// The stamp to compare later ticks with after a successful load: the new set's files,
+/// but for every file also watched before, its state from before the load, so that a
+/// write that raced with the load is seen as a change on the next tick.
+fn settled(after: Stamp, before: &Stamp) -> Stamp {
+    after
+        .into_iter()
+        .map(|(f, meta)| match before.iter().find(|(b, _)| *b == f) {
+            Some((_, old)) => (f, *old),
+            None => (f, meta),
         })
         .collect()
 }
@@ -82,9 +97,17 @@ pub fn spawn(
     let mut last = stamp(&config_path, current);
     let mut last_cfg = current.clone();
     let interval = current.reload_interval;
+    // Registered before returning, not inside the task: SIGHUP's default action ends the
+    // process, so a signal sent right after start must already find the handler.
+    #[cfg(unix)]
+    let mut hup = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
+        Ok(h) => Some(h),
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot handle SIGHUP; reloads follow file changes only");
+            None
+        }
+    };
     tokio::spawn(async move {
-        #[cfg(unix)]
-        let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok();
         let mut tick = tokio::time::interval(interval);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
@@ -106,6 +129,9 @@ pub fn spawn(
                     "file change"
                 }
             };
+            // Taken before loading: a file still being written when it is read changes
+            // again afterwards, and that later change must trigger another reload.
+            let before = stamp(&config_path, &last_cfg);
             tracing::info!(reason, config = %config_path.display(), "reloading");
             match load(&config_path, &metrics).await {
                 Ok((cfg, authorizer)) => {
@@ -122,14 +148,14 @@ pub fn spawn(
                     shared.store(Arc::new(authorizer));
                     metrics.reloads.with_label_values(&["ok"]).inc();
                     tracing::info!(modes = ?shared.load().enabled_modes(), "reloaded: new config and plugins serving");
-                    last = stamp(&config_path, &cfg);
+                    last = settled(stamp(&config_path, &cfg), &before);
                     last_cfg = cfg;
                 }
                 Err(e) => {
                     metrics.reloads.with_label_values(&["error"]).inc();
                     tracing::error!(error = %e, "reload rejected; the previous config keeps serving");
                     // Do not retry the same broken files every tick; wait for the next change.
-                    last = stamp(&config_path, &last_cfg);
+                    last = before;
                 }
             }
         }

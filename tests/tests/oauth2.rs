@@ -43,6 +43,7 @@ fn callout_yaml(url: &str, issuer: &str, extra_nats: &str, jwks_extra: &str) -> 
         r#"nats:
   - {{ name: main, url: {url}, nkey_seed_file: nkey-seed }}
 {extra_nats}issuer_seed_file: issuer-seed
+reload_interval: 200ms
 jwks:
   issuer: "{issuer}"
   audience: ["{AUDIENCE}"]
@@ -495,8 +496,14 @@ async fn key_rotation_is_picked_up_without_restart() -> Result<()> {
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
     assert!(admitted, "new key never accepted");
-    // The old key is gone from the provider's JWKS, so its tokens are now unknown.
-    assert!(d.reason(&old).await?.contains("is not in the JWKS"));
+    // Tokens of the old key: an unseen one is now refused (its kid left the JWKS);
+    // one already decided may still be served from the decision cache until its TTL.
+    let stale = jws(
+        &json!({"alg": "ES256", "typ": "at+jwt", "kid": "ec-1"}),
+        &decode_parts(&old)?.1,
+        b"sig",
+    );
+    assert!(d.reason(&stale).await?.contains("is not in the JWKS"));
     Ok(())
 }
 
@@ -514,7 +521,7 @@ async fn provider_outages_keep_cached_keys_until_their_bound() -> Result<()> {
         &issuer,
         &inject.nats_entry(),
         "  refresh_interval: 1s\n  max_stale: 3s\n  fetch_timeout: 1s\n",
-    );
+    ) + "decision_cache: { ttl: 0 }\n"; // the JWKS bound alone, not the grant cache
     let callout = Callout::start(&keys, &yaml).await?;
     inject.connect().await?;
     let ready = callout.app().http_addr;
@@ -618,5 +625,70 @@ async fn connection_is_dropped_when_its_token_expires() -> Result<()> {
     // closed with an expiry error a couple of seconds in.
     let e = expect_server_error(&mut errors, "expired").await?;
     assert!(e.to_lowercase().contains("authentication expired"), "{e}");
+    Ok(())
+}
+
+#[tokio::test]
+async fn cached_grants_never_outlive_the_token_or_a_reload() -> Result<()> {
+    init_tracing();
+    let oidc = Oidc::start_with(
+        json!({
+            "generate": [ { "kid": "rsa-1", "alg": "RS256" }, { "kid": "ec-1", "alg": "ES256" } ],
+            "audience": AUDIENCE,
+            "ttl": 3,
+            "clients": clients(),
+        }),
+        0,
+    )?;
+    let d = deploy_with(oidc, "").await?;
+    let metrics = &d.callout.app().metrics;
+    let admit = |token: String| {
+        let inject = &d.inject;
+        async move {
+            let claims = inject
+                .decide(move |c| {
+                    c["nats"]["connect_opts"]["user"] = "oauthtoken".into();
+                    c["nats"]["connect_opts"]["pass"] = token.into();
+                })
+                .await?;
+            anyhow::Ok(claims["nats"]["error"].as_str().unwrap_or("").to_owned())
+        }
+    };
+
+    // A repeat connect with the same token is served from the cache...
+    let token = d.oidc.token("mqtt-client").await?;
+    assert_eq!(admit(token.clone()).await?, "");
+    let hits = metrics.cache_hits.get();
+    assert_eq!(admit(token.clone()).await?, "");
+    assert_eq!(metrics.cache_hits.get(), hits + 1);
+
+    // ...but never past the token's expiry.
+    let exp = decode_parts(&token)?.1["exp"].as_i64().unwrap_or(0);
+    while unix_now() <= exp {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let reason = admit(token).await?;
+    assert!(reason.contains("expired"), "{reason}");
+
+    // A client removed from the config is not served from the cache after the reload.
+    let token = d.oidc.token("mqtt-client").await?;
+    assert_eq!(admit(token.clone()).await?, "");
+    assert_eq!(admit(token.clone()).await?, "");
+    let path = d.callout.config_path();
+    let yaml = std::fs::read_to_string(&path)?;
+    let start = yaml.find("    mqtt-client:").unwrap_or(0);
+    let end = yaml.find("    devices:").unwrap_or(start);
+    std::fs::write(&path, format!("{}{}", &yaml[..start], &yaml[end..]))?;
+    let reloads = metrics.reloads.with_label_values(&["ok"]);
+    let before = reloads.get();
+    for _ in 0..50 {
+        if reloads.get() > before {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(reloads.get() > before, "config was not reloaded");
+    let reason = admit(token).await?;
+    assert!(reason.contains("no oauth2 permissions entry"), "{reason}");
     Ok(())
 }

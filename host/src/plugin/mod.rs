@@ -1,21 +1,28 @@
 //! The WebAssembly plugin runtime: one engine, an `InstancePre` per plugin, a bounded
 //! pool of warm instances, and per-call deadlines and memory caps.
 
+mod native;
+pub mod precompiled;
 pub mod v0_1_0;
+
+pub use native::NativePlugin;
 
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use wasmtime::component::{Component, Linker, ResourceTable};
+use wasmtime::component::{Linker, ResourceTable};
 use wasmtime::{
     Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Store, StoreLimits,
     StoreLimitsBuilder, Trap, UpdateDeadline,
 };
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
+use nats_callout_sdk as sdk;
+
 use crate::capabilities::Capabilities;
+use crate::claims::AuthorizationRequest;
 use crate::decision::Decision;
 use crate::routing::Mode;
 
@@ -51,6 +58,8 @@ pub enum CallError {
     Timeout(String),
     #[error("plugin {0} exceeded its memory limit")]
     OutOfMemory(String),
+    #[error("plugin {0} ran out of fuel")]
+    OutOfFuel(String),
     #[error("plugin {0} trapped: {1}")]
     Trap(String, String),
     #[error("plugin {0} could not be instantiated: {1}")]
@@ -84,12 +93,15 @@ impl WasiView for State {
     }
 }
 
-/// Limits applied to every plugin call.
-#[derive(Debug, Clone, Copy)]
+/// Limits applied to every call of one plugin.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct CallLimits {
     pub timeout: Duration,
     pub memory_bytes: usize,
     pub instances: usize,
+    /// Instructions (roughly) one call may execute; `None`: unmetered. A deterministic
+    /// bound where the wall-clock deadline depends on machine load.
+    pub fuel: Option<u64>,
 }
 
 /// One engine for all plugins, plus the ticker thread that drives epoch deadlines.
@@ -97,10 +109,18 @@ pub struct PluginEngine {
     engine: Engine,
     linker: Linker<State>,
     stop: Arc<AtomicBool>,
+    cache_dir: Option<std::path::PathBuf>,
 }
 
 impl PluginEngine {
-    pub fn new(max_memory_bytes: usize) -> Result<Self, PluginError> {
+    /// `max_memory_bytes`: the largest memory any plugin may have (pool slot size).
+    /// `fuel`: meter instructions (costs a few percent; only when some plugin sets fuel).
+    /// `cache_dir`: where precompiled components are kept (see [`precompiled`]).
+    pub fn new(
+        max_memory_bytes: usize,
+        fuel: bool,
+        cache_dir: Option<std::path::PathBuf>,
+    ) -> Result<Self, PluginError> {
         let err = |e: wasmtime::Error| PluginError::Engine(format!("{e:#}"));
         let mut pool = PoolingAllocationConfig::new();
         pool.total_component_instances(POOL_SLOTS)
@@ -111,6 +131,7 @@ impl PluginEngine {
         let mut config = Config::new();
         config
             .epoch_interruption(true)
+            .consume_fuel(fuel)
             .memory_init_cow(true)
             .allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
         let engine = Engine::new(&config).map_err(err)?;
@@ -133,6 +154,7 @@ impl PluginEngine {
             engine,
             linker,
             stop,
+            cache_dir,
         })
     }
 
@@ -152,8 +174,11 @@ impl PluginEngine {
             path: path.display().to_string(),
             message,
         };
-        let component =
-            Component::from_file(&self.engine, path).map_err(|e| load_err(format!("{e:#}")))?;
+        let bytes = std::fs::read(path).map_err(|e| load_err(e.to_string()))?;
+        let (component, cached) =
+            precompiled::load(&self.engine, &bytes, self.cache_dir.as_deref())
+                .map_err(|e| load_err(format!("{e:#}")))?;
+        tracing::debug!(plugin = name, precompiled = cached, "component ready");
         let pre = self
             .linker
             .instantiate_pre(&component)
@@ -229,6 +254,7 @@ impl LoadedPlugin {
         };
         let mut store = Store::new(&self.engine, state);
         store.limiter(|s| &mut s.limits);
+        self.refuel(&mut store);
         store.epoch_deadline_callback(|mut ctx| {
             let credit = std::mem::take(&mut ctx.data_mut().deadline_credit);
             Ok(if credit > 0 {
@@ -250,6 +276,13 @@ impl LoadedPlugin {
         }
     }
 
+    /// Fuel for one call. When the engine meters fuel (some plugin has a limit), every
+    /// store needs some, so plugins without a limit get an unlimited tank; when it does
+    /// not, `set_fuel` fails and there is nothing to do.
+    fn refuel(&self, store: &mut Store<State>) {
+        let _ = store.set_fuel(self.limits.fuel.unwrap_or(u64::MAX));
+    }
+
     fn deadline_ticks(&self) -> u64 {
         (self.limits.timeout.as_micros() / TICK.as_micros()).max(1) as u64 + 1
     }
@@ -264,7 +297,7 @@ impl LoadedPlugin {
     /// then runs the call on a blocking thread (it is CPU work with its own deadline).
     pub async fn authenticate(
         self: &Arc<Self>,
-        request: Arc<v0_1_0::nats_callout::plugin::types::AuthRequest>,
+        request: Arc<sdk::AuthRequest>,
     ) -> Result<Decision, CallError> {
         let permit =
             tokio::time::timeout(self.limits.timeout, self.permits.clone().acquire_owned())
@@ -273,7 +306,7 @@ impl LoadedPlugin {
                 .map_err(|_| CallError::Busy(self.name.clone()))?;
         let this = self.clone();
         tokio::task::spawn_blocking(move || {
-            let result = this.call(&request);
+            let result = this.call(&v0_1_0::request(&request));
             drop(permit);
             result
         })
@@ -297,6 +330,7 @@ impl LoadedPlugin {
         };
         instance.store.data_mut().deadline_credit = 0;
         instance.store.set_epoch_deadline(self.deadline_ticks());
+        self.refuel(&mut instance.store);
         match instance
             .world
             .call_authenticate(&mut instance.store, request)
@@ -314,11 +348,101 @@ impl LoadedPlugin {
         let name = self.name.clone();
         match e.downcast_ref::<Trap>() {
             Some(Trap::Interrupt) => CallError::Timeout(name),
+            Some(Trap::OutOfFuel) => CallError::OutOfFuel(name),
             _ if format!("{e:#}").contains("forcing trap when growing memory") => {
                 CallError::OutOfMemory(name)
             }
             _ => CallError::Trap(name, truncate(&format!("{e:#}"), 512).into_owned()),
         }
+    }
+}
+
+/// One link of a mode's plugin chain.
+#[derive(Clone)]
+pub enum Runner {
+    /// A WebAssembly component: the normal case.
+    Wasm(Arc<LoadedPlugin>),
+    /// The same plugin logic compiled in (benchmarks).
+    Native(Arc<NativePlugin>),
+}
+
+impl Runner {
+    pub fn name(&self) -> &str {
+        match self {
+            Runner::Wasm(p) => &p.name,
+            Runner::Native(p) => &p.name,
+        }
+    }
+
+    pub async fn authenticate(
+        &self,
+        request: &Arc<sdk::AuthRequest>,
+    ) -> Result<Decision, CallError> {
+        match self {
+            Runner::Wasm(p) => p.authenticate(request.clone()).await,
+            Runner::Native(p) => Ok(p.authenticate(request)),
+        }
+    }
+}
+
+/// The plain (WIT-version-independent) request plugins decide on. `chain` is the
+/// host-parsed verified chain, leaf first.
+pub fn plain_request(
+    req: &AuthorizationRequest,
+    mode: Mode,
+    chain: Vec<sdk::Certificate>,
+) -> sdk::AuthRequest {
+    fn opt(s: &str) -> Option<String> {
+        (!s.is_empty()).then(|| s.to_owned())
+    }
+    let s = &req.server_id;
+    let c = &req.client_info;
+    let o = &req.connect_opts;
+    sdk::AuthRequest {
+        mode: match mode {
+            Mode::Oauth2 => sdk::AuthMode::Oauth2,
+            Mode::Mtls => sdk::AuthMode::Mtls,
+            Mode::Nkey => sdk::AuthMode::Nkey,
+            Mode::Noauth => sdk::AuthMode::Noauth,
+        },
+        server: sdk::ServerInfo {
+            name: s.name.clone(),
+            host: s.host.clone(),
+            id: s.id.clone(),
+            version: s.version.clone(),
+            cluster: opt(&s.cluster),
+            tags: s.tags.clone(),
+        },
+        user_nkey: req.user_nkey.clone(),
+        client: sdk::ClientInfo {
+            host: opt(&c.host),
+            id: c.id,
+            user: opt(&c.user),
+            name: opt(&c.name),
+            tags: c.tags.clone(),
+            name_tag: opt(&c.name_tag),
+            kind: opt(&c.kind),
+            client_type: opt(&c.client_type),
+            mqtt_id: opt(&c.mqtt_id),
+            nonce: opt(&c.nonce),
+        },
+        connect: sdk::ConnectOpts {
+            jwt: opt(&o.jwt),
+            nkey: opt(&o.nkey),
+            sig: opt(&o.sig),
+            auth_token: opt(&o.auth_token),
+            user: opt(&o.user),
+            pass: opt(&o.pass),
+            name: opt(&o.name),
+            lang: opt(&o.lang),
+            version: opt(&o.version),
+            protocol: (o.protocol != 0).then_some(o.protocol),
+        },
+        tls: req.client_tls.as_ref().map(|t| sdk::ClientTls {
+            version: opt(&t.version),
+            cipher: opt(&t.cipher),
+            verified_chain: chain,
+        }),
     }
 }
 

@@ -4,10 +4,8 @@
 use wasmtime::component::HasSelf;
 
 use super::State;
-use crate::claims::AuthorizationRequest;
 use crate::decision;
-use crate::routing::Mode;
-use nats_callout_sdk::Certificate;
+use nats_callout_sdk as sdk;
 
 wasmtime::component::bindgen!({
     path: "../wit/v0.1.0",
@@ -65,59 +63,56 @@ impl self::nats_callout::plugin::host::Host for State {
     }
 }
 
-fn opt(s: &str) -> Option<String> {
-    (!s.is_empty()).then(|| s.to_owned())
-}
-
-/// Build the WIT request. `chain` is the host-parsed verified chain (leaf first).
-pub fn request(req: &AuthorizationRequest, mode: Mode, chain: &[Certificate]) -> wit::AuthRequest {
-    let s = &req.server_id;
-    let c = &req.client_info;
-    let o = &req.connect_opts;
+/// The WIT request from the host's plain one.
+pub fn request(req: &sdk::AuthRequest) -> wit::AuthRequest {
+    let s = &req.server;
+    let c = &req.client;
+    let o = &req.connect;
     wit::AuthRequest {
-        mode: match mode {
-            Mode::Oauth2 => wit::AuthMode::Oauth2,
-            Mode::Mtls => wit::AuthMode::Mtls,
-            Mode::Nkey => wit::AuthMode::Nkey,
-            Mode::Noauth => wit::AuthMode::Noauth,
+        mode: match req.mode {
+            sdk::AuthMode::Oauth2 => wit::AuthMode::Oauth2,
+            sdk::AuthMode::Mtls => wit::AuthMode::Mtls,
+            sdk::AuthMode::Nkey => wit::AuthMode::Nkey,
+            sdk::AuthMode::Noauth => wit::AuthMode::Noauth,
         },
         server: wit::ServerInfo {
             name: s.name.clone(),
             host: s.host.clone(),
             id: s.id.clone(),
             version: s.version.clone(),
-            cluster: opt(&s.cluster),
+            cluster: s.cluster.clone(),
             tags: s.tags.clone(),
         },
         user_nkey: req.user_nkey.clone(),
         client: wit::ClientInfo {
-            host: opt(&c.host),
+            host: c.host.clone(),
             id: c.id,
-            user: opt(&c.user),
-            name: opt(&c.name),
+            user: c.user.clone(),
+            name: c.name.clone(),
             tags: c.tags.clone(),
-            name_tag: opt(&c.name_tag),
-            kind: opt(&c.kind),
-            client_type: opt(&c.client_type),
-            mqtt_id: opt(&c.mqtt_id),
-            nonce: opt(&c.nonce),
+            name_tag: c.name_tag.clone(),
+            kind: c.kind.clone(),
+            client_type: c.client_type.clone(),
+            mqtt_id: c.mqtt_id.clone(),
+            nonce: c.nonce.clone(),
         },
         connect: wit::ConnectOpts {
-            jwt: opt(&o.jwt),
-            nkey: opt(&o.nkey),
-            sig: opt(&o.sig),
-            auth_token: opt(&o.auth_token),
-            user: opt(&o.user),
-            pass: opt(&o.pass),
-            name: opt(&o.name),
-            lang: opt(&o.lang),
-            version: opt(&o.version),
-            protocol: (o.protocol != 0).then_some(o.protocol),
+            jwt: o.jwt.clone(),
+            nkey: o.nkey.clone(),
+            sig: o.sig.clone(),
+            auth_token: o.auth_token.clone(),
+            user: o.user.clone(),
+            pass: o.pass.clone(),
+            name: o.name.clone(),
+            lang: o.lang.clone(),
+            version: o.version.clone(),
+            protocol: o.protocol,
         },
-        tls: req.client_tls.as_ref().map(|t| wit::ClientTls {
-            version: opt(&t.version),
-            cipher: opt(&t.cipher),
-            verified_chain: chain
+        tls: req.tls.as_ref().map(|t| wit::ClientTls {
+            version: t.version.clone(),
+            cipher: t.cipher.clone(),
+            verified_chain: t
+                .verified_chain
                 .iter()
                 .map(|p| wit::Certificate {
                     pem: p.pem.clone(),

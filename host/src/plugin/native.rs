@@ -1,0 +1,71 @@
+//! A plugin compiled into the host process: the same plugin crate that builds the
+//! component, called directly through the SDK's `Plugin` trait, with the host's native
+//! capabilities. The benchmark runs it beside the component to measure what
+//! WebAssembly costs; it is not a way to load third-party code.
+
+use nats_callout_sdk::{self as sdk, Plugin, PluginConfig};
+
+use crate::capabilities::Capabilities;
+use crate::decision::Decision;
+
+type Decide = dyn Fn(&sdk::AuthRequest, &dyn sdk::Host) -> Decision + Send + Sync;
+
+pub struct NativePlugin {
+    pub name: String,
+    decide: Box<Decide>,
+    caps: Capabilities,
+}
+
+impl NativePlugin {
+    /// Initialise `P` with the same JSON the component's `init` would get.
+    pub fn new<P: Plugin>(
+        name: impl Into<String>,
+        init_config: &str,
+        caps: Capabilities,
+    ) -> Result<Self, String> {
+        let config = PluginConfig::from_json(init_config).map_err(|e| e.to_string())?;
+        let plugin = P::init(config).map_err(|e| e.to_string())?;
+        Ok(Self {
+            name: name.into(),
+            decide: Box::new(move |req, host| plugin.authenticate(req, host)),
+            caps,
+        })
+    }
+
+    pub fn authenticate(&self, request: &sdk::AuthRequest) -> Decision {
+        (self.decide)(request, &NativeHost(&self.caps))
+    }
+}
+
+/// The host capabilities as the SDK's `Host` trait.
+struct NativeHost<'a>(&'a Capabilities);
+
+impl sdk::Host for NativeHost<'_> {
+    fn log(&self, level: sdk::LogLevel, message: &str) {
+        let plugin = &self.0.plugin;
+        match level {
+            sdk::LogLevel::Trace => tracing::trace!(plugin, "{message}"),
+            sdk::LogLevel::Debug => tracing::debug!(plugin, "{message}"),
+            sdk::LogLevel::Info => tracing::info!(plugin, "{message}"),
+            sdk::LogLevel::Warn => tracing::warn!(plugin, "{message}"),
+            sdk::LogLevel::Error => tracing::error!(plugin, "{message}"),
+        }
+    }
+
+    fn verify_nkey_signature(
+        &self,
+        public_key: &str,
+        payload: &[u8],
+        signature: &str,
+    ) -> Result<(), String> {
+        self.0.verify_nkey_signature(public_key, payload, signature)
+    }
+
+    fn verify_jwt(&self, token: &str) -> Result<sdk::VerifiedJwt, String> {
+        self.0.verify_jwt(token)
+    }
+
+    fn verify_certificate_chain(&self, chain: &[String]) -> Result<(), String> {
+        self.0.verify_certificate_chain(chain)
+    }
+}

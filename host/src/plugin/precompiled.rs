@@ -1,0 +1,110 @@
+//! Precompiled components on disk, so a restart (or a reload, or every replica start)
+//! does not recompile. Compiling a plugin with Cranelift takes 100s of milliseconds;
+//! loading a precompiled one is a file map.
+//!
+//! Keyed by the component's SHA-256 and the engine's compatibility hash (wasmtime
+//! version, target, and every codegen-affecting setting), so a stale artifact is never
+//! loaded. Deserialising native code is only as safe as the directory it comes from:
+//! the cache is used only if the directory is ours and not writable by anyone else.
+
+use std::hash::{Hash, Hasher};
+use std::path::{Path, PathBuf};
+
+use sha2::{Digest, Sha256};
+use wasmtime::Engine;
+use wasmtime::component::Component;
+
+/// Environment variable naming the cache directory; empty disables the cache.
+pub const CACHE_DIR_ENV: &str = "AUTH_CALLOUT_CACHE_DIR";
+
+/// The default: `$AUTH_CALLOUT_CACHE_DIR`, else `<tmp>/nats-callout-<uid>` (writable in
+/// a read-only container with an emptyDir or tmpfs on /tmp).
+pub fn default_dir() -> Option<PathBuf> {
+    match std::env::var(CACHE_DIR_ENV) {
+        Ok(d) if d.is_empty() => None,
+        Ok(d) => Some(PathBuf::from(d)),
+        Err(_) => Some(std::env::temp_dir().join(format!("nats-callout-{}", uid()))),
+    }
+}
+
+#[cfg(unix)]
+fn uid() -> u32 {
+    // SAFETY: getuid has no preconditions and cannot fail.
+    unsafe { libc::getuid() }
+}
+
+#[cfg(not(unix))]
+fn uid() -> u32 {
+    0
+}
+
+/// Is `dir` safe to load native code from: ours, and writable by nobody else?
+#[cfg(unix)]
+fn trusted(dir: &Path) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::symlink_metadata(dir)
+        .is_ok_and(|m| m.is_dir() && m.uid() == uid() && m.mode() & 0o022 == 0)
+}
+
+#[cfg(not(unix))]
+fn trusted(_dir: &Path) -> bool {
+    false
+}
+
+fn ensure_dir(dir: &Path) -> bool {
+    if !dir.exists() {
+        let mut builder = std::fs::DirBuilder::new();
+        builder.recursive(true);
+        #[cfg(unix)]
+        std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
+        if builder.create(dir).is_err() {
+            return false;
+        }
+    }
+    trusted(dir)
+}
+
+/// Load the component in `bytes`, from the cache when possible. Returns whether it came
+/// from the cache.
+pub fn load(
+    engine: &Engine,
+    bytes: &[u8],
+    dir: Option<&Path>,
+) -> wasmtime::Result<(Component, bool)> {
+    let Some(dir) = dir.filter(|d| ensure_dir(d)) else {
+        return Ok((Component::new(engine, bytes)?, false));
+    };
+    let mut engine_hash = std::hash::DefaultHasher::new();
+    engine
+        .precompile_compatibility_hash()
+        .hash(&mut engine_hash);
+    let key = format!(
+        "{:x}-{:016x}.cwasm",
+        Sha256::digest(bytes),
+        engine_hash.finish()
+    );
+    let path = dir.join(key);
+    if path.exists() {
+        // SAFETY: the file was written by `Component::serialize` of an engine with this
+        // compatibility hash, into a directory only this user can write (checked above).
+        match unsafe { Component::deserialize_file(engine, &path) } {
+            Ok(c) => return Ok((c, true)),
+            Err(e) => {
+                tracing::warn!(path = %path.display(), error = %e, "ignoring a broken precompiled plugin")
+            }
+        }
+    }
+    let component = Component::new(engine, bytes)?;
+    // Write-then-rename: concurrent replicas sharing the directory never see half a file.
+    let tmp = dir.join(format!(".{}.tmp", std::process::id()));
+    let written = component
+        .serialize()
+        .map_err(|e| e.to_string())
+        .and_then(|b| std::fs::write(&tmp, b).map_err(|e| e.to_string()))
+        .and_then(|()| std::fs::rename(&tmp, &path).map_err(|e| e.to_string()));
+    if let Err(e) = written {
+        let _ = std::fs::remove_file(&tmp);
+        tracing::debug!(error = %e, "could not cache a precompiled plugin");
+    }
+    Ok((component, false))
+}
