@@ -30,6 +30,7 @@
 // and from the plugin crates that expand the export macro.
 extern crate self as nats_callout_sdk;
 
+pub mod cert;
 mod config;
 // Used by the wasm export only, but compiled and unit-tested natively too.
 #[cfg_attr(not(target_arch = "wasm32"), allow(dead_code))]

@@ -86,7 +86,9 @@ pub fn rfc4514(name: &X509Name<'_>) -> String {
                 .map(|atv| {
                     let oid = atv.attr_type().to_id_string();
                     match (attr_name(&oid), attr_value(atv.attr_value())) {
-                        (Some(key), Some(value)) => format!("{key}={}", escape_dn_value(&value)),
+                        (Some(key), Some(value)) => {
+                            format!("{key}={}", nats_callout_sdk::cert::escape_dn_value(&value))
+                        }
                         _ => format!("{oid}={}", hex_value(atv)),
                     }
                 })
@@ -159,30 +161,6 @@ fn hex_value(atv: &AttributeTypeAndValue<'_>) -> String {
         Ok(der) => format!("#{}", hex(&der)),
         Err(_) => "#".to_owned(),
     }
-}
-
-/// RFC 4514 §2.4 escaping: the specials, a leading `#` or space, a trailing space, and
-/// control characters (as `\XX` per UTF-8 byte) so that a subject never spans log lines.
-fn escape_dn_value(v: &str) -> String {
-    let mut out = String::with_capacity(v.len());
-    let last = v.chars().count().saturating_sub(1);
-    for (i, c) in v.chars().enumerate() {
-        if c.is_control() {
-            let mut buf = [0u8; 4];
-            for b in c.encode_utf8(&mut buf).bytes() {
-                out.push_str(&format!("\\{b:02X}"));
-            }
-            continue;
-        }
-        let special = matches!(c, ',' | '+' | '"' | '\\' | '<' | '>' | ';')
-            || (i == 0 && (c == '#' || c == ' '))
-            || (i == last && c == ' ');
-        if special {
-            out.push('\\');
-        }
-        out.push(c);
-    }
-    out
 }
 
 fn ip_from_bytes(b: &[u8]) -> Option<std::net::IpAddr> {
@@ -358,27 +336,7 @@ fn chain_error(e: webpki::Error) -> ChainError {
     }
 }
 
-/// Unix seconds as RFC 3339 UTC (`2025-01-31T12:00:00Z`), for reasons operators read.
-pub fn rfc3339(secs: i64) -> String {
-    let days = secs.div_euclid(86_400);
-    let rem = secs.rem_euclid(86_400);
-    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1_460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    format!(
-        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z",
-        rem / 3_600,
-        rem % 3_600 / 60,
-        rem % 60
-    )
-}
+pub use nats_callout_sdk::cert::rfc3339;
 
 #[cfg(test)]
 mod tests {
@@ -593,9 +551,12 @@ mod tests {
 
     #[test]
     fn escaping_and_dates() {
-        assert_eq!(escape_dn_value("#a=b;c"), r"\#a=b\;c");
-        assert_eq!(escape_dn_value("a\nb"), r"a\0Ab");
-        assert_eq!(escape_dn_value("x "), r"x\ ");
+        assert_eq!(
+            nats_callout_sdk::cert::escape_dn_value("#a=b;c"),
+            r"\#a=b\;c"
+        );
+        assert_eq!(nats_callout_sdk::cert::escape_dn_value("a\nb"), r"a\0Ab");
+        assert_eq!(nats_callout_sdk::cert::escape_dn_value("x "), r"x\ ");
         assert_eq!(rfc3339(0), "1970-01-01T00:00:00Z");
         assert_eq!(rfc3339(951_782_400), "2000-02-29T00:00:00Z");
         assert_eq!(rfc3339(1_767_225_599), "2025-12-31T23:59:59Z");

@@ -72,7 +72,7 @@ impl fmt::Display for Dn {
                 }
                 write!(f, "{}=", ava.attr)?;
                 match &ava.value {
-                    Value::Text(t) => f.write_str(&escape(t))?,
+                    Value::Text(t) => f.write_str(&nats_callout_sdk::cert::escape_dn_value(t))?,
                     Value::Der(b) => {
                         f.write_str("#")?;
                         for byte in b {
@@ -84,28 +84,6 @@ impl fmt::Display for Dn {
         }
         Ok(())
     }
-}
-
-fn escape(v: &str) -> String {
-    let mut out = String::with_capacity(v.len());
-    let last = v.chars().count().saturating_sub(1);
-    for (i, c) in v.chars().enumerate() {
-        if c.is_control() {
-            let mut buf = [0u8; 4];
-            for b in c.encode_utf8(&mut buf).bytes() {
-                out.push_str(&format!("\\{b:02X}"));
-            }
-            continue;
-        }
-        if matches!(c, ',' | '+' | '"' | '\\' | '<' | '>' | ';')
-            || (i == 0 && (c == '#' || c == ' '))
-            || (i == last && c == ' ')
-        {
-            out.push('\\');
-        }
-        out.push(c);
-    }
-    out
 }
 
 /// Why a DN string does not parse. Names the position so an operator can find it.

@@ -273,13 +273,13 @@ impl MtlsPlugin {
         if now < leaf.not_before {
             return Decision::deny(format!(
                 "client certificate \"{subject}\" is not valid before {}",
-                rfc3339(leaf.not_before)
+                nats_callout_sdk::cert::rfc3339(leaf.not_before)
             ));
         }
         if now > leaf.not_after {
             return Decision::deny(format!(
                 "client certificate \"{subject}\" expired at {}",
-                rfc3339(leaf.not_after)
+                nats_callout_sdk::cert::rfc3339(leaf.not_after)
             ));
         }
         if self.verify_chain {
@@ -441,28 +441,6 @@ fn unix_now() -> i64 {
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
         .unwrap_or(0)
-}
-
-/// Unix seconds as RFC 3339 UTC, for reasons operators read.
-fn rfc3339(secs: i64) -> String {
-    let days = secs.div_euclid(86_400);
-    let rem = secs.rem_euclid(86_400);
-    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1_460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    format!(
-        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z",
-        rem / 3_600,
-        rem % 3_600 / 60,
-        rem % 60
-    )
 }
 
 nats_callout_sdk::export_plugin!(MtlsPlugin);
