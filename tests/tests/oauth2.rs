@@ -692,3 +692,64 @@ async fn cached_grants_never_outlive_the_token_or_a_reload() -> Result<()> {
     assert!(reason.contains("no oauth2 permissions entry"), "{reason}");
     Ok(())
 }
+
+#[tokio::test]
+async fn mqtt_client_connects_with_its_token_as_password() -> Result<()> {
+    init_tracing();
+    let oidc = Oidc::start(AUDIENCE, clients())?;
+    let keys = Keys::generate();
+    let mqtt_port = nats_callout_tests::free_port()?;
+    let js = tempfile::tempdir()?;
+    // MQTT (3.1.1) needs a server name and JetStream, also in the account it lands in.
+    let config = format!(
+        "server_name: mqtt-1\njetstream {{ store_dir: {:?} }}\nmqtt {{ listen: 127.0.0.1:{mqtt_port} }}\n{}",
+        js.path(),
+        // A static user in CSC (bypassing the callout) watches everything there.
+        server_config(&keys)
+            .replace(
+                "CSC {}",
+                "CSC { jetstream: enabled, users: [ { user: watch, password: watch } ] }"
+            )
+            .replace(", platform ]", ", platform, watch ]")
+    );
+    let server = NatsServer::start(&config)?;
+    let yaml = callout_yaml(&server.url(), &oidc.issuer, "", "");
+    let _callout = Callout::start(&keys, &yaml).await?;
+
+    let token = oidc.token("mqtt-client").await?;
+    let watcher = connect(
+        &server.url(),
+        async_nats::ConnectOptions::with_user_and_password("watch".into(), "watch".into()),
+    )
+    .await?;
+    let mut events = watcher.subscribe("events.>").await?;
+    let mut outside = watcher.subscribe("device-state.>").await?;
+    watcher.flush().await?;
+
+    let mut options = rumqttc::MqttOptions::new("mqtt-client-1", "127.0.0.1", mqtt_port);
+    options.set_credentials("oauthtoken", token);
+    let mut mqtt = match nats_callout_tests::mqtt::connect(options).await? {
+        Ok(m) => m,
+        Err(refused) => bail!("MQTT client refused: {refused}"),
+    };
+    mqtt.publish("events/door", b"open").await?;
+    let msg = tokio::time::timeout(RECV, events.next())
+        .await?
+        .expect("event");
+    assert_eq!(msg.subject.as_str(), "events.door");
+    // Outside its grant: not delivered (nats-server drops it for this client), while
+    // the watcher, allowed everything in CSC, would have seen it.
+    let _ = mqtt.publish("device-state/x", b"no").await;
+    assert!(
+        tokio::time::timeout(Duration::from_millis(300), outside.next())
+            .await
+            .is_err(),
+        "a publish outside the grant was delivered"
+    );
+
+    // A bad token over MQTT is refused, never anonymous.
+    let mut options = rumqttc::MqttOptions::new("mqtt-client-2", "127.0.0.1", mqtt_port);
+    options.set_credentials("oauthtoken", "not-a-token");
+    assert!(nats_callout_tests::mqtt::connect(options).await?.is_err());
+    Ok(())
+}
