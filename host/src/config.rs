@@ -341,6 +341,15 @@ fn secure_or_loopback(url: &str) -> bool {
     matches!(host, "127.0.0.1" | "localhost" | "[::1]")
 }
 
+/// `user[:password]@` in a URL's authority.
+fn url_has_userinfo(url: &str) -> bool {
+    let rest = url.trim().split_once("://").map_or(url, |(_, r)| r);
+    rest.split(['/', '?', '#'])
+        .next()
+        .unwrap_or("")
+        .contains('@')
+}
+
 fn one_or_many<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
     #[derive(Deserialize)]
     #[serde(untagged)]
@@ -501,6 +510,14 @@ impl Config {
         for (i, n) in self.nats.iter().enumerate() {
             if n.url.trim().is_empty() {
                 return Err(invalid(format!("nats[{i}].url"), "must not be empty"));
+            }
+            // async-nats logs server addresses (at debug), userinfo included.
+            if n.url.split(',').any(url_has_userinfo) {
+                return Err(invalid(
+                    format!("nats[{i}].url"),
+                    "must not carry credentials (they would be logged): use user and \
+                     password_file, or nkey_seed_file",
+                ));
             }
             if n.nkey_seed_file.is_some() && n.user.is_some() {
                 return Err(invalid(
@@ -683,6 +700,17 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("unknown field `ca`"), "{e}");
+    }
+
+    #[test]
+    fn nats_urls_never_carry_credentials() {
+        let e = parse(
+            "nats: [{url: \"nats://a:4222,nats://u:secret@b:4222\"}]\npermissions: {noauth: {}}",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("nats[0].url: must not carry credentials"), "{e}");
+        parse("nats: [{url: \"tls://nats:4222/path@x\"}]\npermissions: {noauth: {}}").unwrap();
     }
 
     #[test]

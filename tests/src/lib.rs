@@ -8,6 +8,7 @@
 pub mod inject;
 pub mod mqtt;
 pub mod oidc;
+pub mod ops;
 pub mod pki;
 pub mod raw;
 
@@ -180,6 +181,11 @@ impl NatsServer {
 
     pub fn url(&self) -> String {
         format!("nats://127.0.0.1:{}", self.port)
+    }
+
+    /// Process id of the running server (the benchmark reads its CPU time from /proc).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
     }
 
     pub fn log(&self) -> String {
