@@ -108,3 +108,38 @@ pub fn load(
     }
     Ok((component, false))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A real component: the noauth plugin as `scripts/setup` (run by `scripts/test`)
+    /// builds it.
+    fn component_bytes() -> Vec<u8> {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/plugins/noauth.wasm");
+        std::fs::read(&path)
+            .unwrap_or_else(|e| panic!("{}: {e}; run scripts/setup first", path.display()))
+    }
+
+    #[test]
+    fn second_load_comes_from_the_cache_and_only_from_a_private_dir() {
+        let engine = Engine::default();
+        let bytes = component_bytes();
+        let dir = tempfile::tempdir().unwrap();
+        let cache = dir.path().join("cache");
+        let (_, cached) = load(&engine, &bytes, Some(&cache)).unwrap();
+        assert!(!cached);
+        let (_, cached) = load(&engine, &bytes, Some(&cache)).unwrap();
+        assert!(cached, "the second load must not recompile");
+        assert_eq!(std::fs::read_dir(&cache).unwrap().count(), 1);
+
+        // A directory others can write to is never trusted with native code.
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(&cache, std::fs::Permissions::from_mode(0o777)).unwrap();
+            let (_, cached) = load(&engine, &bytes, Some(&cache)).unwrap();
+            assert!(!cached);
+        }
+    }
+}
