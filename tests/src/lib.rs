@@ -336,3 +336,22 @@ pub async fn expect_server_error(
         }
     }
 }
+
+/// The `platform` user of [`callout_server_config`] (account DEVICES, bypasses the callout).
+pub async fn platform(url: &str) -> Result<async_nats::Client> {
+    Ok(connect(
+        url,
+        async_nats::ConnectOptions::with_user_and_password("platform".into(), "platform".into()),
+    )
+    .await?)
+}
+
+/// True if `sub` receives nothing for a moment: the check that a message the server
+/// should have dropped did not arrive. (A positive answer is only as strong as the
+/// moment; the tests pair it with a message that does arrive on the same path.)
+pub async fn stays_silent(sub: &mut async_nats::Subscriber) -> bool {
+    use futures::StreamExt;
+    tokio::time::timeout(Duration::from_millis(300), sub.next())
+        .await
+        .is_err()
+}
