@@ -1,0 +1,127 @@
+//! What the benchmark's child processes run: the null callout responder (the baseline)
+//! and the callout service itself. Both print `READY` on stdout once they serve.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+use futures::StreamExt;
+use nats_callout::app::App;
+use nats_callout::decision::{Grant, Permission};
+use nats_callout::jwt;
+use nats_callout::request::{ReplyTarget, unix_now};
+use nats_callout::respond::Signer;
+
+/// Subject nats-server sends authorization requests on.
+const AUTH_SUBJECT: &str = "$SYS.REQ.USER.AUTH";
+
+/// The two fields the null responder reads from a request.
+#[derive(serde::Deserialize)]
+struct MinimalRequest {
+    #[serde(default)]
+    iss: String,
+    #[serde(default)]
+    nats: MinimalNats,
+}
+
+#[derive(serde::Deserialize, Default)]
+struct MinimalNats {
+    #[serde(default)]
+    user_nkey: String,
+}
+
+/// The thinnest correct callout: admits everyone into `account` with a fixed grant.
+/// It reads `user_nkey` and the server id from the request without verifying the
+/// request's signature, signs a user JWT and the response JWT (both are required for
+/// nats-server to admit the client), and replies. Same I/O shape as nats-callout's
+/// service (async-nats, one task per request), so that the difference between the two
+/// is the decision work: request verification, routing, the plugin, grant checks.
+pub async fn null_responder(
+    url: &str,
+    nkey_seed: &Path,
+    issuer_seed: &Path,
+    account: &str,
+) -> Result<()> {
+    let read = |p: &Path| -> Result<String> {
+        Ok(std::fs::read_to_string(p)
+            .with_context(|| format!("cannot read {}", p.display()))?
+            .trim()
+            .to_owned())
+    };
+    let issuer = nkeys::KeyPair::from_seed(&read(issuer_seed)?).context("bad issuer seed")?;
+    let signer = Arc::new(Signer::new(issuer, None));
+    let public = Permission {
+        allow: vec!["public.>".into()],
+        deny: vec![],
+    };
+    let grant = Arc::new(Grant {
+        account: account.to_owned(),
+        publish: public.clone(),
+        subscribe: public,
+        ..Default::default()
+    });
+    let client = async_nats::ConnectOptions::with_nkey(read(nkey_seed)?)
+        .subscription_capacity(64 * 1024)
+        .connect(url)
+        .await
+        .context("null responder cannot connect")?;
+    let mut requests = client.subscribe(AUTH_SUBJECT).await?;
+    client.flush().await?;
+    println!("READY");
+    while let Some(msg) = requests.next().await {
+        let (client, signer, grant) = (client.clone(), signer.clone(), grant.clone());
+        tokio::spawn(async move {
+            let Some(reply) = msg.reply else { return };
+            let Some(req) = std::str::from_utf8(&msg.payload)
+                .ok()
+                .and_then(|t| jwt::decode_unverified::<MinimalRequest>(t.trim()))
+            else {
+                return;
+            };
+            let now = unix_now();
+            let target = ReplyTarget {
+                user_nkey: req.nats.user_nkey,
+                server_id: req.iss,
+                server_xkey: None,
+            };
+            let user = signer
+                .user_jwt(&grant, &target.user_nkey, now)
+                .map_err(|e| e.to_string());
+            match signer.response(&target, user, now) {
+                Ok(bytes) => {
+                    if let Err(e) = client.publish(reply, bytes.into()).await {
+                        tracing::warn!(error = %e, "cannot publish response");
+                    }
+                }
+                Err(e) => tracing::warn!(error = %e, "cannot sign response"),
+            }
+        });
+    }
+    Ok(())
+}
+
+/// The callout service exactly as `nats-callout run --config <config>` starts it
+/// (`App::start` on a multi-threaded runtime, logs at `info` to stderr), plus a `READY`
+/// line once it is subscribed and its JWKS (if any) is loaded.
+pub async fn serve_callout(config: &Path) -> Result<()> {
+    let app = App::start(config).await?;
+    if !app.service.wait_ready(Duration::from_secs(15)).await {
+        bail!("callout did not subscribe within 15 s");
+    }
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+    while let Some(jwks) = app.shared.load().jwks().cloned() {
+        if jwks.is_loaded() {
+            break;
+        }
+        if tokio::time::Instant::now() > deadline {
+            bail!("JWKS not loaded within 15 s");
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    println!("READY");
+    // Serve until killed by the benchmark (or with it: PR_SET_PDEATHSIG).
+    std::future::pending::<()>().await;
+    app.stop();
+    Ok(())
+}

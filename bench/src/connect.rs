@@ -1,0 +1,340 @@
+//! Parts 2–4 over real sockets: connects through nats-server with a raw client
+//! (static users, the null callout, nats-callout per mode), the reconnect storm, and
+//! the decision cache's effect on a client reconnecting with the same token.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+
+use crate::fixture::{Alg, Fixture, Target};
+use crate::procs;
+use crate::rawclient::{self, Client, Credential, Outcome, Tally};
+
+/// nats-server's default `authorization.timeout`: a client not admitted by then is
+/// refused (`Authentication Timeout`), whatever the callout answers later.
+pub const AUTH_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Iteration counts of part 2.
+#[derive(Debug, Clone, Copy)]
+pub struct Options {
+    /// Connects per scenario, one at a time.
+    pub sequential: usize,
+    /// Connects per scenario by `concurrency` clients at once.
+    pub concurrent: usize,
+    pub concurrency: usize,
+    /// Every scenario's connects are split into this many rounds, and the rounds of all
+    /// scenarios interleave: a slow minute on a shared machine hits every scenario alike
+    /// instead of whichever ran then.
+    pub rounds: usize,
+    /// Unmeasured connects per scenario first (warm plugin instances, JWKS, buffers).
+    pub warmup: usize,
+}
+
+/// CPU seconds spent during one measurement.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Cpu {
+    pub server: f64,
+    pub responder: f64,
+    /// The load generator (this process).
+    pub client: f64,
+}
+
+impl Cpu {
+    fn add(&mut self, o: Cpu) {
+        self.server += o.server;
+        self.responder += o.responder;
+        self.client += o.client;
+    }
+}
+
+/// Connects of one scenario at one concurrency, with the CPU they cost.
+#[derive(Debug, Clone)]
+pub struct Row {
+    pub scenario: String,
+    pub concurrency: usize,
+    pub tally: Tally,
+    pub cpu: Cpu,
+}
+
+impl Row {
+    pub fn connects_per_sec(&self) -> f64 {
+        self.tally.admitted as f64 / self.tally.wall.as_secs_f64()
+    }
+
+    /// CPU microseconds per connect of nats-server, of the callout, of the client.
+    pub fn cpu_us(&self) -> (f64, f64, f64) {
+        let n = self.tally.total().max(1) as f64;
+        (
+            self.cpu.server * 1e6 / n,
+            self.cpu.responder * 1e6 / n,
+            self.cpu.client * 1e6 / n,
+        )
+    }
+}
+
+/// `n` connects by `concurrency` clients against `target`, and the CPU they cost.
+pub async fn measure(
+    target: &mut Target,
+    client: &Arc<Client>,
+    n: usize,
+    concurrency: usize,
+) -> Result<(Tally, Cpu)> {
+    let (s0, r0) = target.cpu()?;
+    let c0 = procs::self_cpu_seconds();
+    let tally = rawclient::closed_loop(client.clone(), n, concurrency).await;
+    let (s1, r1) = target.cpu()?;
+    let c1 = procs::self_cpu_seconds();
+    target.check_alive()?;
+    Ok((
+        tally,
+        Cpu {
+            server: s1 - s0,
+            responder: r1 - r0,
+            client: c1 - c0,
+        },
+    ))
+}
+
+/// Connect until admitted (up to a few seconds), then `n` more: the target serves
+/// and the credential is good. A refusal here is a broken setup, not a result.
+pub async fn warm_up(target: &Target, client: &Arc<Client>, n: usize) -> Result<()> {
+    let mut last = Outcome::Failed("not tried".into());
+    for _ in 0..50 {
+        last = client.connect_once().await.outcome;
+        if last == Outcome::Admitted {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    if last != Outcome::Admitted {
+        bail!(
+            "{}: warm-up connect not admitted: {last:?} (logs in {})",
+            target.name,
+            target.dir().display()
+        );
+    }
+    let t = rawclient::closed_loop(client.clone(), n, 4).await;
+    if t.admitted != t.total() {
+        bail!(
+            "{}: warm-up connects refused: {}",
+            target.name,
+            t.problems()
+        );
+    }
+    Ok(())
+}
+
+/// The targets of parts 2–4.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    StaticUsers,
+    Null,
+    /// nats-callout with the decision cache off.
+    Callout,
+    /// nats-callout with the default decision cache.
+    CalloutCached,
+}
+
+/// Targets of parts 2–4, each started when a part first needs it and kept for the
+/// others (idle, they cost nothing measurable).
+#[derive(Default)]
+pub struct Targets {
+    slots: [Option<Target>; 4],
+}
+
+impl Targets {
+    pub fn get(&mut self, fx: &Fixture, kind: Kind) -> Result<&mut Target> {
+        let slot = &mut self.slots[kind as usize];
+        if slot.is_none() {
+            *slot = Some(match kind {
+                Kind::StaticUsers => Target::static_users()?,
+                Kind::Null => Target::null_callout()?,
+                Kind::Callout => Target::nats_callout(fx, false)?,
+                Kind::CalloutCached => Target::nats_callout(fx, true)?,
+            });
+        }
+        slot.as_mut().context("target just started")
+    }
+}
+
+/// Part 2. Scenarios: static users, null callout, nats-callout with noauth, nkey,
+/// oauth2 RS256 and ES256 (cache off: every connect runs the plugin and verifies the
+/// token), and oauth2 RS256 with the default cache (repeat connects with one token).
+pub async fn run(fx: &Fixture, t: &mut Targets, opts: Options) -> Result<Vec<Row>> {
+    let rs = fx.token(Alg::Rs256).await?;
+    let es = fx.token(Alg::Es256).await?;
+    let device = Credential::Nkey(fx.device.clone());
+    let specs: Vec<(&str, Kind, Credential)> = vec![
+        (
+            "nats-server static users",
+            Kind::StaticUsers,
+            Credential::UserPass("bench".into(), "bench".into()),
+        ),
+        ("null callout", Kind::Null, Credential::Anonymous),
+        ("nats-callout noauth", Kind::Callout, Credential::Anonymous),
+        ("nats-callout nkey", Kind::Callout, device),
+        (
+            "nats-callout oauth2 RS256",
+            Kind::Callout,
+            Credential::Token(rs.clone()),
+        ),
+        (
+            "nats-callout oauth2 ES256",
+            Kind::Callout,
+            Credential::Token(es),
+        ),
+        (
+            "nats-callout oauth2 RS256, cache on",
+            Kind::CalloutCached,
+            Credential::Token(rs),
+        ),
+    ];
+    let mut scenarios: Vec<(String, Kind, Arc<Client>)> = Vec::new();
+    for (label, kind, cred) in specs {
+        let target = t.get(fx, kind)?;
+        let client = Arc::new(Client::new(target.port(), cred));
+        warm_up(target, &client, opts.warmup).await?;
+        scenarios.push((label.to_owned(), kind, client));
+    }
+
+    let rounds = opts.rounds.max(1);
+    let mut rows: Vec<Row> = Vec::new();
+    for (label, _, _) in &scenarios {
+        for concurrency in [1, opts.concurrency] {
+            rows.push(Row {
+                scenario: label.clone(),
+                concurrency,
+                tally: Tally::default(),
+                cpu: Cpu::default(),
+            });
+        }
+    }
+    for round in 0..rounds {
+        for (si, (_, kind, client)) in scenarios.iter().enumerate() {
+            for (ci, (concurrency, total)) in
+                [(1, opts.sequential), (opts.concurrency, opts.concurrent)]
+                    .into_iter()
+                    .enumerate()
+            {
+                // Spread `total` over the rounds (the first rounds take the remainder).
+                let n = total / rounds + usize::from(round < total % rounds);
+                if n == 0 {
+                    continue;
+                }
+                let target = t.get(fx, *kind)?;
+                let (tally, cpu) = measure(target, client, n, concurrency).await?;
+                let row = &mut rows[si * 2 + ci];
+                row.tally.merge(&tally);
+                row.cpu.add(cpu);
+            }
+        }
+    }
+    Ok(rows)
+}
+
+/// A reconnect storm against one target.
+#[derive(Debug, Clone)]
+pub struct StormRow {
+    pub target: String,
+    pub clients: usize,
+    pub tally: Tally,
+    pub cpu: Cpu,
+    /// Decisions served from / missing in the decision cache during the storm.
+    pub cache_hits: f64,
+    pub cache_misses: f64,
+}
+
+/// Part 3: `n` clients connect at once with the storm tokens (a handful of distinct
+/// oauth2 tokens, RS256 and ES256).
+pub async fn storm(fx: &Fixture, target: &mut Target, n: usize) -> Result<StormRow> {
+    let tokens = fx.storm_tokens().await?;
+    let clients: Vec<Arc<Client>> = tokens
+        .into_iter()
+        .map(|tok| Arc::new(Client::new(target.port(), Credential::Token(tok))))
+        .collect();
+    // Warm with another token, so that a cache (if on) does not hold the storm's.
+    let warm = Arc::new(Client::new(
+        target.port(),
+        Credential::Token(fx.token(Alg::Rs256).await?),
+    ));
+    warm_up(target, &warm, 20).await?;
+    // Let the warm-up's sockets close and nats-server settle before the burst.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let (h0, m0) = cache_counters(target);
+    let (s0, r0) = target.cpu()?;
+    let c0 = procs::self_cpu_seconds();
+    let tally = rawclient::storm(&clients, n).await;
+    let (s1, r1) = target.cpu()?;
+    let c1 = procs::self_cpu_seconds();
+    let (h1, m1) = cache_counters(target);
+    target.check_alive()?;
+    Ok(StormRow {
+        target: target.name.clone(),
+        clients: n,
+        tally,
+        cpu: Cpu {
+            server: s1 - s0,
+            responder: r1 - r0,
+            client: c1 - c0,
+        },
+        cache_hits: h1 - h0,
+        cache_misses: m1 - m0,
+    })
+}
+
+fn cache_counters(target: &Target) -> (f64, f64) {
+    (
+        target.metric("decision_cache_hits_total").unwrap_or(0.0),
+        target.metric("decision_cache_misses_total").unwrap_or(0.0),
+    )
+}
+
+/// Part 4, end to end: one token reconnecting `n` times, one at a time.
+#[derive(Debug, Clone)]
+pub struct CacheRow {
+    pub cache: bool,
+    pub tally: Tally,
+    pub cpu: Cpu,
+    pub cache_hits: f64,
+    pub cache_misses: f64,
+}
+
+/// The same (fresh) RS256 token reconnects `n` times against nats-callout with the
+/// cache off and on; the two alternate in `rounds` chunks.
+pub async fn cache_effect(
+    fx: &Fixture,
+    t: &mut Targets,
+    n: usize,
+    rounds: usize,
+) -> Result<[CacheRow; 2]> {
+    let token = fx.token(Alg::Rs256).await?;
+    let mut rows = [false, true].map(|cache| CacheRow {
+        cache,
+        tally: Tally::default(),
+        cpu: Cpu::default(),
+        cache_hits: 0.0,
+        cache_misses: 0.0,
+    });
+    let rounds = rounds.max(1);
+    for round in 0..rounds {
+        let chunk = n / rounds + usize::from(round < n % rounds);
+        for row in rows.iter_mut() {
+            let kind = if row.cache {
+                Kind::CalloutCached
+            } else {
+                Kind::Callout
+            };
+            let target = t.get(fx, kind)?;
+            let client = Arc::new(Client::new(target.port(), Credential::Token(token.clone())));
+            let (h0, m0) = cache_counters(target);
+            let (tally, cpu) = measure(target, &client, chunk, 1).await?;
+            let (h1, m1) = cache_counters(target);
+            row.tally.merge(&tally);
+            row.cpu.add(cpu);
+            row.cache_hits += h1 - h0;
+            row.cache_misses += m1 - m0;
+        }
+    }
+    Ok(rows)
+}

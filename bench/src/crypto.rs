@@ -1,0 +1,137 @@
+//! Where a decision's time goes: the signature primitives one decision runs, as the
+//! host runs them (nkeys' ed25519, jsonwebtoken's RustCrypto backend for access
+//! tokens), and the same RS256/ES256 verifications with ring, which is already in the
+//! dependency tree (rustls), for comparison.
+
+use std::time::Instant;
+
+use anyhow::{Context, Result, bail};
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use jsonwebtoken::jwk::{AlgorithmParameters, Jwk, JwkSet};
+use jsonwebtoken::{Algorithm, DecodingKey};
+
+use crate::fixture::{Alg, Fixture};
+use crate::stats::median;
+
+/// One primitive's cost.
+#[derive(Debug, Clone)]
+pub struct Primitive {
+    pub operation: String,
+    pub used_for: String,
+    pub ns: f64,
+}
+
+/// Median over `batches` of the mean ns of `f` run `n` times; `f` must succeed.
+fn time(batches: usize, n: usize, mut f: impl FnMut() -> bool) -> Result<f64> {
+    let mut means = Vec::with_capacity(batches);
+    for _ in 0..batches {
+        let started = Instant::now();
+        for _ in 0..n {
+            if !std::hint::black_box(f()) {
+                bail!("a primitive failed to verify");
+            }
+        }
+        means.push(started.elapsed().as_nanos() as f64 / n as f64);
+    }
+    Ok(median(&means))
+}
+
+fn key_of(set: &JwkSet, alg: Alg) -> Result<&Jwk> {
+    set.keys
+        .iter()
+        .find(|k| {
+            matches!(
+                (&k.algorithm, alg),
+                (AlgorithmParameters::RSA(_), Alg::Rs256)
+                    | (AlgorithmParameters::EllipticCurve(_), Alg::Es256)
+            )
+        })
+        .with_context(|| format!("no {} key in the JWKS", alg.as_str()))
+}
+
+/// Measure the primitives.
+pub async fn run(fx: &Fixture, batches: usize, n: usize) -> Result<Vec<Primitive>> {
+    let mut out = Vec::new();
+    let kp = nkeys::KeyPair::new_account();
+    let msg = vec![b'x'; 600]; // about the size of a signed request/response JWT body
+    let sig = kp.sign(&msg)?;
+    out.push(Primitive {
+        operation: "ed25519 verify (nkeys)".into(),
+        used_for: "request JWT; nkey mode: the nonce signature".into(),
+        ns: time(batches, n, || kp.verify(&msg, &sig).is_ok())?,
+    });
+    out.push(Primitive {
+        operation: "ed25519 sign (nkeys)".into(),
+        used_for: "user JWT and response JWT".into(),
+        ns: time(batches, n, || kp.sign(&msg).is_ok())?,
+    });
+
+    let jwks: JwkSet = serde_json::from_str(&crate::fixture::http_get(fx.oidc.port, "/jwks")?)
+        .context("provider JWKS")?;
+    for alg in [Alg::Rs256, Alg::Es256] {
+        let token = fx.token(alg).await?;
+        let (message, sig_b64) = token.rsplit_once('.').context("token is not a JWS")?;
+        let sig = URL_SAFE_NO_PAD.decode(sig_b64)?;
+        let jwk = key_of(&jwks, alg)?;
+        let key = DecodingKey::from_jwk(jwk)?;
+        let jalg = match alg {
+            Alg::Rs256 => Algorithm::RS256,
+            Alg::Es256 => Algorithm::ES256,
+        };
+        out.push(Primitive {
+            operation: format!(
+                "{} verify (jsonwebtoken, {})",
+                alg.as_str(),
+                if fx.what_if.is_some() {
+                    "what-if provider"
+                } else {
+                    "RustCrypto"
+                }
+            ),
+            used_for: "oauth2 access token (what the host uses)".into(),
+            ns: time(batches, n, || {
+                jsonwebtoken::crypto::verify(sig_b64, message.as_bytes(), &key, jalg)
+                    .unwrap_or(false)
+            })?,
+        });
+        let ring_ns = match &jwk.algorithm {
+            AlgorithmParameters::RSA(rsa) => {
+                let n_bytes = URL_SAFE_NO_PAD.decode(&rsa.n)?;
+                let e_bytes = URL_SAFE_NO_PAD.decode(&rsa.e)?;
+                let public = ring::signature::RsaPublicKeyComponents {
+                    n: n_bytes,
+                    e: e_bytes,
+                };
+                time(batches, n, || {
+                    public
+                        .verify(
+                            &ring::signature::RSA_PKCS1_2048_8192_SHA256,
+                            message.as_bytes(),
+                            &sig,
+                        )
+                        .is_ok()
+                })?
+            }
+            AlgorithmParameters::EllipticCurve(ec) => {
+                let mut point = vec![0x04];
+                point.extend(URL_SAFE_NO_PAD.decode(&ec.x)?);
+                point.extend(URL_SAFE_NO_PAD.decode(&ec.y)?);
+                let public = ring::signature::UnparsedPublicKey::new(
+                    &ring::signature::ECDSA_P256_SHA256_FIXED,
+                    point,
+                );
+                time(batches, n, || {
+                    public.verify(message.as_bytes(), &sig).is_ok()
+                })?
+            }
+            _ => bail!("unexpected key type"),
+        };
+        out.push(Primitive {
+            operation: format!("{} verify (ring)", alg.as_str()),
+            used_for: "for comparison: already in the tree via rustls".into(),
+            ns: ring_ns,
+        });
+    }
+    Ok(out)
+}
