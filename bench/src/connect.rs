@@ -11,8 +11,10 @@ use crate::fixture::{Alg, Fixture, Target};
 use crate::procs;
 use crate::rawclient::{self, Client, Credential, Outcome, Tally};
 
-/// nats-server's default `authorization.timeout`: a client not admitted by then is
-/// refused (`Authentication Timeout`), whatever the callout answers later.
+/// nats-server's default `authorization.timeout`. It bounds two waits: for the client's
+/// CONNECT (`Authentication Timeout`), and, from the moment nats-server publishes the
+/// auth request, for the callout's answer (`processClientOrLeafCallout`; a late answer
+/// is dropped and the client refused with `Authorization Violation`).
 pub const AUTH_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// Iteration counts of part 2.

@@ -110,7 +110,7 @@ mod full {
     pub const PER_BATCH: usize = 200;
     pub const SEQUENTIAL: usize = 4000;
     pub const CONCURRENT: usize = 10000;
-    pub const ROUNDS: usize = 5;
+    pub const ROUNDS: usize = 10;
     pub const WARMUP: usize = 100;
     pub const STORM: usize = 4000;
     pub const STORM_RUNS: usize = 3;

@@ -34,9 +34,13 @@ pub struct Machine {
     pub commit: String,
     pub nats_server: String,
     pub rustc: String,
-    pub load_before: String,
+    /// [`speed_probe_us`] at the start of the run.
+    pub speed_before: f64,
     /// CPU time the hypervisor gave to others so far (`steal` in /proc/stat), seconds.
     pub steal_before: f64,
+    /// Busy CPU seconds of the whole machine so far (/proc/stat), to tell how much of
+    /// it other processes (other containers on the same kernel) used during the run.
+    pub busy_before: f64,
 }
 
 fn cmd_output(program: &str, args: &[&str]) -> Option<String> {
@@ -46,23 +50,69 @@ fn cmd_output(program: &str, args: &[&str]) -> Option<String> {
         .then(|| String::from_utf8_lossy(&out.stdout).trim().to_owned())
 }
 
-/// Total steal time of all CPUs so far, in seconds (0 where not reported).
-fn steal_seconds() -> f64 {
+/// Fields of the aggregate `cpu` line of /proc/stat, in seconds: user, nice, system,
+/// idle, iowait, irq, softirq, steal, ...
+fn proc_stat_cpu() -> Vec<f64> {
     let stat = std::fs::read_to_string("/proc/stat").unwrap_or_default();
-    let ticks = stat
-        .lines()
-        .next()
-        .and_then(|l| l.split_whitespace().nth(8)?.parse::<f64>().ok())
-        .unwrap_or(0.0);
     // SAFETY: sysconf has no preconditions.
     let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
-    ticks / if hz > 0 { hz as f64 } else { 100.0 }
+    let hz = if hz > 0 { hz as f64 } else { 100.0 };
+    stat.lines()
+        .next()
+        .map(|l| {
+            l.split_whitespace()
+                .skip(1)
+                .filter_map(|v| v.parse::<f64>().ok())
+                .map(|t| t / hz)
+                .collect()
+        })
+        .unwrap_or_default()
 }
 
-fn loadavg() -> String {
-    std::fs::read_to_string("/proc/loadavg")
-        .map(|s| s.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
-        .unwrap_or_default()
+/// Total steal time of all CPUs so far, in seconds (0 where not reported).
+fn steal_seconds() -> f64 {
+    proc_stat_cpu().get(7).copied().unwrap_or(0.0)
+}
+
+/// Busy CPU seconds of all CPUs so far: user, nice, system, irq, softirq.
+fn busy_seconds() -> f64 {
+    let f = proc_stat_cpu();
+    [0, 1, 2, 5, 6].iter().filter_map(|&i| f.get(i)).sum()
+}
+
+/// CPU seconds of this process and of its children that have been waited for (all the
+/// benchmark's children are, once their handles drop).
+fn own_cpu_seconds() -> f64 {
+    // SAFETY: getrusage writes into the zeroed struct we own.
+    let mut children: libc::rusage = unsafe { std::mem::zeroed() };
+    let secs = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
+    let waited = if unsafe { libc::getrusage(libc::RUSAGE_CHILDREN, &mut children) } == 0 {
+        secs(children.ru_utime) + secs(children.ru_stime)
+    } else {
+        0.0
+    };
+    crate::procs::self_cpu_seconds() + waited
+}
+
+/// A fixed CPU-bound workload (an ed25519 verification), µs per run, median of a few
+/// batches. Taken at the start and the end of a run: on a virtual machine whose physical
+/// cores are shared with other guests it shows how much slower a core got, which
+/// neither the load average nor steal time reveals.
+pub fn speed_probe_us() -> f64 {
+    let kp = nkeys::KeyPair::new_account();
+    let msg = [7u8; 600];
+    let Ok(sig) = kp.sign(&msg) else {
+        return f64::NAN;
+    };
+    let mut batches = Vec::new();
+    for _ in 0..7 {
+        let started = std::time::Instant::now();
+        for _ in 0..200 {
+            let _ = std::hint::black_box(kp.verify(&msg, &sig));
+        }
+        batches.push(started.elapsed().as_secs_f64() * 1e6 / 200.0);
+    }
+    crate::stats::median(&batches)
 }
 
 impl Machine {
@@ -103,8 +153,9 @@ impl Machine {
             )
             .unwrap_or_default(),
             rustc: cmd_output("rustc", &["--version"]).unwrap_or_default(),
-            load_before: loadavg(),
+            speed_before: speed_probe_us(),
             steal_before: steal_seconds(),
+            busy_before: busy_seconds() - own_cpu_seconds(),
         }
     }
 }
@@ -181,13 +232,20 @@ impl Results {
             let _ = writeln!(w, "| software | {}, {} |", m.nats_server, m.rustc);
             let _ = writeln!(
                 w,
-                "| load average (1/5/15 min) | {} before, {} after (other processes share the machine) |",
-                m.load_before,
-                loadavg()
+                "| CPU speed probe (one ed25519 verify) | {:.1} µs at the start, {:.1} µs at the end \
+                 (higher = a slower core, e.g. other guests busy on the same physical cores) |",
+                m.speed_before,
+                speed_probe_us()
             );
+            let others = busy_seconds() - own_cpu_seconds() - m.busy_before;
+            let capacity = self.wall.as_secs_f64() * m.cpus.max(1) as f64;
             let _ = writeln!(
                 w,
-                "| CPU steal during the run | {:.1} s (time the hypervisor gave other guests) |",
+                "| CPU used by other processes during the run | {:.0} s of {:.0} s available ({:.0}%; \
+                 from /proc/stat), plus {:.1} s stolen by the hypervisor |",
+                others.max(0.0),
+                capacity,
+                100.0 * others.max(0.0) / capacity,
                 steal_seconds() - m.steal_before
             );
             let _ = writeln!(w, "| wall time | {:.0} s |\n", self.wall.as_secs_f64());
