@@ -6,7 +6,6 @@
 //! generator's.
 
 use std::io::{BufRead, BufReader};
-use std::os::unix::process::CommandExt;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
@@ -38,14 +37,7 @@ impl Process {
                 std::fs::File::create(log)
                     .with_context(|| format!("cannot create {}", log.display()))?,
             ));
-        // SAFETY: prctl is async-signal-safe; it only asks the kernel to kill the child
-        // if the benchmark dies first, so no responder outlives a crashed run.
-        unsafe {
-            cmd.pre_exec(|| {
-                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
-                Ok(())
-            });
-        }
+        nats_callout_tests::dies_with_parent(&mut cmd);
         let mut child = cmd
             .spawn()
             .with_context(|| format!("cannot start {what}"))?;

@@ -22,6 +22,18 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail};
 use nats_callout::app::App;
 
+/// Ask the kernel to kill the child `cmd` spawns when this process dies (SIGKILL), so
+/// no server outlives a crashed or aborted test or benchmark run.
+pub fn dies_with_parent(cmd: &mut Command) {
+    // SAFETY: prctl is async-signal-safe and touches no memory of the parent.
+    unsafe {
+        cmd.pre_exec(|| {
+            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+            Ok(())
+        });
+    }
+}
+
 /// The workspace root (tests/..).
 pub fn workspace_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -133,14 +145,7 @@ impl NatsServer {
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)
             .stderr(log);
-        // SAFETY: prctl is async-signal-safe; it only asks the kernel to kill the child
-        // if this (test) process dies first, so no server outlives a crashed test run.
-        unsafe {
-            cmd.pre_exec(|| {
-                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
-                Ok(())
-            });
-        }
+        dies_with_parent(&mut cmd);
         cmd.spawn()
             .with_context(|| format!("cannot start {}", bin.display()))
     }

@@ -4,7 +4,6 @@
 //! tokens with its keys (for hostile-token tests) and count JWKS fetches.
 
 use std::io::{BufRead, BufReader};
-use std::os::unix::process::CommandExt;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
@@ -62,13 +61,7 @@ impl Oidc {
             .stderr(Stdio::from(std::fs::File::create(
                 dir.path().join("oidc.log"),
             )?));
-        // SAFETY: see NatsServer::start; only asks the kernel to kill the child with us.
-        unsafe {
-            cmd.pre_exec(|| {
-                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
-                Ok(())
-            });
-        }
+        crate::dies_with_parent(&mut cmd);
         let mut child = cmd
             .spawn()
             .context("cannot start node (is Node.js installed? run scripts/setup)")?;
