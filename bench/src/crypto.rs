@@ -1,5 +1,5 @@
 //! Where a decision's time goes: the signature primitives one decision runs, as the
-//! host runs them (nkeys' ed25519, jsonwebtoken's RustCrypto backend for access
+//! host runs them (nkeys' ed25519, jsonwebtoken's aws-lc-rs backend for access
 //! tokens), and the same RS256/ES256 verifications with ring, which is already in the
 //! dependency tree (rustls), for comparison.
 
@@ -66,6 +66,41 @@ pub async fn run(fx: &Fixture, batches: usize, n: usize) -> Result<Vec<Primitive
         used_for: "user JWT and response JWT".into(),
         ns: time(batches, n, || kp.sign(&msg).is_ok())?,
     });
+    // The same key in the other two ed25519 implementations in the tree.
+    let (_, seed) = nkeys::decode_seed(&kp.seed()?)?;
+    let lc = aws_lc_rs::signature::Ed25519KeyPair::from_seed_unchecked(&seed)
+        .map_err(|e| anyhow::anyhow!("aws-lc-rs key: {e}"))?;
+    let rg = ring::signature::Ed25519KeyPair::from_seed_unchecked(&seed)
+        .map_err(|e| anyhow::anyhow!("ring key: {e}"))?;
+    let public = URL_SAFE_NO_PAD
+        .decode(URL_SAFE_NO_PAD.encode(aws_lc_rs::signature::KeyPair::public_key(&lc).as_ref()))?;
+    let lc_pub =
+        aws_lc_rs::signature::UnparsedPublicKey::new(&aws_lc_rs::signature::ED25519, &public);
+    let rg_pub = ring::signature::UnparsedPublicKey::new(&ring::signature::ED25519, &public);
+    for (operation, ns) in [
+        (
+            "ed25519 verify (aws-lc-rs)",
+            time(batches, n, || lc_pub.verify(&msg, &sig).is_ok())?,
+        ),
+        (
+            "ed25519 sign (aws-lc-rs)",
+            time(batches, n, || !lc.sign(&msg).as_ref().is_empty())?,
+        ),
+        (
+            "ed25519 verify (ring)",
+            time(batches, n, || rg_pub.verify(&msg, &sig).is_ok())?,
+        ),
+        (
+            "ed25519 sign (ring)",
+            time(batches, n, || !rg.sign(&msg).as_ref().is_empty())?,
+        ),
+    ] {
+        out.push(Primitive {
+            operation: operation.into(),
+            used_for: "for comparison".into(),
+            ns,
+        });
+    }
 
     let jwks: JwkSet = serde_json::from_str(&crate::fixture::http_get(fx.oidc.port, "/jwks")?)
         .context("provider JWKS")?;
@@ -80,15 +115,7 @@ pub async fn run(fx: &Fixture, batches: usize, n: usize) -> Result<Vec<Primitive
             Alg::Es256 => Algorithm::ES256,
         };
         out.push(Primitive {
-            operation: format!(
-                "{} verify (jsonwebtoken, {})",
-                alg.as_str(),
-                if fx.what_if.is_some() {
-                    "what-if provider"
-                } else {
-                    "RustCrypto"
-                }
-            ),
+            operation: format!("{} verify (jsonwebtoken, aws-lc-rs)", alg.as_str()),
             used_for: "oauth2 access token (what the host uses)".into(),
             ns: time(batches, n, || {
                 jsonwebtoken::crypto::verify(sig_b64, message.as_bytes(), &key, jalg)

@@ -12,7 +12,6 @@ use nats_callout_tests::{Keys, NatsServer, callout_server_config, plugin_dir};
 use serde_json::json;
 
 use crate::procs::{self, Process};
-use crate::whatif::WhatIf;
 
 /// `aud` of the provider's access tokens, and what the callout requires.
 pub const AUDIENCE: &str = "nats-callout";
@@ -53,9 +52,6 @@ pub struct Fixture {
     pub oidc: Oidc,
     /// The NKey device of the nkey mode.
     pub device: Arc<nkeys::KeyPair>,
-    /// An experiment applied to the callout processes started from here (see
-    /// [`crate::whatif`]); `None` for the real thing.
-    pub what_if: Option<WhatIf>,
 }
 
 impl Fixture {
@@ -91,7 +87,6 @@ impl Fixture {
         Ok(Self {
             oidc,
             device: Arc::new(nkeys::KeyPair::new_user()),
-            what_if: None,
         })
     }
 
@@ -227,10 +222,7 @@ impl Target {
             fx.callout_yaml(&server.url(), cache, &format!("127.0.0.1:{metrics_port}")),
         )?;
         let config_arg = config.display().to_string();
-        let mut args = vec!["serve-callout", "--config", &config_arg];
-        if let Some(w) = fx.what_if {
-            args.extend(["--what-if", w.as_str()]);
-        }
+        let args = ["serve-callout", "--config", &config_arg];
         let responder = Process::spawn_self(
             "nats-callout",
             &args,

@@ -13,4 +13,3 @@ pub mod procs;
 pub mod rawclient;
 pub mod report;
 pub mod stats;
-pub mod whatif;

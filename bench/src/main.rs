@@ -14,7 +14,6 @@ use clap::{Parser, Subcommand, ValueEnum};
 use nats_callout_bench::connect::{self, Kind, Targets};
 use nats_callout_bench::fixture::{Fixture, plugin_path};
 use nats_callout_bench::report::{Machine, Results, splice_into};
-use nats_callout_bench::whatif::WhatIf;
 use nats_callout_bench::{children, crypto, pipeline, procs};
 
 #[derive(Parser)]
@@ -62,10 +61,6 @@ struct Cli {
     /// Part 4: reconnects with one token, per cache setting.
     #[arg(long)]
     cache_connects: Option<usize>,
-    /// Experiment: run everything with this change to the host's behaviour (see
-    /// bench/src/whatif.rs), to size an optimisation. Not combinable with --write.
-    #[arg(long, value_enum)]
-    what_if: Option<WhatIf>,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -84,8 +79,6 @@ enum ChildCommand {
     ServeCallout {
         #[arg(long)]
         config: PathBuf,
-        #[arg(long, value_enum)]
-        what_if: Option<WhatIf>,
     },
     /// The null callout responder (baseline).
     #[command(hide = true)]
@@ -149,15 +142,9 @@ fn multi_thread_runtime() -> Result<tokio::runtime::Runtime> {
 fn main() -> Result<()> {
     let cli = Cli::parse();
     match cli.child {
-        Some(ChildCommand::ServeCallout {
-            ref config,
-            what_if,
-        }) => {
+        Some(ChildCommand::ServeCallout { ref config }) => {
             // As `nats-callout run`: logs at info (env AUTH_CALLOUT_LOG to change).
             init_logging(&std::env::var("AUTH_CALLOUT_LOG").unwrap_or_else(|_| "info".into()));
-            if let Some(w) = what_if {
-                w.install()?;
-            }
             multi_thread_runtime()?.block_on(children::serve_callout(config))
         }
         Some(ChildCommand::NullResponder {
@@ -182,12 +169,6 @@ fn bench(cli: &Cli) -> Result<()> {
     init_logging("warn");
     let started = Instant::now();
     check_prerequisites()?;
-    if let Some(w) = cli.what_if {
-        if cli.write.is_some() {
-            bail!("--what-if results are experiments: print them, do not --write them");
-        }
-        w.install()?;
-    }
     let parts = if cli.only.is_empty() {
         vec![Part::Pipeline, Part::Connect, Part::Storm, Part::Cache]
     } else {
@@ -221,7 +202,6 @@ fn bench(cli: &Cli) -> Result<()> {
         machine: Some(Machine::probe()),
         command: command_line(),
         debug_build: cfg!(debug_assertions),
-        what_if: cli.what_if.map(|w| w.as_str().to_owned()),
         ..Default::default()
     };
 
@@ -232,8 +212,7 @@ fn bench(cli: &Cli) -> Result<()> {
         .build()
         .context("cannot start the async runtime")?;
     rt.block_on(async {
-        let mut fx = Fixture::start()?;
-        fx.what_if = cli.what_if;
+        let fx = Fixture::start()?;
         let mut targets = Targets::default();
         for part in &parts {
             let t = Instant::now();

@@ -1,8 +1,7 @@
 //! Part 1: the in-process decision pipeline, `Authorizer::handle` (verify the request,
 //! route, run the plugin, check the grant, sign the user and response JWTs), with the
 //! built-in plugins as WebAssembly components and the same plugin crates compiled
-//! natively. Also the plugin call alone, the thread hop the WASM runner makes, and the
-//! decision cache in process.
+//! natively. Also the plugin call alone and the decision cache in process.
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -108,8 +107,6 @@ pub struct Report {
     pub pipeline: Vec<Pair>,
     /// The plugin chain alone (`Runner::authenticate` on a decoded request).
     pub plugin_call: Vec<Pair>,
-    /// One `tokio::task::spawn_blocking` round trip, which every WASM call makes.
-    pub spawn_blocking_ns: f64,
 }
 
 /// Forged requests of one case, signed by a fake server key, valid for an hour (the
@@ -248,7 +245,7 @@ async fn time_handle(auth: &Authorizer, reqs: &[String]) -> Result<f64> {
 }
 
 /// Mean nanoseconds per plugin call; every call must allow.
-async fn time_runner(runner: &Runner, reqs: &[Arc<sdk::AuthRequest>]) -> Result<f64> {
+async fn time_runner(runner: &Runner, reqs: &[sdk::AuthRequest]) -> Result<f64> {
     let started = Instant::now();
     let mut bad = None;
     for r in reqs {
@@ -335,7 +332,7 @@ pub async fn run(fx: &Fixture, opts: Options) -> Result<Report> {
             .iter()
             .map(|t| {
                 let claims: RequestClaims = nats_callout::jwt::decode_verified(t)?;
-                Ok(Arc::new(plugin::plain_request(&claims.nats, mode, vec![])))
+                Ok(plugin::plain_request(&claims.nats, mode, vec![]))
             })
             .collect::<Result<Vec<_>>>()?;
         time_runner(&wasm, &plain).await?;
@@ -353,21 +350,9 @@ pub async fn run(fx: &Fixture, opts: Options) -> Result<Report> {
         plugin_call.push(Pair::new(case.label(), &w, &n));
     }
 
-    let mut hops = Vec::new();
-    for _ in 0..opts.batches {
-        let started = Instant::now();
-        for _ in 0..opts.per_batch {
-            tokio::task::spawn_blocking(|| std::hint::black_box(0))
-                .await
-                .context("spawn_blocking")?;
-        }
-        hops.push(started.elapsed().as_nanos() as f64 / opts.per_batch as f64);
-    }
-
     Ok(Report {
         pipeline,
         plugin_call,
-        spawn_blocking_ns: median(&hops),
     })
 }
 

@@ -167,8 +167,6 @@ pub struct Results {
     pub command: String,
     pub wall: Duration,
     pub debug_build: bool,
-    /// The experiment this run applied (`--what-if`), if any.
-    pub what_if: Option<String>,
     pub pipeline: Option<(pipeline::Report, pipeline::Options)>,
     /// Signature primitives (part 1's "where the time goes").
     pub primitives: Vec<crate::crypto::Primitive>,
@@ -210,13 +208,6 @@ impl Results {
             let _ = writeln!(
                 w,
                 "> **Debug build: these numbers mean nothing. Run with `--release`.**\n"
-            );
-        }
-        if let Some(experiment) = &self.what_if {
-            let _ = writeln!(
-                w,
-                "> **What-if run (`--what-if {experiment}`): the host behaves as changed by \
-                 bench/src/whatif.rs, not as shipped.**\n"
             );
         }
         if let Some(m) = &self.machine {
@@ -292,8 +283,8 @@ impl Results {
             let _ = writeln!(
                 w,
                 "\nThe plugin call alone (`Runner::authenticate` on a decoded request: for WASM, \
-                 the wait for a pooled instance, the hop to a blocking thread, lowering the \
-                 request into the component, the call, the host capability it makes):\n"
+                 taking a pooled instance, lowering the request into the component, the call \
+                 on a fiber, the host capability it makes):\n"
             );
             let _ = writeln!(
                 w,
@@ -309,11 +300,7 @@ impl Results {
                     r.added_us()
                 );
             }
-            let _ = writeln!(
-                w,
-                "\nOf that, one `tokio::task::spawn_blocking` round trip (empty closure) costs {} µs.\n",
-                us(p.spawn_blocking_ns)
-            );
+            let _ = writeln!(w);
         }
         if !self.primitives.is_empty() {
             let _ = writeln!(

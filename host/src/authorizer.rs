@@ -34,6 +34,8 @@ pub enum LoadError {
     Jwks(#[from] crate::oauth::JwksError),
     #[error(transparent)]
     Ca(#[from] x509::CaError),
+    #[error("issuer key: {0}")]
+    Signer(#[from] crate::jwt::JwtError),
 }
 
 /// How one request ended, for logs and metrics.
@@ -172,7 +174,7 @@ impl Authorizer {
             chains.entry(p.mode).or_default().push(Runner::Wasm(plugin));
         }
         Ok(Self {
-            signer: Signer::new(issuer, xkey),
+            signer: Signer::new(&issuer, xkey)?,
             leeway: cfg.limits.request_leeway,
             chains,
             jwks,
@@ -344,7 +346,7 @@ impl Authorizer {
                 .map_err(|e| format!("{mode}: client certificate rejected: {e}"))?;
         }
         let parsed = x509::parse_chain(chain_pems).map_err(|e| format!("{mode}: {e}"))?;
-        let plain = Arc::new(crate::plugin::plain_request(req, mode, parsed));
+        let plain = crate::plugin::plain_request(req, mode, parsed);
         for plugin in chain {
             let started = std::time::Instant::now();
             let result = plugin.authenticate(&plain).await;

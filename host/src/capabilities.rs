@@ -65,10 +65,11 @@ impl Capabilities {
     }
 
     /// An access token, verified against the configured JWKS with strict rules.
-    pub fn verify_jwt(&self, token: &str) -> Result<VerifiedJwt, String> {
+    pub async fn verify_jwt(&self, token: &str) -> Result<VerifiedJwt, String> {
         match &self.jwks {
             Some(jwks) => jwks
                 .verify(token, crate::request::unix_now())
+                .await
                 .map_err(|e| e.to_string()),
             None => Err(format!(
                 "no JWKS is configured for plugin {:?} (add a jwks section)",

@@ -8,12 +8,12 @@ use crate::claims::{
     ResponsePermission, USER_TYPE, User, UserClaims,
 };
 use crate::decision::{Grant, Limits, UNLIMITED};
-use crate::jwt::{self, JwtError};
+use crate::jwt::{self, JwtError, SigningKey};
 use crate::request::ReplyTarget;
 
 /// The keys that sign and seal responses.
 pub struct Signer {
-    pub issuer: KeyPair,
+    issuer: SigningKey,
     pub issuer_public: String,
     pub xkey: Option<XKey>,
 }
@@ -27,12 +27,13 @@ pub enum RespondError {
 }
 
 impl Signer {
-    pub fn new(issuer: KeyPair, xkey: Option<XKey>) -> Self {
-        Self {
+    /// `issuer` must hold its seed.
+    pub fn new(issuer: &KeyPair, xkey: Option<XKey>) -> Result<Self, JwtError> {
+        Ok(Self {
+            issuer: SigningKey::from_nkey(issuer)?,
             issuer_public: issuer.public_key(),
-            issuer,
             xkey,
-        }
+        })
     }
 
     /// The user JWT. Config mode: `aud` names the target account.

@@ -52,7 +52,8 @@ pub fn request(
         }
     });
     edit(&mut claims);
-    jwt::encode(&mut Claims(claims), server).expect("encoding a JSON object cannot fail")
+    let key = jwt::SigningKey::from_nkey(server).expect("a generated server key has a seed");
+    jwt::encode(&mut Claims(claims), &key).expect("encoding a JSON object cannot fail")
 }
 
 /// The side server and a client on it.

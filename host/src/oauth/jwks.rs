@@ -228,14 +228,15 @@ impl Jwks {
         })
     }
 
-    /// Verify a token. Called from a plugin's host call on a blocking thread; may wait
-    /// up to `unknown_kid_wait` for an on-demand refetch of a rotated key.
-    pub fn verify(&self, token: &str, now: i64) -> Result<VerifiedJwt, TokenError> {
+    /// Verify a token. Called from a plugin's host call; may wait up to
+    /// `unknown_kid_wait` for an on-demand refetch of a rotated key (the plugin's fiber
+    /// is suspended meanwhile, its deadline credited with the wait).
+    pub async fn verify(&self, token: &str, now: i64) -> Result<VerifiedJwt, TokenError> {
         let checked = self.rules.check_header(token)?;
         let key = match self.find(&checked)? {
             Some(k) => k,
             None => {
-                self.refetch_for_unknown_kid();
+                self.refetch_for_unknown_kid().await;
                 self.find(&checked)?.ok_or_else(|| {
                     TokenError::UnknownKid(checked.kid.clone().unwrap_or_default())
                 })?
@@ -282,7 +283,7 @@ impl Jwks {
     }
 
     /// Refetch for an unknown kid, at most once per cool-down, waiting a bounded time.
-    fn refetch_for_unknown_kid(&self) {
+    async fn refetch_for_unknown_kid(&self) {
         {
             let Ok(mut last) = self.last_on_demand.lock() else {
                 return;
@@ -292,13 +293,7 @@ impl Jwks {
             }
             *last = Some(Instant::now());
         }
-        let Ok(handle) = tokio::runtime::Handle::try_current() else {
-            return;
-        };
-        // We are on a blocking-pool thread (plugin calls run there), where block_on is
-        // allowed; the plugin's deadline is credited with this wait by the caller.
-        let wait = self.cfg.unknown_kid_wait;
-        let _ = handle.block_on(async { tokio::time::timeout(wait, self.refresh()).await });
+        let _ = tokio::time::timeout(self.cfg.unknown_kid_wait, self.refresh()).await;
     }
 }
 

@@ -1,5 +1,10 @@
 //! The WebAssembly plugin runtime: one engine, an `InstancePre` per plugin, a bounded
 //! pool of warm instances, and per-call deadlines and memory caps.
+//!
+//! Calls run on wasmtime fibers (`call_async`) on the task that handles the request.
+//! A warm call takes a few microseconds, less than a hop to a blocking thread pool
+//! would; a plugin that runs long yields to the scheduler every epoch tick, so it
+//! never holds a runtime thread, and is interrupted at its deadline.
 
 mod native;
 pub mod precompiled;
@@ -10,7 +15,7 @@ pub use native::NativePlugin;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use wasmtime::component::{Linker, ResourceTable};
 use wasmtime::{
@@ -26,8 +31,10 @@ use crate::claims::AuthorizationRequest;
 use crate::decision::Decision;
 use crate::routing::Mode;
 
-/// Epoch tick. Deadlines are counted in ticks, so this is their resolution; 5 ms keeps
-/// the ticker thread's cost negligible while a 250 ms deadline is still exact to 2%.
+/// Epoch tick: how often a running plugin yields to the scheduler and has its deadline
+/// checked, so the deadline's resolution. 5 ms keeps the ticker thread's cost
+/// negligible, a 250 ms deadline exact to 2%, and a runaway plugin's hold on a runtime
+/// thread short; a warm call (microseconds) rarely sees a tick at all.
 pub(crate) const TICK: Duration = Duration::from_millis(5);
 
 /// Component instances the pooling allocator reserves slots for: every plugin's warm
@@ -73,14 +80,14 @@ pub struct State {
     table: ResourceTable,
     limits: StoreLimits,
     caps: Arc<Capabilities>,
-    /// Epoch ticks spent blocked in host calls (e.g. a JWKS refetch) during the current
-    /// call; the deadline is extended by them, so it measures the plugin's own time.
-    deadline_credit: u64,
+    /// When the current call (or instantiation) is interrupted. Time spent waiting in
+    /// host calls (a JWKS refetch) moves it, so the deadline measures the plugin's own.
+    deadline: Instant,
 }
 
 impl State {
     fn credit_host_time(&mut self, waited: Duration) {
-        self.deadline_credit += (waited.as_micros() / TICK.as_micros()) as u64;
+        self.deadline += waited;
     }
 }
 
@@ -127,6 +134,8 @@ impl PluginEngine {
             .total_core_instances(POOL_SLOTS * 4)
             .total_memories(POOL_SLOTS)
             .total_tables(POOL_SLOTS * 2)
+            // One fiber stack per call in progress, at most one per instance.
+            .total_stacks(POOL_SLOTS)
             .max_memory_size(max_memory_bytes);
         let mut config = Config::new();
         config
@@ -136,7 +145,7 @@ impl PluginEngine {
             .allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
         let engine = Engine::new(&config).map_err(err)?;
         let mut linker = Linker::new(&engine);
-        wasmtime_wasi::p2::add_to_linker_sync(&mut linker).map_err(err)?;
+        wasmtime_wasi::p2::add_to_linker_async(&mut linker).map_err(err)?;
         v0_1_0::add_to_linker(&mut linker).map_err(err)?;
 
         let stop = Arc::new(AtomicBool::new(false));
@@ -193,10 +202,12 @@ impl PluginEngine {
             init_config,
             caps: Arc::new(caps),
             idle: Mutex::new(Vec::with_capacity(limits.instances)),
-            permits: Arc::new(tokio::sync::Semaphore::new(limits.instances)),
+            permits: tokio::sync::Semaphore::new(limits.instances),
             limits,
         });
-        let first = plugin.instantiate().map_err(|e| match e {
+        // Loading runs off the runtime's threads (`check` has none; a reload builds the
+        // new set on a blocking thread), so a local executor drives this first fiber.
+        let first = futures::executor::block_on(plugin.instantiate()).map_err(|e| match e {
             InstantiateError::Init(message) => PluginError::Init {
                 name: name.to_owned(),
                 message,
@@ -236,12 +247,12 @@ pub struct LoadedPlugin {
     idle: Mutex<Vec<Instance>>,
     /// One permit per instance that may exist: bounds memory and CPU per plugin and
     /// gives back-pressure instead of an unbounded pile of instances.
-    permits: Arc<tokio::sync::Semaphore>,
+    permits: tokio::sync::Semaphore,
     limits: CallLimits,
 }
 
 impl LoadedPlugin {
-    fn instantiate(&self) -> Result<Instance, InstantiateError> {
+    async fn instantiate(&self) -> Result<Instance, InstantiateError> {
         let state = State {
             wasi: WasiCtx::builder().build(),
             table: ResourceTable::new(),
@@ -250,30 +261,38 @@ impl LoadedPlugin {
                 .trap_on_grow_failure(true)
                 .build(),
             caps: self.caps.clone(),
-            deadline_credit: 0,
+            deadline: Instant::now(),
         };
         let mut store = Store::new(&self.engine, state);
         store.limiter(|s| &mut s.limits);
         self.refuel(&mut store);
-        store.epoch_deadline_callback(|mut ctx| {
-            let credit = std::mem::take(&mut ctx.data_mut().deadline_credit);
-            Ok(if credit > 0 {
-                UpdateDeadline::Continue(credit)
-            } else {
+        // Called at every tick while the plugin runs: past the deadline it is
+        // interrupted, before it it yields so that other requests get the thread.
+        store.epoch_deadline_callback(|ctx| {
+            Ok(if Instant::now() >= ctx.data().deadline {
                 UpdateDeadline::Interrupt
+            } else {
+                UpdateDeadline::Yield(1)
             })
         });
-        store.set_epoch_deadline(self.deadline_ticks());
+        self.arm(&mut store);
         let world = self
             .pre
-            .instantiate(&mut store)
+            .instantiate_async(&mut store)
+            .await
             .map_err(|e| InstantiateError::Other(format!("{e:#}")))?;
-        store.set_epoch_deadline(self.deadline_ticks());
-        match world.call_init(&mut store, &self.init_config) {
+        self.arm(&mut store);
+        match world.call_init(&mut store, &self.init_config).await {
             Ok(Ok(())) => Ok(Instance { store, world }),
             Ok(Err(message)) => Err(InstantiateError::Init(message)),
             Err(e) => Err(InstantiateError::Other(format!("init trapped: {e:#}"))),
         }
+    }
+
+    /// Start the clock for one call: its deadline, and a deadline check at the next tick.
+    fn arm(&self, store: &mut Store<State>) {
+        store.data_mut().deadline = Instant::now() + self.limits.timeout;
+        store.set_epoch_deadline(1);
     }
 
     /// Fuel for one call. When the engine meters fuel (some plugin has a limit), every
@@ -283,10 +302,6 @@ impl LoadedPlugin {
         let _ = store.set_fuel(self.limits.fuel.unwrap_or(u64::MAX));
     }
 
-    fn deadline_ticks(&self) -> u64 {
-        (self.limits.timeout.as_micros() / TICK.as_micros()).max(1) as u64 + 1
-    }
-
     fn release(&self, instance: Instance) {
         if let Ok(mut idle) = self.idle.lock() {
             idle.push(instance);
@@ -294,46 +309,29 @@ impl LoadedPlugin {
     }
 
     /// Decide one request. Waits for a free instance for at most the call deadline,
-    /// then runs the call on a blocking thread (it is CPU work with its own deadline).
-    pub async fn authenticate(
-        self: &Arc<Self>,
-        request: Arc<sdk::AuthRequest>,
-    ) -> Result<Decision, CallError> {
-        let permit =
-            tokio::time::timeout(self.limits.timeout, self.permits.clone().acquire_owned())
-                .await
-                .map_err(|_| CallError::Busy(self.name.clone()))?
-                .map_err(|_| CallError::Busy(self.name.clone()))?;
-        let this = self.clone();
-        tokio::task::spawn_blocking(move || {
-            let result = this.call(&v0_1_0::request(&request));
-            drop(permit);
-            result
-        })
-        .await
-        .map_err(|e| CallError::Trap(self.name.clone(), e.to_string()))?
-    }
-
-    fn call(
-        &self,
-        request: &v0_1_0::nats_callout::plugin::types::AuthRequest,
-    ) -> Result<Decision, CallError> {
+    /// then runs the call on this task.
+    pub async fn authenticate(&self, request: &sdk::AuthRequest) -> Result<Decision, CallError> {
+        let _permit = tokio::time::timeout(self.limits.timeout, self.permits.acquire())
+            .await
+            .map_err(|_| CallError::Busy(self.name.clone()))?
+            .map_err(|_| CallError::Busy(self.name.clone()))?;
+        let request = v0_1_0::request(request);
         let idle = self.idle.lock().ok().and_then(|mut v| v.pop());
         let mut instance = match idle {
             Some(i) => i,
-            None => self.instantiate().map_err(|e| {
+            None => self.instantiate().await.map_err(|e| {
                 let msg = match e {
                     InstantiateError::Init(m) | InstantiateError::Other(m) => m,
                 };
                 CallError::Instantiate(self.name.clone(), msg)
             })?,
         };
-        instance.store.data_mut().deadline_credit = 0;
-        instance.store.set_epoch_deadline(self.deadline_ticks());
+        self.arm(&mut instance.store);
         self.refuel(&mut instance.store);
         match instance
             .world
-            .call_authenticate(&mut instance.store, request)
+            .call_authenticate(&mut instance.store, &request)
+            .await
         {
             Ok(decision) => {
                 self.release(instance);
@@ -374,12 +372,9 @@ impl Runner {
         }
     }
 
-    pub async fn authenticate(
-        &self,
-        request: &Arc<sdk::AuthRequest>,
-    ) -> Result<Decision, CallError> {
+    pub async fn authenticate(&self, request: &sdk::AuthRequest) -> Result<Decision, CallError> {
         match self {
-            Runner::Wasm(p) => p.authenticate(request.clone()).await,
+            Runner::Wasm(p) => p.authenticate(request).await,
             Runner::Native(p) => Ok(p.authenticate(request)),
         }
     }

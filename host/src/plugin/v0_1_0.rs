@@ -10,6 +10,11 @@ use nats_callout_sdk as sdk;
 wasmtime::component::bindgen!({
     path: "../wit/v0.1.0",
     world: "plugin",
+    // Plugins run on fibers (`call_async`) on the service's own threads: no hop to a
+    // blocking pool per call. `verify-jwt` may wait for a JWKS refetch, so it is the
+    // one async import; the plugin is suspended, not a thread blocked.
+    imports: { "nats-callout:plugin/host.verify-jwt": async },
+    exports: { default: async },
 });
 
 use self::nats_callout::plugin::types as wit;
@@ -47,10 +52,10 @@ impl self::nats_callout::plugin::host::Host for State {
             .verify_nkey_signature(&public_key, &payload, &signature)
     }
 
-    fn verify_jwt(&mut self, token: String) -> Result<wit::VerifiedJwt, String> {
+    async fn verify_jwt(&mut self, token: String) -> Result<wit::VerifiedJwt, String> {
         // May wait for a JWKS refetch: that wait is I/O, not the plugin's CPU time.
         let started = std::time::Instant::now();
-        let result = self.caps.verify_jwt(&token);
+        let result = self.caps.verify_jwt(&token).await;
         self.credit_host_time(started.elapsed());
         result.map(|v| wit::VerifiedJwt {
             claims_json: v.claims_json,
