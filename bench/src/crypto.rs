@@ -67,7 +67,9 @@ pub async fn run(fx: &Fixture, batches: usize, n: usize) -> Result<Vec<Primitive
         .map_err(|e| anyhow::anyhow!("aws-lc-rs key: {e}"))?;
     let rg = ring::signature::Ed25519KeyPair::from_seed_unchecked(&seed)
         .map_err(|e| anyhow::anyhow!("ring key: {e}"))?;
-    let public = aws_lc_rs::signature::KeyPair::public_key(&lc).as_ref().to_vec();
+    let public = aws_lc_rs::signature::KeyPair::public_key(&lc)
+        .as_ref()
+        .to_vec();
     let lc_pub =
         aws_lc_rs::signature::UnparsedPublicKey::new(&aws_lc_rs::signature::ED25519, &public);
     let rg_pub = ring::signature::UnparsedPublicKey::new(&ring::signature::ED25519, &public);
