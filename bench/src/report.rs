@@ -131,8 +131,19 @@ impl Machine {
             .and_then(|v| v.split_whitespace().next()?.parse().ok())
             .unwrap_or(0.0);
         let commit = cmd_output("git", &["rev-parse", "--short=12", "HEAD"]).unwrap_or_default();
-        let dirty = cmd_output("git", &["status", "--porcelain", "--untracked-files=no"])
-            .is_some_and(|s| !s.is_empty());
+        // BENCHMARKS.md is the file this run rewrites; its old text changes no measurement.
+        let dirty = cmd_output(
+            "git",
+            &[
+                "status",
+                "--porcelain",
+                "--untracked-files=no",
+                "--",
+                ".",
+                ":!BENCHMARKS.md",
+            ],
+        )
+        .is_some_and(|s| !s.is_empty());
         Self {
             cpus: std::thread::available_parallelism().map_or(0, |n| n.get()),
             model,
