@@ -50,6 +50,45 @@ fn key_of(set: &JwkSet, alg: Alg) -> Result<&Jwk> {
         .with_context(|| format!("no {} key in the JWKS", alg.as_str()))
 }
 
+/// Runs `f` with its stack frame `PAD` bytes deeper than a direct call would put it.
+#[inline(never)]
+fn with_stack_moved<const PAD: usize>(f: &mut dyn FnMut() -> bool) -> bool {
+    let pad = std::hint::black_box([0u8; PAD]);
+    let ok = f();
+    std::hint::black_box(&pad);
+    ok
+}
+
+/// The same ed25519 verification with the stack moved through one 4 KiB page in 512 B
+/// steps: fastest and slowest of the eight (ns). curve25519-dalek's AVX2 verification
+/// runs measurably slower at some stack addresses than at others (a memory-alias effect
+/// of the CPU, not of the code), and where the stack sits is an accident of the caller:
+/// ASLR for the main thread, the call depth on a wasmtime fiber. This shows how large
+/// that accident is on the machine of the run.
+fn verify_by_stack_address(
+    batches: usize,
+    n: usize,
+    mut verify: impl FnMut() -> bool,
+) -> Result<(f64, f64)> {
+    let shifts: [fn(&mut dyn FnMut() -> bool) -> bool; 8] = [
+        with_stack_moved::<0>,
+        with_stack_moved::<512>,
+        with_stack_moved::<1024>,
+        with_stack_moved::<1536>,
+        with_stack_moved::<2048>,
+        with_stack_moved::<2560>,
+        with_stack_moved::<3072>,
+        with_stack_moved::<3584>,
+    ];
+    let mut times = Vec::with_capacity(shifts.len());
+    for shifted in shifts {
+        times.push(time(batches, n, || shifted(&mut verify))?);
+    }
+    let fastest = times.iter().copied().fold(f64::INFINITY, f64::min);
+    let slowest = times.iter().copied().fold(0.0, f64::max);
+    Ok((fastest, slowest))
+}
+
 /// Measure the primitives.
 pub async fn run(fx: &Fixture, batches: usize, n: usize) -> Result<Vec<Primitive>> {
     let mut out = Vec::new();
@@ -61,6 +100,14 @@ pub async fn run(fx: &Fixture, batches: usize, n: usize) -> Result<Vec<Primitive
         used_for: "request JWT; nkey mode: the nonce signature (what the host uses)".into(),
         ns: time(batches, n, || kp.verify(&msg, &sig).is_ok())?,
     });
+    let (fastest, slowest) = verify_by_stack_address(batches, n, || kp.verify(&msg, &sig).is_ok())?;
+    for (extreme, ns) in [("fastest", fastest), ("slowest", slowest)] {
+        out.push(Primitive {
+            operation: format!("ed25519 verify (nkeys), {extreme} of 8 stack addresses"),
+            used_for: "the same call with its stack moved through one page in 512 B steps".into(),
+            ns,
+        });
+    }
     // The same key in the other two ed25519 implementations in the tree.
     let (_, seed) = nkeys::decode_seed(&kp.seed()?)?;
     let lc = aws_lc_rs::signature::Ed25519KeyPair::from_seed_unchecked(&seed)
