@@ -50,9 +50,12 @@ fn key_of(set: &JwkSet, alg: Alg) -> Result<&Jwk> {
         .with_context(|| format!("no {} key in the JWKS", alg.as_str()))
 }
 
+/// A call that verifies one signature.
+type Verify<'a> = &'a mut dyn FnMut() -> bool;
+
 /// Runs `f` with its stack frame `PAD` bytes deeper than a direct call would put it.
 #[inline(never)]
-fn with_stack_moved<const PAD: usize>(f: &mut dyn FnMut() -> bool) -> bool {
+fn with_stack_moved<const PAD: usize>(f: Verify<'_>) -> bool {
     let pad = std::hint::black_box([0u8; PAD]);
     let ok = f();
     std::hint::black_box(&pad);
@@ -70,7 +73,7 @@ fn verify_by_stack_address(
     n: usize,
     mut verify: impl FnMut() -> bool,
 ) -> Result<(f64, f64)> {
-    let shifts: [fn(&mut dyn FnMut() -> bool) -> bool; 8] = [
+    let shifts: [fn(Verify<'_>) -> bool; 8] = [
         with_stack_moved::<0>,
         with_stack_moved::<512>,
         with_stack_moved::<1024>,
