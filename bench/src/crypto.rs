@@ -99,12 +99,13 @@ pub async fn run(fx: &Fixture, batches: usize, n: usize) -> Result<Vec<Primitive
     let kp = nkeys::KeyPair::new_account();
     let msg = vec![b'x'; 600]; // about the size of a signed request/response JWT body
     let sig = kp.sign(&msg)?;
+    let verify_nkeys = || kp.verify(&msg, &sig).is_ok();
     out.push(Primitive {
         operation: "ed25519 verify (nkeys)".into(),
         used_for: "request JWT; nkey mode: the nonce signature (what the host uses)".into(),
-        ns: time(batches, n, || kp.verify(&msg, &sig).is_ok())?,
+        ns: time(batches, n, verify_nkeys)?,
     });
-    let (fastest, slowest) = verify_by_stack_address(batches, n, || kp.verify(&msg, &sig).is_ok())?;
+    let (fastest, slowest) = verify_by_stack_address(batches, n, verify_nkeys)?;
     for (extreme, ns) in [("fastest", fastest), ("slowest", slowest)] {
         out.push(Primitive {
             operation: format!("ed25519 verify (nkeys), {extreme} of 8 stack addresses"),

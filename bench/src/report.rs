@@ -591,6 +591,61 @@ pub fn splice_into(path: &Path, generated: &str) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::connect::Cpu;
+    use crate::rawclient::Tally;
+
+    /// A part-2 row whose every connect took `ms`: 100 connects in one second.
+    fn row(scenario: &str, client: &'static str, ms: u64) -> Row {
+        let mut tally = Tally {
+            admitted: 100,
+            wall: Duration::from_secs(1),
+            ..Tally::default()
+        };
+        for _ in 0..100 {
+            tally.latencies.push(Duration::from_millis(ms));
+        }
+        Row {
+            scenario: scenario.into(),
+            client,
+            concurrency: 1,
+            tally,
+            cpu: Cpu {
+                server: 0.1,
+                responder: 0.02,
+                client: 0.01,
+            },
+        }
+    }
+
+    #[test]
+    fn each_mode_is_compared_with_the_null_run_of_its_own_credential() {
+        let rows = vec![
+            row("null callout", "anonymous", 1),
+            row("null callout", "RS256 token", 2),
+            row("nats-callout oauth2 RS256", "RS256 token", 3),
+        ];
+        let opts = crate::connect::Options {
+            sequential: 100,
+            concurrent: 0,
+            concurrency: 32,
+            rounds: 1,
+            warmup: 0,
+        };
+        let md = Results {
+            connect: Some((rows, opts)),
+            ..Results::default()
+        }
+        .markdown();
+        // 3 ms against the token run's 2 ms, not against the anonymous run's 1 ms.
+        assert!(
+            md.contains("| nats-callout oauth2 RS256 | RS256 token | 1 | 1.50× | 1.50× |"),
+            "{md}"
+        );
+        assert!(
+            md.contains("| 2. oauth2 p50 ≤ 1.1× null callout, sequential | 1.50× | **missed** |"),
+            "{md}"
+        );
+    }
 
     #[test]
     fn splice_keeps_the_text_around_the_markers() -> Result<()> {
