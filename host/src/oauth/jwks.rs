@@ -6,8 +6,11 @@
 use std::sync::{Arc, Mutex, RwLock, Weak};
 use std::time::{Duration, Instant};
 
+use aws_lc_rs::signature::{self as lc, ParsedPublicKey, RsaPublicKeyComponents};
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use jsonwebtoken::Algorithm;
 use jsonwebtoken::jwk::{AlgorithmParameters, EllipticCurve, Jwk, KeyAlgorithm};
-use jsonwebtoken::{Algorithm, DecodingKey};
 use prometheus::IntCounter;
 
 use super::token::{Key, Rules, TokenError};
@@ -337,10 +340,203 @@ fn usable_key(raw: &serde_json::Value) -> Option<Key> {
             _ => return None,
         },
     };
-    let key = DecodingKey::from_jwk(&jwk).ok()?;
     Some(Key {
+        key: parse_key(&jwk.algorithm, alg)?,
         kid: jwk.common.key_id,
         alg,
-        key,
     })
+}
+
+/// The JWK's public key, parsed once for `alg` (which `usable_key` fitted to its type).
+fn parse_key(params: &AlgorithmParameters, alg: Algorithm) -> Option<ParsedPublicKey> {
+    let b64 = |s: &str| URL_SAFE_NO_PAD.decode(s).ok();
+    match params {
+        AlgorithmParameters::RSA(rsa) => {
+            let params: &'static lc::RsaParameters = match alg {
+                Algorithm::RS256 => &lc::RSA_PKCS1_2048_8192_SHA256,
+                Algorithm::RS384 => &lc::RSA_PKCS1_2048_8192_SHA384,
+                Algorithm::RS512 => &lc::RSA_PKCS1_2048_8192_SHA512,
+                Algorithm::PS256 => &lc::RSA_PSS_2048_8192_SHA256,
+                Algorithm::PS384 => &lc::RSA_PSS_2048_8192_SHA384,
+                Algorithm::PS512 => &lc::RSA_PSS_2048_8192_SHA512,
+                _ => return None,
+            };
+            let components = RsaPublicKeyComponents {
+                n: b64(&rsa.n)?,
+                e: b64(&rsa.e)?,
+            };
+            components.to_parsed_public_key(params).ok()
+        }
+        AlgorithmParameters::EllipticCurve(ec) => {
+            let algorithm: &'static lc::EcdsaVerificationAlgorithm = match alg {
+                Algorithm::ES256 => &lc::ECDSA_P256_SHA256_FIXED,
+                Algorithm::ES384 => &lc::ECDSA_P384_SHA384_FIXED,
+                _ => return None,
+            };
+            // SEC 1 uncompressed point; aws-lc checks it is on the curve.
+            let mut point = vec![0x04];
+            point.extend(b64(&ec.x)?);
+            point.extend(b64(&ec.y)?);
+            ParsedPublicKey::new(algorithm, point).ok()
+        }
+        AlgorithmParameters::OctetKeyPair(okp) if alg == Algorithm::EdDSA => {
+            ParsedPublicKey::new(&lc::ED25519, b64(&okp.x)?).ok()
+        }
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use aws_lc_rs::rand::SystemRandom;
+    use aws_lc_rs::rsa::KeySize;
+    use aws_lc_rs::signature::{
+        ECDSA_P256_SHA256_FIXED_SIGNING, ECDSA_P384_SHA384_FIXED_SIGNING, EcdsaKeyPair,
+        Ed25519KeyPair, KeyPair as _, RSA_PKCS1_SHA256, RSA_PSS_SHA512, RsaKeyPair,
+    };
+    use serde_json::{Value, json};
+
+    use super::*;
+    use crate::oauth::token::Rules;
+
+    const NOW: i64 = 1_000_000;
+
+    fn b64(bytes: &[u8]) -> String {
+        URL_SAFE_NO_PAD.encode(bytes)
+    }
+
+    fn rules() -> Rules {
+        Rules {
+            issuer: "https://idp".into(),
+            audiences: vec!["nats".into()],
+            leeway: Duration::ZERO,
+            max_lifetime: Duration::from_secs(3600),
+            max_token_bytes: 8192,
+            required_typ: None,
+            allowed_clients: None,
+        }
+    }
+
+    /// A token for `alg`, signed by `sign`, and the same token with one payload bit flipped.
+    fn tokens(alg: &str, sign: &dyn Fn(&[u8]) -> Vec<u8>) -> (String, String) {
+        let header = b64(json!({"alg": alg, "kid": "k"}).to_string().as_bytes());
+        let claims = json!({"iss": "https://idp", "aud": "nats", "exp": NOW + 60, "sub": "s"});
+        let payload = b64(claims.to_string().as_bytes());
+        let signed = format!("{header}.{payload}");
+        let sig = b64(&sign(signed.as_bytes()));
+        let forged = b64(claims.to_string().replace("\"s\"", "\"t\"").as_bytes());
+        (
+            format!("{signed}.{sig}"),
+            format!("{header}.{forged}.{sig}"),
+        )
+    }
+
+    /// Every key type the JWKS may hold: its JWK is parsed once, verifies its own tokens
+    /// and refuses a tampered payload and the other keys' signatures.
+    #[test]
+    fn each_key_type_verifies_its_tokens_only() {
+        let rng = SystemRandom::new();
+        let rsa = RsaKeyPair::generate(KeySize::Rsa2048).unwrap();
+        let rsa_jwk = |alg: &str| {
+            let p = rsa.public_key();
+            json!({"kty": "RSA", "kid": "k", "alg": alg,
+                "n": b64(p.modulus().big_endian_without_leading_zero()),
+                "e": b64(p.exponent().big_endian_without_leading_zero())})
+        };
+        let rsa_sign = |pad: &'static dyn aws_lc_rs::signature::RsaEncoding| {
+            let rsa = &rsa;
+            let rng = &rng;
+            move |m: &[u8]| {
+                let mut sig = vec![0; rsa.public_modulus_len()];
+                rsa.sign(pad, rng, m, &mut sig).unwrap();
+                sig
+            }
+        };
+        let ec = |alg: &'static aws_lc_rs::signature::EcdsaSigningAlgorithm, crv: &str| {
+            let kp = EcdsaKeyPair::generate(alg).unwrap();
+            let point = kp.public_key().as_ref().to_vec();
+            let half = (point.len() - 1) / 2;
+            let jwk = json!({"kty": "EC", "kid": "k", "crv": crv,
+                "x": b64(&point[1..=half]), "y": b64(&point[1 + half..])});
+            (jwk, kp)
+        };
+        let (p256_jwk, p256) = ec(&ECDSA_P256_SHA256_FIXED_SIGNING, "P-256");
+        let (p384_jwk, p384) = ec(&ECDSA_P384_SHA384_FIXED_SIGNING, "P-384");
+        let ed = Ed25519KeyPair::generate().unwrap();
+        let ed_jwk = json!({"kty": "OKP", "kid": "k", "crv": "Ed25519",
+            "x": b64(ed.public_key().as_ref())});
+
+        type Signer<'a> = Box<dyn Fn(&[u8]) -> Vec<u8> + 'a>;
+        let cases: Vec<(&str, Value, Signer)> = vec![
+            (
+                "RS256",
+                rsa_jwk("RS256"),
+                Box::new(rsa_sign(&RSA_PKCS1_SHA256)),
+            ),
+            (
+                "PS512",
+                rsa_jwk("PS512"),
+                Box::new(rsa_sign(&RSA_PSS_SHA512)),
+            ),
+            (
+                "ES256",
+                p256_jwk,
+                Box::new(|m| p256.sign(&rng, m).unwrap().as_ref().to_vec()),
+            ),
+            (
+                "ES384",
+                p384_jwk,
+                Box::new(|m| p384.sign(&rng, m).unwrap().as_ref().to_vec()),
+            ),
+            ("EdDSA", ed_jwk, Box::new(|m| ed.sign(m).as_ref().to_vec())),
+        ];
+        let keys: Vec<Key> = cases
+            .iter()
+            .map(|(alg, jwk, _)| usable_key(jwk).unwrap_or_else(|| panic!("{alg} JWK refused")))
+            .collect();
+        let r = rules();
+        for (i, (alg, _, sign)) in cases.iter().enumerate() {
+            let (good, forged) = tokens(alg, sign);
+            let checked = r.check_header(&good).unwrap();
+            let (claims, exp) = r.verify(&good, &checked, &keys[i], NOW).unwrap();
+            assert_eq!(
+                (claims["sub"].as_str(), exp),
+                (Some("s"), NOW + 60),
+                "{alg}"
+            );
+            assert_eq!(
+                r.verify(&forged, &checked, &keys[i], NOW).err(),
+                Some(TokenError::Signature),
+                "{alg}: tampered payload"
+            );
+            for (j, other) in keys.iter().enumerate().filter(|(j, _)| *j != i) {
+                let refused = r.verify(&good, &checked, other, NOW).unwrap_err();
+                assert!(
+                    matches!(
+                        refused,
+                        TokenError::KeyAlgorithm { .. } | TokenError::Signature
+                    ),
+                    "{alg} token under key {j}: {refused:?}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn keys_that_do_not_fit_their_algorithm_are_skipped() {
+        let ed = Ed25519KeyPair::generate().unwrap();
+        let x = b64(ed.public_key().as_ref());
+        for jwk in [
+            json!({"kty": "OKP", "crv": "Ed25519", "alg": "ES256", "x": x}),
+            json!({"kty": "OKP", "crv": "Ed25519", "x": b64(&[1; 31])}),
+            json!({"kty": "EC", "crv": "P-256", "x": x, "y": x}),
+            json!({"kty": "RSA", "alg": "ES256", "n": x, "e": "AQAB"}),
+            json!({"kty": "oct", "k": x}),
+            json!({"kty": "OKP", "crv": "Ed25519", "use": "enc", "x": x}),
+        ] {
+            assert!(usable_key(&jwk).is_none(), "{jwk}");
+        }
+    }
 }
