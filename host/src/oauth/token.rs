@@ -4,7 +4,7 @@
 //!
 //! Signatures are checked with aws-lc-rs keys parsed once, when the JWKS is loaded
 //! (`jsonwebtoken::decode` would rebuild an RSA key, Montgomery constants included, on
-//! every token: 17% of an RS256 verification, BENCHMARKS.md), and the payload is
+//! every token: 15-20% of an RS256 verification, BENCHMARKS.md), and the payload is
 //! deserialised once, after the signature holds. jsonwebtoken still reads the JWKS.
 
 use std::collections::HashSet;
