@@ -179,29 +179,13 @@ pub async fn run(fx: &Fixture, batches: usize, n: usize) -> Result<Vec<Primitive
                     .unwrap_or(false)
             })?,
         });
-        let parsed = match &jwk.algorithm {
-            AlgorithmParameters::RSA(rsa) => aws_lc_rs::signature::RsaPublicKeyComponents {
-                n: URL_SAFE_NO_PAD.decode(&rsa.n)?,
-                e: URL_SAFE_NO_PAD.decode(&rsa.e)?,
-            }
-            .to_parsed_public_key(&aws_lc_rs::signature::RSA_PKCS1_2048_8192_SHA256),
-            AlgorithmParameters::EllipticCurve(ec) => {
-                let mut point = vec![0x04];
-                point.extend(URL_SAFE_NO_PAD.decode(&ec.x)?);
-                point.extend(URL_SAFE_NO_PAD.decode(&ec.y)?);
-                aws_lc_rs::signature::ParsedPublicKey::new(
-                    &aws_lc_rs::signature::ECDSA_P256_SHA256_FIXED,
-                    point,
-                )
-            }
-            _ => bail!("unexpected key type"),
-        }
-        .map_err(|e| anyhow::anyhow!("aws-lc-rs key: {e}"))?;
+        // The key exactly as the host's JWKS loader builds it.
+        let parsed = nats_callout::oauth::jwks::usable_key(jwk).context("JWK not usable")?;
         out.push(Primitive {
             operation: format!("{} verify (aws-lc-rs, key parsed once)", alg.as_str()),
             used_for: "oauth2 access token (what the host uses)".into(),
             ns: time(batches, n, || {
-                parsed.verify_sig(message.as_bytes(), &sig).is_ok()
+                parsed.key.verify_sig(message.as_bytes(), &sig).is_ok()
             })?,
         });
         let ring_ns = match &jwk.algorithm {

@@ -10,8 +10,9 @@ use aws_lc_rs::signature::{self as lc, ParsedPublicKey, RsaPublicKeyComponents};
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use jsonwebtoken::Algorithm;
-use jsonwebtoken::jwk::{AlgorithmParameters, EllipticCurve, Jwk, KeyAlgorithm};
+use jsonwebtoken::jwk::{AlgorithmParameters, EllipticCurve, Jwk, KeyAlgorithm, PublicKeyUse};
 use prometheus::IntCounter;
+use serde::Deserialize as _;
 
 use super::token::{Key, Rules, TokenError};
 use crate::capabilities::VerifiedJwt;
@@ -144,7 +145,11 @@ impl Jwks {
                 self.cfg.max_keys
             )));
         }
-        let keys: Vec<Arc<Key>> = raw.iter().filter_map(usable_key).map(Arc::new).collect();
+        let keys: Vec<Arc<Key>> = raw
+            .iter()
+            .filter_map(|k| usable_key(&Jwk::deserialize(k).ok()?))
+            .map(Arc::new)
+            .collect();
         if keys.is_empty() {
             return Err(err(
                 "no usable signing key (RSA, EC P-256/P-384 or Ed25519)".into(),
@@ -306,84 +311,64 @@ fn install_crypto_provider() {
     let _ = rustls::crypto::ring::default_provider().install_default();
 }
 
-/// A JWK we can verify with, pinned to one algorithm: the JWK's own `alg` when it has
-/// one (and it must fit the key type), else the only algorithm its curve allows, else
-/// RS256 for RSA. `oct` (HMAC) keys and encryption keys are ignored.
-fn usable_key(raw: &serde_json::Value) -> Option<Key> {
-    let jwk: Jwk = serde_json::from_value(raw.clone()).ok()?;
-    if matches!(
-        jwk.common.public_key_use,
-        Some(jsonwebtoken::jwk::PublicKeyUse::Encryption)
-    ) {
+/// A JWK we can verify with, parsed once and pinned to one algorithm: the JWK's own
+/// `alg` when it has one (and it must fit the key type), else the only algorithm its
+/// curve allows, else RS256 for RSA. `oct` (HMAC) keys, encryption keys and keys that do
+/// not parse are ignored. Public so that the benchmark times the keys the host uses.
+pub fn usable_key(jwk: &Jwk) -> Option<Key> {
+    if matches!(jwk.common.public_key_use, Some(PublicKeyUse::Encryption)) {
         return None;
     }
-    let declared = jwk.common.key_algorithm;
-    let alg = match (&jwk.algorithm, declared) {
-        (AlgorithmParameters::OctetKey(_), _) => return None,
-        (AlgorithmParameters::RSA(_), None) => Algorithm::RS256,
-        (AlgorithmParameters::RSA(_), Some(a)) => match a {
-            KeyAlgorithm::RS256 => Algorithm::RS256,
-            KeyAlgorithm::RS384 => Algorithm::RS384,
-            KeyAlgorithm::RS512 => Algorithm::RS512,
-            KeyAlgorithm::PS256 => Algorithm::PS256,
-            KeyAlgorithm::PS384 => Algorithm::PS384,
-            KeyAlgorithm::PS512 => Algorithm::PS512,
-            _ => return None,
-        },
-        (AlgorithmParameters::EllipticCurve(ec), a) => match (&ec.curve, a) {
-            (EllipticCurve::P256, None | Some(KeyAlgorithm::ES256)) => Algorithm::ES256,
-            (EllipticCurve::P384, None | Some(KeyAlgorithm::ES384)) => Algorithm::ES384,
-            _ => return None,
-        },
-        (AlgorithmParameters::OctetKeyPair(okp), a) => match (&okp.curve, a) {
-            (EllipticCurve::Ed25519, None | Some(KeyAlgorithm::EdDSA)) => Algorithm::EdDSA,
-            _ => return None,
-        },
-    };
-    Some(Key {
-        key: parse_key(&jwk.algorithm, alg)?,
-        kid: jwk.common.key_id,
-        alg,
-    })
-}
-
-/// The JWK's public key, parsed once for `alg` (which `usable_key` fitted to its type).
-fn parse_key(params: &AlgorithmParameters, alg: Algorithm) -> Option<ParsedPublicKey> {
     let b64 = |s: &str| URL_SAFE_NO_PAD.decode(s).ok();
-    match params {
+    let declared = jwk.common.key_algorithm;
+    let (alg, key) = match &jwk.algorithm {
         AlgorithmParameters::RSA(rsa) => {
-            let params: &'static lc::RsaParameters = match alg {
-                Algorithm::RS256 => &lc::RSA_PKCS1_2048_8192_SHA256,
-                Algorithm::RS384 => &lc::RSA_PKCS1_2048_8192_SHA384,
-                Algorithm::RS512 => &lc::RSA_PKCS1_2048_8192_SHA512,
-                Algorithm::PS256 => &lc::RSA_PSS_2048_8192_SHA256,
-                Algorithm::PS384 => &lc::RSA_PSS_2048_8192_SHA384,
-                Algorithm::PS512 => &lc::RSA_PSS_2048_8192_SHA512,
+            let (alg, params): (_, &'static lc::RsaParameters) = match declared {
+                None | Some(KeyAlgorithm::RS256) => {
+                    (Algorithm::RS256, &lc::RSA_PKCS1_2048_8192_SHA256)
+                }
+                Some(KeyAlgorithm::RS384) => (Algorithm::RS384, &lc::RSA_PKCS1_2048_8192_SHA384),
+                Some(KeyAlgorithm::RS512) => (Algorithm::RS512, &lc::RSA_PKCS1_2048_8192_SHA512),
+                Some(KeyAlgorithm::PS256) => (Algorithm::PS256, &lc::RSA_PSS_2048_8192_SHA256),
+                Some(KeyAlgorithm::PS384) => (Algorithm::PS384, &lc::RSA_PSS_2048_8192_SHA384),
+                Some(KeyAlgorithm::PS512) => (Algorithm::PS512, &lc::RSA_PSS_2048_8192_SHA512),
                 _ => return None,
             };
             let components = RsaPublicKeyComponents {
                 n: b64(&rsa.n)?,
                 e: b64(&rsa.e)?,
             };
-            components.to_parsed_public_key(params).ok()
+            (alg, components.to_parsed_public_key(params).ok()?)
         }
         AlgorithmParameters::EllipticCurve(ec) => {
-            let algorithm: &'static lc::EcdsaVerificationAlgorithm = match alg {
-                Algorithm::ES256 => &lc::ECDSA_P256_SHA256_FIXED,
-                Algorithm::ES384 => &lc::ECDSA_P384_SHA384_FIXED,
-                _ => return None,
-            };
+            let (alg, algorithm): (_, &'static lc::EcdsaVerificationAlgorithm) =
+                match (&ec.curve, declared) {
+                    (EllipticCurve::P256, None | Some(KeyAlgorithm::ES256)) => {
+                        (Algorithm::ES256, &lc::ECDSA_P256_SHA256_FIXED)
+                    }
+                    (EllipticCurve::P384, None | Some(KeyAlgorithm::ES384)) => {
+                        (Algorithm::ES384, &lc::ECDSA_P384_SHA384_FIXED)
+                    }
+                    _ => return None,
+                };
             // SEC 1 uncompressed point; aws-lc checks it is on the curve.
-            let mut point = vec![0x04];
-            point.extend(b64(&ec.x)?);
-            point.extend(b64(&ec.y)?);
-            ParsedPublicKey::new(algorithm, point).ok()
+            let point = [&[0x04][..], &b64(&ec.x)?, &b64(&ec.y)?].concat();
+            (alg, ParsedPublicKey::new(algorithm, point).ok()?)
         }
-        AlgorithmParameters::OctetKeyPair(okp) if alg == Algorithm::EdDSA => {
-            ParsedPublicKey::new(&lc::ED25519, b64(&okp.x)?).ok()
-        }
-        _ => None,
-    }
+        AlgorithmParameters::OctetKeyPair(okp) => match (&okp.curve, declared) {
+            (EllipticCurve::Ed25519, None | Some(KeyAlgorithm::EdDSA)) => (
+                Algorithm::EdDSA,
+                ParsedPublicKey::new(&lc::ED25519, b64(&okp.x)?).ok()?,
+            ),
+            _ => return None,
+        },
+        AlgorithmParameters::OctetKey(_) => return None,
+    };
+    Some(Key {
+        kid: jwk.common.key_id.clone(),
+        alg,
+        key,
+    })
 }
 
 #[cfg(test)]
@@ -407,6 +392,11 @@ mod tests {
         URL_SAFE_NO_PAD.encode(bytes)
     }
 
+    /// `usable_key` on a JWK written as JSON, as the loader calls it.
+    fn key(jwk: &Value) -> Option<Key> {
+        usable_key(&Jwk::deserialize(jwk).ok()?)
+    }
+
     fn rules() -> Rules {
         Rules {
             issuer: "https://idp".into(),
@@ -419,7 +409,7 @@ mod tests {
         }
     }
 
-    /// A token for `alg`, signed by `sign`, and the same token with one payload bit flipped.
+    /// A token for `alg`, signed by `sign`, and the same token with its subject changed.
     fn tokens(alg: &str, sign: &dyn Fn(&[u8]) -> Vec<u8>) -> (String, String) {
         let header = b64(json!({"alg": alg, "kid": "k"}).to_string().as_bytes());
         let claims = json!({"iss": "https://idp", "aud": "nats", "exp": NOW + 60, "sub": "s"});
@@ -494,7 +484,7 @@ mod tests {
         ];
         let keys: Vec<Key> = cases
             .iter()
-            .map(|(alg, jwk, _)| usable_key(jwk).unwrap_or_else(|| panic!("{alg} JWK refused")))
+            .map(|(alg, jwk, _)| key(jwk).unwrap_or_else(|| panic!("{alg} JWK refused")))
             .collect();
         let r = rules();
         for (i, (alg, _, sign)) in cases.iter().enumerate() {
@@ -536,7 +526,7 @@ mod tests {
             json!({"kty": "oct", "k": x}),
             json!({"kty": "OKP", "crv": "Ed25519", "use": "enc", "x": x}),
         ] {
-            assert!(usable_key(&jwk).is_none(), "{jwk}");
+            assert!(key(&jwk).is_none(), "{jwk}");
         }
     }
 }
