@@ -1,6 +1,6 @@
 //! Where a decision's time goes: the signature primitives one decision runs, as the
-//! host runs them (nkeys' ed25519 to verify the request, aws-lc-rs' ed25519 to sign the
-//! user and response JWTs, aws-lc-rs with keys parsed once for access tokens), and the
+//! host runs them (aws-lc-rs for all of them: ed25519 to verify the request and sign the
+//! user and response JWTs, RSA and ECDSA with keys parsed once for access tokens), and the
 //! alternatives already in the dependency tree (ring via rustls, and each ed25519
 //! implementation for both operations), for comparison.
 
@@ -65,15 +65,11 @@ fn with_stack_moved<const PAD: usize>(f: Verify<'_>) -> bool {
 
 /// The same ed25519 verification with the stack moved through one 4 KiB page in 512 B
 /// steps: fastest and slowest of the eight (ns). curve25519-dalek's AVX2 verification
-/// runs measurably slower at some stack addresses than at others (a memory-alias effect
-/// of the CPU, not of the code), and where the stack sits is an accident of the caller:
-/// ASLR for the main thread, the call depth on a wasmtime fiber. This shows how large
-/// that accident is on the machine of the run.
-fn verify_by_stack_address(
-    batches: usize,
-    n: usize,
-    mut verify: impl FnMut() -> bool,
-) -> Result<(f64, f64)> {
+/// (nkeys) runs measurably slower at some stack addresses than at others (a memory-alias
+/// effect of the CPU, not of the code), and where the stack sits is an accident of the
+/// caller: ASLR for the main thread, the call depth on a wasmtime fiber. This shows how
+/// large that accident is on the machine of the run, for the host's backend and dalek.
+fn verify_by_stack_address(batches: usize, n: usize, verify: Verify<'_>) -> Result<(f64, f64)> {
     let shifts: [fn(Verify<'_>) -> bool; 8] = [
         with_stack_moved::<0>,
         with_stack_moved::<512>,
@@ -86,7 +82,7 @@ fn verify_by_stack_address(
     ];
     let mut times = Vec::with_capacity(shifts.len());
     for shifted in shifts {
-        times.push(time(batches, n, || shifted(&mut verify))?);
+        times.push(time(batches, n, || shifted(&mut *verify))?);
     }
     let fastest = times.iter().copied().fold(f64::INFINITY, f64::min);
     let slowest = times.iter().copied().fold(0.0, f64::max);
@@ -99,17 +95,60 @@ pub async fn run(fx: &Fixture, batches: usize, n: usize) -> Result<Vec<Primitive
     let kp = nkeys::KeyPair::new_account();
     let msg = vec![b'x'; 600]; // about the size of a signed request/response JWT body
     let sig = kp.sign(&msg)?;
-    let verify_nkeys = || kp.verify(&msg, &sig).is_ok();
-    out.push(Primitive {
-        operation: "ed25519 verify (nkeys)".into(),
-        used_for: "request JWT; nkey mode: the nonce signature (what the host uses)".into(),
-        ns: time(batches, n, verify_nkeys)?,
-    });
-    let (fastest, slowest) = verify_by_stack_address(batches, n, verify_nkeys)?;
-    for (extreme, ns) in [("fastest", fastest), ("slowest", slowest)] {
+    // The key exactly as the host parses and caches it.
+    let host_key = nats_callout::keys::PublicKey::parse(&kp.public_key())?;
+    let verifiers: [(&str, &str, Verify<'_>); 2] = [
+        (
+            "aws-lc-rs, key parsed once",
+            "request JWT; nkey mode: the nonce signature (what the host uses)",
+            &mut || host_key.verify(&msg, &sig).is_ok(),
+        ),
+        ("nkeys", "for comparison", &mut || {
+            kp.verify(&msg, &sig).is_ok()
+        }),
+    ];
+    for (backend, used_for, verify) in verifiers {
         out.push(Primitive {
-            operation: format!("ed25519 verify (nkeys), {extreme} of 8 stack addresses"),
-            used_for: "the same call with its stack moved through one page in 512 B steps".into(),
+            operation: format!("ed25519 verify ({backend})"),
+            used_for: used_for.into(),
+            ns: time(batches, n, &mut *verify)?,
+        });
+        let (fastest, slowest) = verify_by_stack_address(batches, n, verify)?;
+        for (extreme, ns) in [("fastest", fastest), ("slowest", slowest)] {
+            out.push(Primitive {
+                operation: format!("ed25519 verify ({backend}), {extreme} of 8 stack addresses"),
+                used_for: "the same call with its stack moved through one page in 512 B steps"
+                    .into(),
+                ns,
+            });
+        }
+    }
+    // nats-server sends a fresh `user_nkey` with every request; the host checks its type.
+    let user = nkeys::KeyPair::new_user().public_key();
+    for (operation, used_for, ns) in [
+        (
+            "NKey public key parse (aws-lc-rs)",
+            "a client's NKey or a server id, once: the host caches them",
+            time(batches, n, || {
+                nats_callout::keys::PublicKey::parse(&user).is_ok()
+            })?,
+        ),
+        (
+            "NKey public key parse (nkeys: decompresses the point)",
+            "for comparison: how the host checked the fresh user_nkey of every request before",
+            time(batches, n, || nkeys::KeyPair::from_public_key(&user).is_ok())?,
+        ),
+        (
+            "NKey type check (base32, CRC, prefix)",
+            "the fresh user_nkey of every request (what the host does now)",
+            time(batches, n, || {
+                nats_callout::keys::is_public_key_of(&user, nkeys::KeyPairType::User)
+            })?,
+        ),
+    ] {
+        out.push(Primitive {
+            operation: operation.into(),
+            used_for: used_for.into(),
             ns,
         });
     }
@@ -122,8 +161,6 @@ pub async fn run(fx: &Fixture, batches: usize, n: usize) -> Result<Vec<Primitive
     let public = aws_lc_rs::signature::KeyPair::public_key(&lc)
         .as_ref()
         .to_vec();
-    let lc_pub =
-        aws_lc_rs::signature::UnparsedPublicKey::new(&aws_lc_rs::signature::ED25519, &public);
     let rg_pub = ring::signature::UnparsedPublicKey::new(&ring::signature::ED25519, &public);
     for (operation, used_for, ns) in [
         (
@@ -140,11 +177,6 @@ pub async fn run(fx: &Fixture, batches: usize, n: usize) -> Result<Vec<Primitive
             "ed25519 sign (ring)",
             "for comparison",
             time(batches, n, || !rg.sign(&msg).as_ref().is_empty())?,
-        ),
-        (
-            "ed25519 verify (aws-lc-rs)",
-            "for comparison",
-            time(batches, n, || lc_pub.verify(&msg, &sig).is_ok())?,
         ),
         (
             "ed25519 verify (ring)",

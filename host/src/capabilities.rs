@@ -53,7 +53,7 @@ impl Capabilities {
     ) -> Result<(), String> {
         let key = crate::keys::public_key(public_key)
             .map_err(|_| "nkey is not a valid public key".to_owned())?;
-        if key.key_pair_type() != KeyPairType::User {
+        if key.kind() != KeyPairType::User {
             return Err("nkey is not a user key (U...)".into());
         }
         let sig = [URL_SAFE_NO_PAD, STANDARD, URL_SAFE, STANDARD_NO_PAD]

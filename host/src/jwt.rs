@@ -4,7 +4,8 @@
 //! Written here rather than taken from a crate: `jsonwebtoken` has no `ed25519-nkey`
 //! algorithm, and the NATS JWT crates on crates.io cover user/account claims only, not
 //! the authorization request/response claims this service lives on. The crypto itself
-//! is the `nkeys` crate's for verifying and aws-lc-rs's for signing ([`SigningKey`]).
+//! is aws-lc-rs' for both: verifying through [`crate::keys::PublicKey`], signing with
+//! [`SigningKey`].
 
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;

@@ -1,4 +1,4 @@
-//! NKey material: the three seeds this service holds, and a cache of parsed public keys.
+//! NKey material: the three seeds this service holds, and parsed public keys (cached).
 //!
 //! Seeds come from a file or an environment variable, never from the YAML, and are
 //! never formatted: `nkeys::KeyPair`'s `Debug` prints only the key type.
@@ -7,6 +7,8 @@ use std::collections::HashMap;
 use std::path::Path;
 use std::sync::{Arc, OnceLock, RwLock};
 
+use aws_lc_rs::error::Unspecified;
+use aws_lc_rs::signature::{ED25519, ParsedPublicKey};
 use nkeys::{KeyPair, KeyPairType, XKey};
 
 #[derive(Debug, thiserror::Error)]
@@ -113,34 +115,77 @@ impl SeedSource<'_> {
     }
 }
 
+/// An NKey public key ready to verify with: its type, from the prefix, and the ed25519
+/// key held by aws-lc-rs.
+///
+/// Verification is aws-lc-rs' rather than the nkeys crate's (ed25519-dalek): on the
+/// benchmark machine it is as fast as dalek at its best and, unlike dalek, does not slow
+/// down by up to a third at unlucky stack addresses (BENCHMARKS.md, primitives table).
+/// Where the stack sits is an accident of the caller (a tokio worker, a wasmtime fiber
+/// at a fixed call depth), and every request is verified, so steadiness matters as much
+/// as the best case. The string form (base32, CRC, prefix) is still decoded by nkeys.
+pub struct PublicKey {
+    kind: KeyPairType,
+    key: ParsedPublicKey,
+}
+
+/// A string that is not an NKey public key (length, base32, checksum or prefix).
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[error("not a valid NKey public key")]
+pub struct InvalidPublicKey;
+
+impl PublicKey {
+    /// Decode `N...`, `U...`, `A...` (any public-key prefix). The curve point is not
+    /// checked here: a key that is not one never verifies a signature.
+    pub fn parse(text: &str) -> Result<Self, InvalidPublicKey> {
+        let (prefix, bytes) = nkeys::from_public_key(text).map_err(|_| InvalidPublicKey)?;
+        let key = ParsedPublicKey::new(&ED25519, bytes).map_err(|_| InvalidPublicKey)?;
+        Ok(Self {
+            kind: KeyPairType::from(prefix),
+            key,
+        })
+    }
+
+    pub fn kind(&self) -> KeyPairType {
+        self.kind.clone()
+    }
+
+    /// Check an ed25519 signature over `message`.
+    pub fn verify(&self, message: &[u8], signature: &[u8]) -> Result<(), Unspecified> {
+        self.key.verify_sig(message, signature)
+    }
+}
+
 /// How many parsed public keys to keep. Server ids and client NKeys repeat across
-/// connections; parsing one costs a base32 decode, a CRC and a curve-point
-/// decompression (~20 us), far more than a map lookup. 4096 covers a large fleet of
-/// servers plus the busiest NKey clients; beyond it the cache is simply cleared.
+/// connections; a lookup (a hash and a read lock) is cheaper than the base32 decode,
+/// CRC and key allocation of a parse. 4096 covers a large fleet of servers plus the
+/// busiest NKey clients; beyond it the cache is simply cleared.
 const PUBLIC_KEY_CACHE: usize = 4096;
 
-/// Parse a public key (`N...`, `U...`, `A...`), cached.
-pub fn public_key(key: &str) -> Result<Arc<KeyPair>, nkeys::error::Error> {
-    static CACHE: OnceLock<RwLock<HashMap<String, Arc<KeyPair>>>> = OnceLock::new();
+/// Parse a public key that signs things we verify (a server id, a client's NKey), cached.
+pub fn public_key(key: &str) -> Result<Arc<PublicKey>, InvalidPublicKey> {
+    static CACHE: OnceLock<RwLock<HashMap<String, Arc<PublicKey>>>> = OnceLock::new();
     let cache = CACHE.get_or_init(Default::default);
     if let Ok(map) = cache.read()
-        && let Some(kp) = map.get(key)
+        && let Some(k) = map.get(key)
     {
-        return Ok(kp.clone());
+        return Ok(k.clone());
     }
-    let kp = Arc::new(KeyPair::from_public_key(key)?);
+    let parsed = Arc::new(PublicKey::parse(key)?);
     if let Ok(mut map) = cache.write() {
         if map.len() >= PUBLIC_KEY_CACHE {
             map.clear();
         }
-        map.insert(key.to_owned(), kp.clone());
+        map.insert(key.to_owned(), parsed.clone());
     }
-    Ok(kp)
+    Ok(parsed)
 }
 
 /// Is `key` a public key of this type? (e.g. the server id must be an `N...` key.)
+/// Not cached: `user_nkey` is a fresh key on every connection and would only churn the
+/// cache of [`public_key`].
 pub fn is_public_key_of(key: &str, kind: KeyPairType) -> bool {
-    public_key(key).is_ok_and(|k| k.key_pair_type() == kind)
+    nkeys::from_public_key(key).is_ok_and(|(prefix, _)| KeyPairType::from(prefix) == kind)
 }
 
 #[cfg(test)]
