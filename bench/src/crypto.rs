@@ -136,7 +136,9 @@ pub async fn run(fx: &Fixture, batches: usize, n: usize) -> Result<Vec<Primitive
         (
             "NKey public key parse (nkeys: decompresses the point)",
             "for comparison: how the host checked the fresh user_nkey of every request before",
-            time(batches, n, || nkeys::KeyPair::from_public_key(&user).is_ok())?,
+            time(batches, n, || {
+                nkeys::KeyPair::from_public_key(&user).is_ok()
+            })?,
         ),
         (
             "NKey type check (base32, CRC, prefix)",

@@ -211,10 +211,39 @@ mod tests {
     }
 
     #[test]
+    fn public_key_verifies_its_own_signatures_only() {
+        let server = KeyPair::new_server();
+        let key = PublicKey::parse(&server.public_key()).unwrap();
+        assert_eq!(key.kind(), KeyPairType::Server);
+        let sig = server.sign(b"request").unwrap();
+        assert!(key.verify(b"request", &sig).is_ok());
+        assert!(key.verify(b"requesT", &sig).is_err());
+        assert!(key.verify(b"request", &sig[..63]).is_err());
+        let other = KeyPair::new_server().sign(b"request").unwrap();
+        assert!(key.verify(b"request", &other).is_err());
+        // A seed, a wrong checksum and garbage are not public keys.
+        assert!(PublicKey::parse(&server.seed().unwrap()).is_err());
+        let mut bad_crc = server.public_key();
+        let last = if bad_crc.ends_with('A') { "B" } else { "A" };
+        bad_crc.replace_range(55.., last);
+        assert_eq!(PublicKey::parse(&bad_crc).err(), Some(InvalidPublicKey));
+        assert!(PublicKey::parse("garbage").is_err());
+    }
+
+    #[test]
     fn public_keys_are_typed() {
         let server = KeyPair::new_server();
         assert!(is_public_key_of(&server.public_key(), KeyPairType::Server));
         assert!(!is_public_key_of(&server.public_key(), KeyPairType::User));
         assert!(!is_public_key_of("garbage", KeyPairType::Server));
+        let user = KeyPair::new_user();
+        assert!(is_public_key_of(&user.public_key(), KeyPairType::User));
+        assert!(!is_public_key_of(&user.seed().unwrap(), KeyPairType::User));
+        let cached = public_key(&user.public_key()).unwrap();
+        assert_eq!(cached.kind(), KeyPairType::User);
+        assert!(Arc::ptr_eq(
+            &cached,
+            &public_key(&user.public_key()).unwrap()
+        ));
     }
 }
