@@ -64,7 +64,7 @@ fn with_stack_moved<const PAD: usize>(f: Verify<'_>) -> bool {
 }
 
 /// The same ed25519 verification with the stack moved through one 4 KiB page in 512 B
-/// steps: fastest and slowest of the eight (ns). curve25519-dalek's AVX2 verification
+/// steps: fastest and slowest of the eight medians (ns). curve25519-dalek's AVX2 verification
 /// (nkeys) runs measurably slower at some stack addresses than at others (a memory-alias
 /// effect of the CPU, not of the code), and where the stack sits is an accident of the
 /// caller: ASLR for the main thread, the call depth on a wasmtime fiber. This shows how
@@ -80,10 +80,15 @@ fn verify_by_stack_address(batches: usize, n: usize, verify: Verify<'_>) -> Resu
         with_stack_moved::<3072>,
         with_stack_moved::<3584>,
     ];
-    let mut times = Vec::with_capacity(shifts.len());
-    for shifted in shifts {
-        times.push(time(batches, n, || shifted(&mut *verify))?);
+    // Batches of all eight shifts take turns, so a burst of load on the machine lands on
+    // every shift alike instead of on whichever one it happened to coincide with.
+    let mut per_shift = vec![Vec::with_capacity(batches); shifts.len()];
+    for _ in 0..batches {
+        for (shifted, means) in shifts.iter().zip(&mut per_shift) {
+            means.push(time(1, n, || shifted(&mut *verify))?);
+        }
     }
+    let times: Vec<f64> = per_shift.iter().map(|m| median(m)).collect();
     let fastest = times.iter().copied().fold(f64::INFINITY, f64::min);
     let slowest = times.iter().copied().fold(0.0, f64::max);
     Ok((fastest, slowest))
