@@ -63,35 +63,55 @@ fn with_stack_moved<const PAD: usize>(f: Verify<'_>) -> bool {
     ok
 }
 
-/// The same ed25519 verification with the stack moved through one 4 KiB page in 512 B
-/// steps: fastest and slowest of the eight medians (ns). curve25519-dalek's AVX2 verification
+/// The call itself, then the same call with its stack moved through one 4 KiB page in
+/// 512 B steps.
+const SHIFTS: [fn(Verify<'_>) -> bool; 9] = [
+    |f| f(),
+    with_stack_moved::<0>,
+    with_stack_moved::<512>,
+    with_stack_moved::<1024>,
+    with_stack_moved::<1536>,
+    with_stack_moved::<2048>,
+    with_stack_moved::<2560>,
+    with_stack_moved::<3072>,
+    with_stack_moved::<3584>,
+];
+
+/// ed25519 verification by each backend, plain and at eight stack addresses: per
+/// backend, (plain, fastest, slowest) medians in ns. curve25519-dalek's AVX2 verification
 /// (nkeys) runs measurably slower at some stack addresses than at others (a memory-alias
 /// effect of the CPU, not of the code), and where the stack sits is an accident of the
 /// caller: ASLR for the main thread, the call depth on a wasmtime fiber. This shows how
-/// large that accident is on the machine of the run, for the host's backend and dalek.
-fn verify_by_stack_address(batches: usize, n: usize, verify: Verify<'_>) -> Result<(f64, f64)> {
-    let shifts: [fn(Verify<'_>) -> bool; 8] = [
-        with_stack_moved::<0>,
-        with_stack_moved::<512>,
-        with_stack_moved::<1024>,
-        with_stack_moved::<1536>,
-        with_stack_moved::<2048>,
-        with_stack_moved::<2560>,
-        with_stack_moved::<3072>,
-        with_stack_moved::<3584>,
-    ];
-    // Batches of all eight shifts take turns, so a burst of load on the machine lands on
-    // every shift alike instead of on whichever one it happened to coincide with.
-    let mut per_shift = vec![Vec::with_capacity(batches); shifts.len()];
+/// large that accident is on the machine of the run.
+///
+/// One batch of every backend and shift takes its turn before the next round, so a
+/// burst of load on this shared machine lands on all of them alike, not on whichever one
+/// it happened to coincide with (sequential blocks differed by up to 1.5× for that alone).
+fn verify_by_backend_and_stack(
+    batches: usize,
+    n: usize,
+    backends: &mut [Verify<'_>],
+) -> Result<Vec<(f64, f64, f64)>> {
+    let mut means = vec![vec![Vec::with_capacity(batches); SHIFTS.len()]; backends.len()];
     for _ in 0..batches {
-        for (shifted, means) in shifts.iter().zip(&mut per_shift) {
-            means.push(time(1, n, || shifted(&mut *verify))?);
+        for (verify, per_shift) in backends.iter_mut().zip(&mut means) {
+            for (shifted, m) in SHIFTS.iter().zip(per_shift.iter_mut()) {
+                m.push(time(1, n, || shifted(&mut **verify))?);
+            }
         }
     }
-    let times: Vec<f64> = per_shift.iter().map(|m| median(m)).collect();
-    let fastest = times.iter().copied().fold(f64::INFINITY, f64::min);
-    let slowest = times.iter().copied().fold(0.0, f64::max);
-    Ok((fastest, slowest))
+    Ok(means
+        .iter()
+        .map(|per_shift| {
+            let medians: Vec<f64> = per_shift.iter().map(|m| median(m)).collect();
+            let moved = &medians[1..];
+            (
+                medians[0],
+                moved.iter().copied().fold(f64::INFINITY, f64::min),
+                moved.iter().copied().fold(0.0, f64::max),
+            )
+        })
+        .collect())
 }
 
 /// Measure the primitives.
@@ -102,23 +122,26 @@ pub async fn run(fx: &Fixture, batches: usize, n: usize) -> Result<Vec<Primitive
     let sig = kp.sign(&msg)?;
     // The key exactly as the host parses and caches it.
     let host_key = nats_callout::keys::PublicKey::parse(&kp.public_key())?;
-    let verifiers: [(&str, &str, Verify<'_>); 2] = [
+    let backends = [
         (
             "aws-lc-rs, key parsed once",
             "request JWT; nkey mode: the nonce signature (what the host uses)",
-            &mut || host_key.verify(&msg, &sig).is_ok(),
         ),
-        ("nkeys", "for comparison", &mut || {
-            kp.verify(&msg, &sig).is_ok()
-        }),
+        ("nkeys", "for comparison"),
     ];
-    for (backend, used_for, verify) in verifiers {
+    let timed = verify_by_backend_and_stack(
+        batches,
+        n,
+        &mut [&mut || host_key.verify(&msg, &sig).is_ok(), &mut || {
+            kp.verify(&msg, &sig).is_ok()
+        }],
+    )?;
+    for ((backend, used_for), (plain, fastest, slowest)) in backends.into_iter().zip(timed) {
         out.push(Primitive {
             operation: format!("ed25519 verify ({backend})"),
             used_for: used_for.into(),
-            ns: time(batches, n, &mut *verify)?,
+            ns: plain,
         });
-        let (fastest, slowest) = verify_by_stack_address(batches, n, verify)?;
         for (extreme, ns) in [("fastest", fastest), ("slowest", slowest)] {
             out.push(Primitive {
                 operation: format!("ed25519 verify ({backend}), {extreme} of 8 stack addresses"),

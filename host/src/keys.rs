@@ -118,12 +118,14 @@ impl SeedSource<'_> {
 /// An NKey public key ready to verify with: its type, from the prefix, and the ed25519
 /// key held by aws-lc-rs.
 ///
-/// Verification is aws-lc-rs' rather than the nkeys crate's (ed25519-dalek): on the
-/// benchmark machine it is as fast as dalek at its best and, unlike dalek, does not slow
-/// down by up to a third at unlucky stack addresses (BENCHMARKS.md, primitives table).
-/// Where the stack sits is an accident of the caller (a tokio worker, a wasmtime fiber
-/// at a fixed call depth), and every request is verified, so steadiness matters as much
-/// as the best case. The string form (base32, CRC, prefix) is still decoded by nkeys.
+/// Verification is aws-lc-rs', the library that already signs our JWTs, rather than the
+/// nkeys crate's (ed25519-dalek). Its cost does not depend on where the stack sits, and
+/// dalek's does: up to a third slower at unlucky addresses, which is an accident of the
+/// caller (a tokio worker, a wasmtime fiber at a fixed call depth) that moves with every
+/// build. On a quiet benchmark machine aws-lc-rs is also 5–10% faster; on a contended one
+/// (other guests on the same cores) it measured up to 25% slower, so speed alone does
+/// not decide it (BENCHMARKS.md, primitives table, which times both in every run). The
+/// string form (base32, CRC, prefix) is still decoded by nkeys.
 pub struct PublicKey {
     kind: KeyPairType,
     key: ParsedPublicKey,
