@@ -120,7 +120,7 @@ impl SeedSource<'_> {
 ///
 /// Verification is aws-lc-rs', the library that already signs our JWTs, rather than the
 /// nkeys crate's (ed25519-dalek). Its cost does not depend on where the stack sits, and
-/// dalek's does: up to a third slower at unlucky addresses, which is an accident of the
+/// dalek's does: 10–30% slower at unlucky addresses, which is an accident of the
 /// caller (a tokio worker, a wasmtime fiber at a fixed call depth) that moves with every
 /// build. On a quiet benchmark machine aws-lc-rs is also 5–10% faster; on a contended one
 /// (other guests on the same cores) it measured up to 25% slower, so speed alone does
