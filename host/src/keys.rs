@@ -119,11 +119,11 @@ impl SeedSource<'_> {
 /// key held by aws-lc-rs.
 ///
 /// Verification is aws-lc-rs', the library that already signs our JWTs, rather than the
-/// nkeys crate's (ed25519-dalek). Its cost does not depend on where the stack sits, and
-/// dalek's does: 10–30% slower at unlucky addresses, which is an accident of the
+/// nkeys crate's (ed25519-dalek). Its cost hardly depends on where the stack sits, and
+/// dalek's does: 6–28% slower at unlucky addresses in our runs, which is an accident of the
 /// caller (a tokio worker, a wasmtime fiber at a fixed call depth) that moves with every
 /// build. On a quiet benchmark machine aws-lc-rs is also 5–10% faster; on a contended one
-/// (other guests on the same cores) it measured up to 25% slower, so speed alone does
+/// (other guests on the same cores) it measured up to 27% slower, so speed alone does
 /// not decide it (BENCHMARKS.md, primitives table, which times both in every run). The
 /// string form (base32, CRC, prefix) is still decoded by nkeys.
 pub struct PublicKey {
