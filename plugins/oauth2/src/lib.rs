@@ -18,7 +18,9 @@ use nats_callout_sdk::{
     Placeholders, Plugin, PluginConfig,
 };
 use serde::Deserialize;
-use serde_json::Value;
+
+mod claims;
+use claims::Claims;
 
 /// The identifier fields of an oauth2 entry, flattened into [`PermissionEntry`].
 #[derive(Debug, Default, Deserialize)]
@@ -151,15 +153,13 @@ impl Plugin for OauthPlugin {
             Ok(v) => v,
             Err(reason) => return Decision::deny(format!("access token rejected: {reason}")),
         };
-        let claims: serde_json::Map<String, Value> = match verified.claims() {
-            Ok(c) => c,
-            Err(_) => return Decision::deny("access token claims are not a JSON object"),
+        let Ok(claims) = Claims::parse(&verified.claims_json) else {
+            return Decision::deny("access token claims are not a JSON object");
         };
-        let sub = claims.get("sub").and_then(Value::as_str);
-        let client = ["azp", "client_id"]
-            .iter()
-            .find_map(|c| claims.get(*c).and_then(Value::as_str))
-            .or(sub);
+        let sub = claims.str("sub");
+        let sub = sub.as_deref();
+        let client = ["azp", "client_id"].iter().find_map(|c| claims.str(c));
+        let client = client.as_deref().or(sub);
         let Some(identifier) = client else {
             return Decision::deny("access token has neither azp, client_id nor sub");
         };
@@ -179,10 +179,7 @@ impl Plugin for OauthPlugin {
             "azp" => client.map(str::to_owned),
             "sub" => sub.map(str::to_owned),
             "client.name" => client_name.map(str::to_owned),
-            other => other
-                .strip_prefix("claims.")
-                .and_then(|c| claims.get(c))
-                .and_then(claim_text),
+            other => other.strip_prefix("claims.").and_then(|c| claims.text(c)),
         });
         match filled {
             Ok(mut grant) => {
@@ -198,17 +195,11 @@ impl Plugin for OauthPlugin {
 
 impl OauthPlugin {
     /// The entry for these claims, by the precedence in the module docs.
-    fn pick(
-        &self,
-        client: &str,
-        sub: Option<&str>,
-        claims: &serde_json::Map<String, Value>,
-    ) -> Result<&Entry, String> {
+    fn pick(&self, client: &str, sub: Option<&str>, claims: &Claims<'_>) -> Result<&Entry, String> {
         let conditions_hold = |e: &&Entry| {
-            e.claims.iter().all(|(k, want)| match claims.get(k) {
-                Some(v) if want == "*" => !v.is_null(),
-                Some(v) => claim_text(v).is_some_and(|t| &t == want),
-                None => false,
+            e.claims.iter().all(|(k, want)| match want.as_str() {
+                "*" => claims.present(k),
+                _ => claims.text(k).is_some_and(|t| &t == want),
             })
         };
         let levels: [&dyn Fn(&Entry) -> bool; 4] = [
@@ -248,15 +239,6 @@ fn access_token(request: &AuthRequest) -> Option<&str> {
         .filter(|t| !t.is_empty())
 }
 
-/// A claim as template text: strings and numbers only.
-fn claim_text(v: &Value) -> Option<String> {
-    match v {
-        Value::String(s) => Some(s.clone()),
-        Value::Number(n) => Some(n.to_string()),
-        _ => None,
-    }
-}
-
 /// A client id as it may appear in a log line: verified, but chosen by the provider's
 /// admin; keep it short and printable.
 fn loggable(id: &str) -> String {
@@ -272,7 +254,7 @@ nats_callout_sdk::export_plugin!(OauthPlugin);
 mod tests {
     use nats_callout_sdk::VerifiedJwt;
     use nats_callout_sdk::testing::{RequestBuilder, TestHost, config};
-    use serde_json::json;
+    use serde_json::{Value, json};
 
     use super::*;
 
