@@ -66,12 +66,12 @@ mod tests {
 
     #[test]
     fn reads_what_a_value_map_would() {
-        let json = r#"{"sub":"a\"b","azp":7,"n":1e3,"f":1.5,"t":true,"z":null,"o":{"x":1},
+        let json = r#"{"sub":"first","q":"a\"b","azp":7,"n":1e3,"f":1.5,"t":true,"z":null,"o":{"x":1},
                        "l":["x"],"e\u0301":"é","sub":"last"}"#;
         let claims = Claims::parse(json).unwrap();
         let map: serde_json::Map<String, Value> = serde_json::from_str(json).unwrap();
         for name in [
-            "sub", "azp", "n", "f", "t", "z", "o", "l", "e\u{301}", "missing",
+            "sub", "q", "azp", "n", "f", "t", "z", "o", "l", "e\u{301}", "missing",
         ] {
             let v = map.get(name);
             assert_eq!(
@@ -92,6 +92,7 @@ mod tests {
             assert_eq!(claims.text(name), text, "{name}");
         }
         assert_eq!(claims.str("sub").as_deref(), Some("last"));
+        assert_eq!(claims.str("q").as_deref(), Some("a\"b"));
         assert!(Claims::parse("[1]").is_err());
         assert!(Claims::parse("{\"a\":").is_err());
     }

@@ -11,6 +11,8 @@
 //!    conditions are tried before bare wildcards; two matches at the same level are
 //!    refused as ambiguous rather than resolved by name order.
 
+mod claims;
+
 use std::collections::BTreeMap;
 
 use nats_callout_sdk::{
@@ -19,8 +21,7 @@ use nats_callout_sdk::{
 };
 use serde::Deserialize;
 
-mod claims;
-use claims::Claims;
+use crate::claims::Claims;
 
 /// The identifier fields of an oauth2 entry, flattened into [`PermissionEntry`].
 #[derive(Debug, Default, Deserialize)]
