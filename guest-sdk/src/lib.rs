@@ -31,6 +31,7 @@
 extern crate self as nats_callout_sdk;
 
 pub mod cert;
+mod claims;
 mod config;
 // Used by the wasm export only, but compiled and unit-tested natively too.
 #[cfg_attr(not(target_arch = "wasm32"), allow(dead_code))]
@@ -44,6 +45,7 @@ pub mod testing;
 #[cfg(target_arch = "wasm32")]
 mod export;
 
+pub use claims::Claims;
 pub use config::{ConfigError, HostContext, PluginConfig};
 pub use policy::{
     CompiledEntry, PermissionEntry, Permissions, Placeholders, PolicyError, SubjectKind,

@@ -245,7 +245,8 @@ pub struct VerifiedJwt {
 }
 
 impl VerifiedJwt {
-    /// Parses the claims into the plugin's own type (or `serde_json::Value`).
+    /// Parses the claims into the plugin's own type (or `serde_json::Value`). To read a
+    /// few claims of many, [`crate::Claims::parse`] avoids building them all.
     pub fn claims<T: DeserializeOwned>(&self) -> Result<T, serde_json::Error> {
         serde_json::from_str(&self.claims_json)
     }

@@ -250,10 +250,10 @@ impl Jwks {
                 })?
             }
         };
-        let (claims, exp) = self.rules.verify(token, &checked, &key, now)?;
+        let (claims_json, expires_at) = self.rules.verify(token, &checked, &key, now)?;
         Ok(VerifiedJwt {
-            claims_json: serde_json::Value::Object(claims).to_string(),
-            expires_at: exp,
+            claims_json,
+            expires_at,
         })
     }
 
@@ -491,8 +491,9 @@ mod tests {
             let (good, forged) = tokens(alg, sign);
             let checked = r.check_header(&good).unwrap();
             let (claims, exp) = r.verify(&good, &checked, &keys[i], NOW).unwrap();
+            let claims = nats_callout_sdk::Claims::parse(&claims).unwrap();
             assert_eq!(
-                (claims["sub"].as_str(), exp),
+                (claims.str("sub").as_deref(), exp),
                 (Some("s"), NOW + 60),
                 "{alg}"
             );

@@ -14,8 +14,9 @@ use aws_lc_rs::signature::ParsedPublicKey;
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use jsonwebtoken::Algorithm;
+use nats_callout_sdk::Claims;
 use serde::Deserialize;
-use serde_json::{Map, Value};
+use serde_json::Value;
 
 /// Why a token was refused. Each message is distinct so operators can tell attacks,
 /// misconfiguration and clock trouble apart in the logs.
@@ -96,6 +97,14 @@ pub struct Key {
     pub kid: Option<String>,
     pub alg: Algorithm,
     pub key: ParsedPublicKey,
+}
+
+/// `aud`: one audience or a list of them (RFC 7519 §4.1.3).
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum Audience {
+    One(String),
+    Many(Vec<String>),
 }
 
 /// The header fields that matter before any key is chosen.
@@ -194,7 +203,7 @@ impl Rules {
         checked: &Checked,
         key: &Key,
         now: i64,
-    ) -> Result<(Map<String, Value>, i64), TokenError> {
+    ) -> Result<(String, i64), TokenError> {
         if key.alg != checked.alg {
             return Err(TokenError::KeyAlgorithm {
                 alg: format!("{:?}", checked.alg),
@@ -214,25 +223,29 @@ impl Rules {
         let payload = URL_SAFE_NO_PAD
             .decode(payload)
             .map_err(|_| TokenError::Malformed)?;
-        let claims: Map<String, Value> =
-            serde_json::from_slice(&payload).map_err(|e| TokenError::Payload(e.to_string()))?;
+        let payload =
+            std::str::from_utf8(&payload).map_err(|e| TokenError::Payload(e.to_string()))?;
+        let claims = Claims::parse(payload).map_err(|e| TokenError::Payload(e.to_string()))?;
         let exp = self.check_claims(&claims, now)?;
-        Ok((claims, exp))
+        // Re-serialised rather than passed on as sent: one value per claim name, so the
+        // plugin reads the values checked here.
+        let json =
+            serde_json::to_string(&claims).map_err(|e| TokenError::Payload(e.to_string()))?;
+        Ok((json, exp))
     }
 
     /// The registered claims, then our own limits; returns `exp`.
-    fn check_claims(&self, claims: &Map<String, Value>, now: i64) -> Result<i64, TokenError> {
+    fn check_claims(&self, claims: &Claims<'_>, now: i64) -> Result<i64, TokenError> {
         for required in ["exp", "iss", "aud"] {
-            if !claims.contains_key(required) {
+            if !claims.contains(required) {
                 return Err(TokenError::MissingClaim(required.into()));
             }
         }
-        let time = |name: &str| match claims.get(name) {
-            None => Ok(None),
-            Some(v) => v
-                .as_i64()
-                .map(Some)
-                .ok_or_else(|| TokenError::ClaimType(name.into())),
+        let time = |name: &str| {
+            claims
+                .get::<i64>(name)
+                .transpose()
+                .map_err(|_| TokenError::ClaimType(name.into()))
         };
         let exp = time("exp")?.ok_or_else(|| TokenError::MissingClaim("exp".into()))?;
         let nbf = time("nbf")?;
@@ -244,18 +257,15 @@ impl Rules {
         if nbf.is_some_and(|nbf| nbf > now + leeway) {
             return Err(TokenError::NotYetValid);
         }
-        match claims.get("iss") {
-            Some(Value::String(iss)) if *iss == self.issuer => {}
-            Some(Value::String(_)) => return Err(TokenError::Issuer),
-            _ => return Err(TokenError::ClaimType("iss".into())),
+        match claims.str("iss") {
+            Some(iss) if iss == self.issuer => {}
+            Some(_) => return Err(TokenError::Issuer),
+            None => return Err(TokenError::ClaimType("iss".into())),
         }
-        let ours = |aud: &Value| {
-            aud.as_str()
-                .is_some_and(|a| self.audiences.iter().any(|c| c == a))
-        };
-        let aud_ok = match claims.get("aud") {
-            Some(aud @ Value::String(_)) => ours(aud),
-            Some(Value::Array(auds)) if auds.iter().all(Value::is_string) => auds.iter().any(ours),
+        let ours = |aud: &str| self.audiences.iter().any(|c| c == aud);
+        let aud_ok = match claims.get::<Audience>("aud") {
+            Some(Ok(Audience::One(aud))) => ours(&aud),
+            Some(Ok(Audience::Many(auds))) => auds.iter().any(|a| ours(a)),
             _ => return Err(TokenError::ClaimType("aud".into())),
         };
         if !aud_ok {
@@ -271,10 +281,8 @@ impl Rules {
             return Err(TokenError::Lifetime(lifetime, self.max_lifetime.as_secs()));
         }
         if let Some(allowed) = &self.allowed_clients {
-            let client = ["client_id", "azp"]
-                .iter()
-                .find_map(|c| claims.get(*c).and_then(Value::as_str))
-                .unwrap_or("");
+            let client = ["client_id", "azp"].iter().find_map(|c| claims.str(c));
+            let client = client.as_deref().unwrap_or("");
             if !allowed.contains(client) {
                 return Err(TokenError::Client(client.to_owned()));
             }
@@ -373,10 +381,8 @@ mod tests {
                         .map(|m| m.insert(k.clone(), v.clone())),
                 };
             }
-            match claims {
-                Value::Object(m) => rules().check_claims(&m, now),
-                _ => unreachable!(),
-            }
+            let json = claims.to_string();
+            rules().check_claims(&Claims::parse(&json).unwrap(), now)
         };
         assert_eq!(check(json!({})), Ok(now + 60));
         assert_eq!(check(json!({"aud": ["other", "nats"]})), Ok(now + 60));

@@ -11,17 +11,13 @@
 //!    conditions are tried before bare wildcards; two matches at the same level are
 //!    refused as ambiguous rather than resolved by name order.
 
-mod claims;
-
 use std::collections::BTreeMap;
 
 use nats_callout_sdk::{
-    AuthMode, AuthRequest, CompiledEntry, ConfigError, Decision, Host, InitError, PermissionEntry,
-    Placeholders, Plugin, PluginConfig,
+    AuthMode, AuthRequest, Claims, CompiledEntry, ConfigError, Decision, Host, InitError,
+    PermissionEntry, Placeholders, Plugin, PluginConfig,
 };
 use serde::Deserialize;
-
-use crate::claims::Claims;
 
 /// The identifier fields of an oauth2 entry, flattened into [`PermissionEntry`].
 #[derive(Debug, Default, Deserialize)]
