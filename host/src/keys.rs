@@ -183,8 +183,8 @@ pub fn public_key(key: &str) -> Result<Arc<PublicKey>, InvalidPublicKey> {
     Ok(parsed)
 }
 
-/// Is `key` a public key of this type? (e.g. the server id must be an `N...` key.)
-/// Not cached: `user_nkey` is a fresh key on every connection and would only churn the
+/// Is `key` a public key of this type? (e.g. `user_nkey` must be a `U...` key.) Not
+/// cached: `user_nkey` is a fresh key on every connection and would only churn the
 /// cache of [`public_key`].
 pub fn is_public_key_of(key: &str, kind: KeyPairType) -> bool {
     nkeys::from_public_key(key).is_ok_and(|(prefix, _)| KeyPairType::from(prefix) == kind)

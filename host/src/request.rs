@@ -144,7 +144,8 @@ impl Verifier<'_> {
         if self.xkey.is_some() && !sealed {
             return Err(RequestError::NotSealed);
         }
-        if !crate::keys::is_public_key_of(&c.iss, KeyPairType::Server) {
+        // The key `decode_verified` just verified the request with, from the cache.
+        if !crate::keys::public_key(&c.iss).is_ok_and(|k| k.kind() == KeyPairType::Server) {
             return Err(RequestError::IssuerNotServer(c.iss.clone()));
         }
         if c.iss != c.nats.server_id.id {
