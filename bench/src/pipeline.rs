@@ -332,7 +332,7 @@ pub async fn run(fx: &Fixture, opts: Options) -> Result<Report> {
             .iter()
             .map(|t| {
                 let claims: RequestClaims = nats_callout::jwt::decode_verified(t)?;
-                Ok(plugin::plain_request(&claims.nats, mode, vec![]))
+                Ok(plugin::plain_request(claims.nats, mode, vec![]))
             })
             .collect::<Result<Vec<_>>>()?;
         time_runner(&wasm, &plain).await?;

@@ -275,7 +275,7 @@ impl Authorizer {
                 );
             }
         };
-        let decision = self.decide(mode, &req).await;
+        let decision = self.decide(mode, req).await;
         let now = unix_now();
         let (verdict, outcome) = match decision {
             Ok(grant) => match crate::decision::check(&grant, now) {
@@ -305,12 +305,12 @@ impl Authorizer {
     async fn decide(
         &self,
         mode: Mode,
-        req: &crate::claims::AuthorizationRequest,
+        req: crate::claims::AuthorizationRequest,
     ) -> Result<crate::decision::Grant, String> {
         let Some(cache) = &self.cache else {
             return self.decide_uncached(mode, req).await;
         };
-        let Some(key) = DecisionCache::key(mode, req) else {
+        let Some(key) = DecisionCache::key(mode, &req) else {
             return self.decide_uncached(mode, req).await;
         };
         if let Some(grant) = cache.get(&key, unix_now()) {
@@ -326,7 +326,7 @@ impl Authorizer {
     async fn decide_uncached(
         &self,
         mode: Mode,
-        req: &crate::claims::AuthorizationRequest,
+        req: crate::claims::AuthorizationRequest,
     ) -> Result<crate::decision::Grant, String> {
         let Some(chain) = self.chains.get(&mode) else {
             return Err(format!("{mode} authentication is not enabled"));

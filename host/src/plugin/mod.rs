@@ -315,7 +315,6 @@ impl LoadedPlugin {
             .await
             .map_err(|_| CallError::Busy(self.name.clone()))?
             .map_err(|_| CallError::Busy(self.name.clone()))?;
-        let request = v0_1_0::request(request);
         let idle = self.idle.lock().ok().and_then(|mut v| v.pop());
         let mut instance = match idle {
             Some(i) => i,
@@ -328,14 +327,10 @@ impl LoadedPlugin {
         };
         self.arm(&mut instance.store);
         self.refuel(&mut instance.store);
-        match instance
-            .world
-            .call_authenticate(&mut instance.store, &request)
-            .await
-        {
+        match v0_1_0::authenticate(&instance.world, &mut instance.store, request).await {
             Ok(decision) => {
                 self.release(instance);
-                Ok(v0_1_0::decision(decision))
+                Ok(decision)
             }
             // The instance is poisoned: drop it; the next call instantiates afresh.
             Err(e) => Err(self.classify(&e)),
@@ -380,19 +375,20 @@ impl Runner {
     }
 }
 
-/// The plain (WIT-version-independent) request plugins decide on. `chain` is the
-/// host-parsed verified chain, leaf first.
+/// The plain (WIT-version-independent) request plugins decide on, moved out of the
+/// decoded request (no field is copied). `chain` is the host-parsed verified chain,
+/// leaf first.
 pub fn plain_request(
-    req: &AuthorizationRequest,
+    req: AuthorizationRequest,
     mode: Mode,
     chain: Vec<sdk::Certificate>,
 ) -> sdk::AuthRequest {
-    fn opt(s: &str) -> Option<String> {
-        (!s.is_empty()).then(|| s.to_owned())
+    fn opt(s: String) -> Option<String> {
+        (!s.is_empty()).then_some(s)
     }
-    let s = &req.server_id;
-    let c = &req.client_info;
-    let o = &req.connect_opts;
+    let s = req.server_id;
+    let c = req.client_info;
+    let o = req.connect_opts;
     sdk::AuthRequest {
         mode: match mode {
             Mode::Oauth2 => sdk::AuthMode::Oauth2,
@@ -401,41 +397,41 @@ pub fn plain_request(
             Mode::Noauth => sdk::AuthMode::Noauth,
         },
         server: sdk::ServerInfo {
-            name: s.name.clone(),
-            host: s.host.clone(),
-            id: s.id.clone(),
-            version: s.version.clone(),
-            cluster: opt(&s.cluster),
-            tags: s.tags.clone(),
+            name: s.name,
+            host: s.host,
+            id: s.id,
+            version: s.version,
+            cluster: opt(s.cluster),
+            tags: s.tags,
         },
-        user_nkey: req.user_nkey.clone(),
+        user_nkey: req.user_nkey,
         client: sdk::ClientInfo {
-            host: opt(&c.host),
+            host: opt(c.host),
             id: c.id,
-            user: opt(&c.user),
-            name: opt(&c.name),
-            tags: c.tags.clone(),
-            name_tag: opt(&c.name_tag),
-            kind: opt(&c.kind),
-            client_type: opt(&c.client_type),
-            mqtt_id: opt(&c.mqtt_id),
-            nonce: opt(&c.nonce),
+            user: opt(c.user),
+            name: opt(c.name),
+            tags: c.tags,
+            name_tag: opt(c.name_tag),
+            kind: opt(c.kind),
+            client_type: opt(c.client_type),
+            mqtt_id: opt(c.mqtt_id),
+            nonce: opt(c.nonce),
         },
         connect: sdk::ConnectOpts {
-            jwt: opt(&o.jwt),
-            nkey: opt(&o.nkey),
-            sig: opt(&o.sig),
-            auth_token: opt(&o.auth_token),
-            user: opt(&o.user),
-            pass: opt(&o.pass),
-            name: opt(&o.name),
-            lang: opt(&o.lang),
-            version: opt(&o.version),
+            jwt: opt(o.jwt),
+            nkey: opt(o.nkey),
+            sig: opt(o.sig),
+            auth_token: opt(o.auth_token),
+            user: opt(o.user),
+            pass: opt(o.pass),
+            name: opt(o.name),
+            lang: opt(o.lang),
+            version: opt(o.version),
             protocol: (o.protocol != 0).then_some(o.protocol),
         },
-        tls: req.client_tls.as_ref().map(|t| sdk::ClientTls {
-            version: opt(&t.version),
-            cipher: opt(&t.cipher),
+        tls: req.client_tls.map(|t| sdk::ClientTls {
+            version: opt(t.version),
+            cipher: opt(t.cipher),
             verified_chain: chain,
         }),
     }

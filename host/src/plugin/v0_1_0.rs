@@ -15,6 +15,9 @@ wasmtime::component::bindgen!({
     // one async import; the plugin is suspended, not a thread blocked.
     imports: { "nats-callout:plugin/host.verify-jwt": async },
     exports: { default: async },
+    // The request is lowered straight from the host's strings: no owned copy of every
+    // field per call just to hand the component a reference.
+    ownership: Borrowing { duplicate_if_necessary: false },
 });
 
 use self::nats_callout::plugin::types as wit;
@@ -68,12 +71,48 @@ impl self::nats_callout::plugin::host::Host for State {
     }
 }
 
-/// The WIT request from the host's plain one.
-pub fn request(req: &sdk::AuthRequest) -> wit::AuthRequest {
-    let s = &req.server;
-    let c = &req.client;
-    let o = &req.connect;
-    wit::AuthRequest {
+/// Run `authenticate` on `req`. The WIT request borrows the host's strings, so lowering
+/// copies each string once, straight into the component's memory; only `list<string>`
+/// fields need a small `Vec<&str>` (none is allocated for an empty list).
+pub async fn authenticate(
+    world: &World,
+    store: &mut wasmtime::Store<State>,
+    req: &sdk::AuthRequest,
+) -> wasmtime::Result<decision::Decision> {
+    fn strs(v: &[String]) -> Vec<&str> {
+        v.iter().map(String::as_str).collect()
+    }
+    let (s, c, o) = (&req.server, &req.client, &req.connect);
+    let (server_tags, client_tags) = (strs(&s.tags), strs(&c.tags));
+    let certs = req.tls.iter().flat_map(|t| &t.verified_chain);
+    let names: Vec<[Vec<&str>; 5]> = certs
+        .clone()
+        .map(|p| {
+            [
+                strs(&p.common_names),
+                strs(&p.dns_sans),
+                strs(&p.uri_sans),
+                strs(&p.email_sans),
+                strs(&p.ip_sans),
+            ]
+        })
+        .collect();
+    let chain: Vec<wit::Certificate<'_>> = certs
+        .zip(&names)
+        .map(|(p, [cn, dns, uri, email, ip])| wit::Certificate {
+            pem: &p.pem,
+            subject: &p.subject,
+            common_names: cn,
+            dns_sans: dns,
+            uri_sans: uri,
+            email_sans: email,
+            ip_sans: ip,
+            not_before: p.not_before,
+            not_after: p.not_after,
+            fingerprint_sha256: &p.fingerprint_sha256,
+        })
+        .collect();
+    let request = wit::AuthRequest {
         mode: match req.mode {
             sdk::AuthMode::Oauth2 => wit::AuthMode::Oauth2,
             sdk::AuthMode::Mtls => wit::AuthMode::Mtls,
@@ -81,59 +120,45 @@ pub fn request(req: &sdk::AuthRequest) -> wit::AuthRequest {
             sdk::AuthMode::Noauth => wit::AuthMode::Noauth,
         },
         server: wit::ServerInfo {
-            name: s.name.clone(),
-            host: s.host.clone(),
-            id: s.id.clone(),
-            version: s.version.clone(),
-            cluster: s.cluster.clone(),
-            tags: s.tags.clone(),
+            name: &s.name,
+            host: &s.host,
+            id: &s.id,
+            version: &s.version,
+            cluster: s.cluster.as_deref(),
+            tags: &server_tags,
         },
-        user_nkey: req.user_nkey.clone(),
+        user_nkey: &req.user_nkey,
         client: wit::ClientInfo {
-            host: c.host.clone(),
+            host: c.host.as_deref(),
             id: c.id,
-            user: c.user.clone(),
-            name: c.name.clone(),
-            tags: c.tags.clone(),
-            name_tag: c.name_tag.clone(),
-            kind: c.kind.clone(),
-            client_type: c.client_type.clone(),
-            mqtt_id: c.mqtt_id.clone(),
-            nonce: c.nonce.clone(),
+            user: c.user.as_deref(),
+            name: c.name.as_deref(),
+            tags: &client_tags,
+            name_tag: c.name_tag.as_deref(),
+            kind: c.kind.as_deref(),
+            client_type: c.client_type.as_deref(),
+            mqtt_id: c.mqtt_id.as_deref(),
+            nonce: c.nonce.as_deref(),
         },
         connect: wit::ConnectOpts {
-            jwt: o.jwt.clone(),
-            nkey: o.nkey.clone(),
-            sig: o.sig.clone(),
-            auth_token: o.auth_token.clone(),
-            user: o.user.clone(),
-            pass: o.pass.clone(),
-            name: o.name.clone(),
-            lang: o.lang.clone(),
-            version: o.version.clone(),
+            jwt: o.jwt.as_deref(),
+            nkey: o.nkey.as_deref(),
+            sig: o.sig.as_deref(),
+            auth_token: o.auth_token.as_deref(),
+            user: o.user.as_deref(),
+            pass: o.pass.as_deref(),
+            name: o.name.as_deref(),
+            lang: o.lang.as_deref(),
+            version: o.version.as_deref(),
             protocol: o.protocol,
         },
         tls: req.tls.as_ref().map(|t| wit::ClientTls {
-            version: t.version.clone(),
-            cipher: t.cipher.clone(),
-            verified_chain: t
-                .verified_chain
-                .iter()
-                .map(|p| wit::Certificate {
-                    pem: p.pem.clone(),
-                    subject: p.subject.clone(),
-                    common_names: p.common_names.clone(),
-                    dns_sans: p.dns_sans.clone(),
-                    uri_sans: p.uri_sans.clone(),
-                    email_sans: p.email_sans.clone(),
-                    ip_sans: p.ip_sans.clone(),
-                    not_before: p.not_before,
-                    not_after: p.not_after,
-                    fingerprint_sha256: p.fingerprint_sha256.clone(),
-                })
-                .collect(),
+            version: t.version.as_deref(),
+            cipher: t.cipher.as_deref(),
+            verified_chain: &chain,
         }),
-    }
+    };
+    Ok(decision(world.call_authenticate(store, request).await?))
 }
 
 fn permission(p: wit::Permission) -> decision::Permission {
@@ -143,7 +168,7 @@ fn permission(p: wit::Permission) -> decision::Permission {
     }
 }
 
-pub fn decision(d: wit::Decision) -> decision::Decision {
+fn decision(d: wit::Decision) -> decision::Decision {
     match d {
         wit::Decision::Allow(g) => decision::Decision::Allow(decision::Grant {
             account: g.account,
