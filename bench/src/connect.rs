@@ -61,6 +61,17 @@ pub struct Row {
     pub concurrency: usize,
     pub tally: Tally,
     pub cpu: Cpu,
+    /// Each round's figures, in round order: pairs of rows compare round by round.
+    pub rounds: Vec<Round>,
+}
+
+/// One round of a row. Rounds of different scenarios with the same index ran seconds
+/// apart, so the spread of their per-round ratios shows how much of a ratio is this
+/// shared machine's load of the moment rather than the software.
+#[derive(Debug, Clone, Copy)]
+pub struct Round {
+    pub p50: Duration,
+    pub per_sec: f64,
 }
 
 impl Row {
@@ -229,6 +240,7 @@ pub async fn run(fx: &Fixture, t: &mut Targets, opts: Options) -> Result<Vec<Row
                 concurrency,
                 tally: Tally::default(),
                 cpu: Cpu::default(),
+                rounds: Vec::with_capacity(rounds),
             });
         }
     }
@@ -245,8 +257,12 @@ pub async fn run(fx: &Fixture, t: &mut Targets, opts: Options) -> Result<Vec<Row
                     continue;
                 }
                 let target = t.get(fx, *kind)?;
-                let (tally, cpu) = measure(target, client, n, concurrency).await?;
+                let (mut tally, cpu) = measure(target, client, n, concurrency).await?;
                 let row = &mut rows[si * 2 + ci];
+                row.rounds.push(Round {
+                    p50: tally.latencies.percentile(50.0),
+                    per_sec: tally.admitted as f64 / tally.wall.as_secs_f64(),
+                });
                 row.tally.merge(&tally);
                 row.cpu.add(cpu);
             }
