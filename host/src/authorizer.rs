@@ -7,10 +7,11 @@ use std::time::Duration;
 
 use nkeys::KeyPairType;
 
-use crate::cache::DecisionCache;
+use crate::cache::{DecisionCache, Key};
 use crate::capabilities::Capabilities;
+use crate::claims::AuthorizationRequest;
 use crate::config::Config;
-use crate::decision::Decision;
+use crate::decision::{Decision, Grant};
 use crate::keys::{KeyError, SeedSource};
 use crate::metrics::Metrics;
 use crate::plugin::CallError;
@@ -60,6 +61,18 @@ pub struct Handled {
     /// Connection id and user nkey, for the log line.
     pub client_id: u64,
     pub user_nkey: String,
+}
+
+/// A routed request, ready to be decided.
+enum Prepared {
+    /// Granted before, still valid: no plugin runs.
+    Cached(Grant),
+    /// For the plugins, with the key to cache their grant under (cache on, credential
+    /// cacheable). Boxed: the request future holds this across the plugin call.
+    Run {
+        request: Box<nats_callout_sdk::AuthRequest>,
+        key: Option<Key>,
+    },
 }
 
 /// The current authorizer, swapped atomically by a reload.
@@ -275,7 +288,11 @@ impl Authorizer {
                 );
             }
         };
-        let decision = self.decide(mode, req).await;
+        let decision = match self.prepare(mode, req) {
+            Ok(Prepared::Cached(grant)) => Ok(grant),
+            Ok(Prepared::Run { request, key }) => self.run_chain(mode, &request, key).await,
+            Err(reason) => Err(reason),
+        };
         let now = unix_now();
         let (verdict, outcome) = match decision {
             Ok(grant) => match crate::decision::check(&grant, now) {
@@ -301,36 +318,26 @@ impl Authorizer {
         self.finish(Some(mode), Some(target), verdict, outcome, client_id)
     }
 
-    /// Run the mode's plugin chain: the first allow or deny wins; all abstaining denies.
-    async fn decide(
-        &self,
-        mode: Mode,
-        req: crate::claims::AuthorizationRequest,
-    ) -> Result<crate::decision::Grant, String> {
-        let Some(cache) = &self.cache else {
-            return self.decide_uncached(mode, req).await;
-        };
-        let Some(key) = DecisionCache::key(mode, &req) else {
-            return self.decide_uncached(mode, req).await;
-        };
-        if let Some(grant) = cache.get(&key, unix_now()) {
-            self.metrics.cache_hits.inc();
-            return Ok(grant);
+    /// Everything a decision needs before the plugins run: the decision cache lookup,
+    /// the CA check, and the plugins' request, moved out of `req`. Not async on
+    /// purpose: the decoded request (0.8 KB) must not be held across the plugin call,
+    /// where each level of the async call chain would store its own copy in the future
+    /// that every request's task moves onto the heap (8.6 KB that way, 5.2 KB now).
+    fn prepare(&self, mode: Mode, req: AuthorizationRequest) -> Result<Prepared, String> {
+        let key = self
+            .cache
+            .as_ref()
+            .and_then(|_| DecisionCache::key(mode, &req));
+        if let (Some(cache), Some(key)) = (&self.cache, &key) {
+            if let Some(grant) = cache.get(key, unix_now()) {
+                self.metrics.cache_hits.inc();
+                return Ok(Prepared::Cached(grant));
+            }
+            self.metrics.cache_misses.inc();
         }
-        self.metrics.cache_misses.inc();
-        let grant = self.decide_uncached(mode, req).await?;
-        cache.put(key, &grant, unix_now());
-        Ok(grant)
-    }
-
-    async fn decide_uncached(
-        &self,
-        mode: Mode,
-        req: crate::claims::AuthorizationRequest,
-    ) -> Result<crate::decision::Grant, String> {
-        let Some(chain) = self.chains.get(&mode) else {
+        if !self.chains.contains_key(&mode) {
             return Err(format!("{mode} authentication is not enabled"));
-        };
+        }
         let chain_pems: &[String] = req
             .client_tls
             .as_ref()
@@ -346,13 +353,32 @@ impl Authorizer {
                 .map_err(|e| format!("{mode}: client certificate rejected: {e}"))?;
         }
         let parsed = x509::parse_chain(chain_pems).map_err(|e| format!("{mode}: {e}"))?;
-        let plain = crate::plugin::plain_request(req, mode, parsed);
+        Ok(Prepared::Run {
+            request: Box::new(crate::plugin::plain_request(req, mode, parsed)),
+            key,
+        })
+    }
+
+    /// Run the mode's plugin chain: the first allow or deny wins; all abstaining denies.
+    /// A grant is cached under `key`.
+    async fn run_chain(
+        &self,
+        mode: Mode,
+        request: &nats_callout_sdk::AuthRequest,
+        key: Option<Key>,
+    ) -> Result<Grant, String> {
+        let chain = self.chains.get(&mode).map(Vec::as_slice).unwrap_or(&[]);
         for plugin in chain {
             let started = std::time::Instant::now();
-            let result = plugin.authenticate(&plain).await;
+            let result = plugin.authenticate(request).await;
             self.count_call(plugin.name(), &result, started.elapsed());
             match result {
-                Ok(Decision::Allow(grant)) => return Ok(grant),
+                Ok(Decision::Allow(grant)) => {
+                    if let (Some(cache), Some(key)) = (&self.cache, key) {
+                        cache.put(key, &grant, unix_now());
+                    }
+                    return Ok(grant);
+                }
                 Ok(Decision::Deny(reason)) => {
                     return Err(format!("{mode}: {}", crate::plugin::truncate(&reason, 512)));
                 }
