@@ -120,6 +120,17 @@ async fn hostile_requests_get_clear_errors_and_service_continues() -> Result<()>
         .await?;
     assert!(e.contains("not a server key"), "{e}");
 
+    // A credential of a mode that is not enabled is refused, not admitted anonymously.
+    let e = s
+        .error_for(
+            request(&server, &issuer, |c| {
+                c["nats"]["connect_opts"]["auth_token"] = "a-bearer-token".into()
+            })
+            .into_bytes(),
+        )
+        .await?;
+    assert!(e.contains("oauth2 authentication is not enabled"), "{e}");
+
     // Garbage cannot be addressed: no response, a log line, and nothing breaks.
     for garbage in [
         b"\x00\xffgarbage".to_vec(),
