@@ -652,6 +652,22 @@ mod tests {
         r
     }
 
+    /// The markdown of a run with only part 2's `rows`, sequential, in `rounds` rounds.
+    fn part2(rows: Vec<Row>, rounds: usize) -> String {
+        let opts = crate::connect::Options {
+            sequential: 100,
+            concurrent: 0,
+            concurrency: 32,
+            rounds,
+            warmup: 0,
+        };
+        Results {
+            connect: Some((rows, opts)),
+            ..Results::default()
+        }
+        .markdown()
+    }
+
     #[test]
     fn each_mode_is_compared_with_the_null_run_of_its_own_credential() {
         let rows = vec![
@@ -659,18 +675,7 @@ mod tests {
             row("null callout", "RS256 token", 2),
             row("nats-callout oauth2 RS256", "RS256 token", 3),
         ];
-        let opts = crate::connect::Options {
-            sequential: 100,
-            concurrent: 0,
-            concurrency: 32,
-            rounds: 1,
-            warmup: 0,
-        };
-        let md = Results {
-            connect: Some((rows, opts)),
-            ..Results::default()
-        }
-        .markdown();
+        let md = part2(rows, 1);
         // 3 ms against the token run's 2 ms, not against the anonymous run's 1 ms.
         assert!(
             md.contains("| nats-callout oauth2 RS256 | RS256 token | 1 | 1.50× | 1.50× |"),
@@ -691,18 +696,7 @@ mod tests {
                 &[3, 4, 2],
             ),
         ];
-        let opts = crate::connect::Options {
-            sequential: 100,
-            concurrent: 0,
-            concurrency: 32,
-            rounds: 3,
-            warmup: 0,
-        };
-        let md = Results {
-            connect: Some((rows, opts)),
-            ..Results::default()
-        }
-        .markdown();
+        let md = part2(rows, 3);
         // Round by round 3/2, 4/4, 2/2; throughput equal in every round.
         assert!(
             md.contains(
