@@ -64,12 +64,13 @@ pub struct Handled {
 }
 
 /// A routed request, ready to be decided.
-enum Prepared {
+enum Prepared<'a> {
     /// Granted before, still valid: no plugin runs.
     Cached(Grant),
-    /// For the plugins, with the key to cache their grant under (cache on, credential
-    /// cacheable). Boxed: the request future holds this across the plugin call.
+    /// For the mode's plugin chain, with the key to cache their grant under (cache on,
+    /// credential cacheable). Boxed: the request future holds it across the plugin call.
     Run {
+        chain: &'a [Runner],
         request: Box<nats_callout_sdk::AuthRequest>,
         key: Option<Key>,
     },
@@ -290,7 +291,11 @@ impl Authorizer {
         };
         let decision = match self.prepare(mode, req) {
             Ok(Prepared::Cached(grant)) => Ok(grant),
-            Ok(Prepared::Run { request, key }) => self.run_chain(mode, &request, key).await,
+            Ok(Prepared::Run {
+                chain,
+                request,
+                key,
+            }) => self.run_chain(mode, chain, &request, key).await,
             Err(reason) => Err(reason),
         };
         let now = unix_now();
@@ -323,21 +328,21 @@ impl Authorizer {
     /// purpose: the decoded request (0.8 KB) must not be held across the plugin call,
     /// where each level of the async call chain would store its own copy in the future
     /// that every request's task moves onto the heap (8.6 KB that way, 5.2 KB now).
-    fn prepare(&self, mode: Mode, req: AuthorizationRequest) -> Result<Prepared, String> {
-        let key = self
-            .cache
-            .as_ref()
-            .and_then(|_| DecisionCache::key(mode, &req));
-        if let (Some(cache), Some(key)) = (&self.cache, &key) {
-            if let Some(grant) = cache.get(key, unix_now()) {
+    fn prepare(&self, mode: Mode, req: AuthorizationRequest) -> Result<Prepared<'_>, String> {
+        let mut key = None;
+        if let Some(cache) = &self.cache
+            && let Some(k) = DecisionCache::key(mode, &req)
+        {
+            if let Some(grant) = cache.get(&k, unix_now()) {
                 self.metrics.cache_hits.inc();
                 return Ok(Prepared::Cached(grant));
             }
             self.metrics.cache_misses.inc();
+            key = Some(k);
         }
-        if !self.chains.contains_key(&mode) {
+        let Some(chain) = self.chains.get(&mode) else {
             return Err(format!("{mode} authentication is not enabled"));
-        }
+        };
         let chain_pems: &[String] = req
             .client_tls
             .as_ref()
@@ -354,6 +359,7 @@ impl Authorizer {
         }
         let parsed = x509::parse_chain(chain_pems).map_err(|e| format!("{mode}: {e}"))?;
         Ok(Prepared::Run {
+            chain,
             request: Box::new(crate::plugin::plain_request(req, mode, parsed)),
             key,
         })
@@ -364,10 +370,10 @@ impl Authorizer {
     async fn run_chain(
         &self,
         mode: Mode,
+        chain: &[Runner],
         request: &nats_callout_sdk::AuthRequest,
         key: Option<Key>,
     ) -> Result<Grant, String> {
-        let chain = self.chains.get(&mode).map(Vec::as_slice).unwrap_or(&[]);
         for plugin in chain {
             let started = std::time::Instant::now();
             let result = plugin.authenticate(request).await;
