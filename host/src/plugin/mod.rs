@@ -114,6 +114,8 @@ pub struct CallLimits {
 /// One engine for all plugins, plus the ticker thread that drives epoch deadlines.
 pub struct PluginEngine {
     engine: Engine,
+    /// Whether the engine meters fuel (some plugin has a fuel limit).
+    fuel: bool,
     linker: Linker<State>,
     stop: Arc<AtomicBool>,
     cache_dir: Option<std::path::PathBuf>,
@@ -161,6 +163,7 @@ impl PluginEngine {
             .map_err(|e| PluginError::Engine(e.to_string()))?;
         Ok(Self {
             engine,
+            fuel,
             linker,
             stop,
             cache_dir,
@@ -203,6 +206,7 @@ impl PluginEngine {
             caps: Arc::new(caps),
             idle: Mutex::new(Vec::with_capacity(limits.instances)),
             permits: tokio::sync::Semaphore::new(limits.instances),
+            tank: self.fuel.then(|| limits.fuel.unwrap_or(u64::MAX)),
             limits,
         });
         // Loading runs off the runtime's threads (`check` has none; a reload builds the
@@ -249,6 +253,9 @@ pub struct LoadedPlugin {
     /// gives back-pressure instead of an unbounded pile of instances.
     permits: tokio::sync::Semaphore,
     limits: CallLimits,
+    /// Fuel per call, when the engine meters fuel: then every store needs some, and a
+    /// plugin without a limit gets an unlimited tank.
+    tank: Option<u64>,
 }
 
 impl LoadedPlugin {
@@ -295,11 +302,12 @@ impl LoadedPlugin {
         store.set_epoch_deadline(1);
     }
 
-    /// Fuel for one call. When the engine meters fuel (some plugin has a limit), every
-    /// store needs some, so plugins without a limit get an unlimited tank; when it does
-    /// not, `set_fuel` fails and there is nothing to do.
+    /// Fuel for one call, if the engine meters it (`set_fuel` fails only when it does
+    /// not, and that is checked here instead of building an error per call).
     fn refuel(&self, store: &mut Store<State>) {
-        let _ = store.set_fuel(self.limits.fuel.unwrap_or(u64::MAX));
+        if let Some(tank) = self.tank {
+            let _ = store.set_fuel(tank);
+        }
     }
 
     fn release(&self, instance: Instance) {
