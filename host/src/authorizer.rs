@@ -13,7 +13,7 @@ use crate::claims::AuthorizationRequest;
 use crate::config::Config;
 use crate::decision::{Decision, Grant};
 use crate::keys::{KeyError, SeedSource};
-use crate::metrics::Metrics;
+use crate::metrics::{Metrics, PluginMetrics};
 use crate::plugin::CallError;
 use crate::plugin::{CallLimits, PluginEngine, PluginError, Runner};
 use crate::request::{ReplyTarget, Verifier, unix_now};
@@ -63,6 +63,12 @@ pub struct Handled {
     pub user_nkey: String,
 }
 
+/// One plugin of a mode's chain, with its metric series.
+struct Link {
+    runner: Runner,
+    metrics: PluginMetrics,
+}
+
 /// A routed request, ready to be decided.
 enum Prepared<'a> {
     /// Granted before, still valid: no plugin runs.
@@ -70,7 +76,7 @@ enum Prepared<'a> {
     /// For the mode's plugin chain, with the key to cache their grant under (cache on,
     /// credential cacheable). Boxed: the request future holds it across the plugin call.
     Run {
-        chain: &'a [Runner],
+        chain: &'a [Link],
         request: Box<nats_callout_sdk::AuthRequest>,
         key: Option<Key>,
     },
@@ -82,7 +88,7 @@ pub type Shared = Arc<arc_swap::ArcSwap<Authorizer>>;
 pub struct Authorizer {
     signer: Signer,
     leeway: Duration,
-    chains: HashMap<Mode, Vec<Runner>>,
+    chains: HashMap<Mode, Vec<Link>>,
     jwks: Option<Arc<crate::oauth::Jwks>>,
     /// The operator's client-certificate CAs; when set, every mtls request's chain must
     /// verify against it before any plugin sees the request.
@@ -154,7 +160,7 @@ impl Authorizer {
             crate::plugin::precompiled::default_dir(),
         )?);
         let dir = cfg.plugin_dir();
-        let mut chains: HashMap<Mode, Vec<Runner>> = HashMap::new();
+        let mut chains: HashMap<Mode, Vec<Link>> = HashMap::new();
         for (i, p) in plugins.iter().enumerate() {
             let path = if p.path.is_absolute() {
                 p.path.clone()
@@ -163,7 +169,7 @@ impl Authorizer {
             };
             let stem = p.path.file_stem().unwrap_or_default().to_string_lossy();
             let mut name = format!("{}/{stem}", p.mode);
-            if chains.values().flatten().any(|l| l.name() == name) {
+            if chains.values().flatten().any(|l| l.runner.name() == name) {
                 name = format!("{name}#{i}");
             }
             // `host` tells the plugin which verification capabilities have key material
@@ -185,7 +191,10 @@ impl Authorizer {
                 limits_of(p),
             )?;
             tracing::info!(plugin = %name, path = %path.display(), "plugin loaded");
-            chains.entry(p.mode).or_default().push(Runner::Wasm(plugin));
+            chains.entry(p.mode).or_default().push(Link {
+                metrics: metrics.plugin(&name),
+                runner: Runner::Wasm(plugin),
+            });
         }
         Ok(Self {
             signer: Signer::new(&issuer, xkey)?,
@@ -206,6 +215,13 @@ impl Authorizer {
     /// Replace a mode's plugin chain, e.g. with native builds of the same plugins to
     /// measure what WebAssembly costs. Configuration decides chains otherwise.
     pub fn replace_chain(&mut self, mode: Mode, chain: Vec<Runner>) {
+        let chain = chain
+            .into_iter()
+            .map(|runner| Link {
+                metrics: self.metrics.plugin(runner.name()),
+                runner,
+            })
+            .collect();
         self.chains.insert(mode, chain);
     }
 
@@ -370,14 +386,14 @@ impl Authorizer {
     async fn run_chain(
         &self,
         mode: Mode,
-        chain: &[Runner],
+        chain: &[Link],
         request: &nats_callout_sdk::AuthRequest,
         key: Option<Key>,
     ) -> Result<Grant, String> {
-        for plugin in chain {
+        for link in chain {
             let started = std::time::Instant::now();
-            let result = plugin.authenticate(request).await;
-            self.count_call(plugin.name(), &result, started.elapsed());
+            let result = link.runner.authenticate(request).await;
+            count_call(&link.metrics, &result, started.elapsed());
             match result {
                 Ok(Decision::Allow(grant)) => {
                     if let (Some(cache), Some(key)) = (&self.cache, key) {
@@ -393,22 +409,6 @@ impl Authorizer {
             }
         }
         Err(format!("{mode}: no plugin accepted the credential"))
-    }
-
-    fn count_call(&self, plugin: &str, result: &Result<Decision, CallError>, took: Duration) {
-        let m = &self.metrics;
-        m.plugin_calls.with_label_values(&[plugin]).inc();
-        m.plugin_duration
-            .with_label_values(&[plugin])
-            .observe(took.as_secs_f64());
-        match result {
-            Ok(Decision::Deny(_)) => m.plugin_denies.with_label_values(&[plugin]).inc(),
-            Err(CallError::Timeout(_) | CallError::Busy(_)) => {
-                m.plugin_timeouts.with_label_values(&[plugin]).inc()
-            }
-            Err(_) => m.plugin_traps.with_label_values(&[plugin]).inc(),
-            Ok(_) => {}
-        }
     }
 
     fn finish(
@@ -437,5 +437,16 @@ impl Authorizer {
             client_id,
             user_nkey,
         }
+    }
+}
+
+fn count_call(m: &PluginMetrics, result: &Result<Decision, CallError>, took: Duration) {
+    m.calls.inc();
+    m.duration.observe(took.as_secs_f64());
+    match result {
+        Ok(Decision::Deny(_)) => m.denies.inc(),
+        Err(CallError::Timeout(_) | CallError::Busy(_)) => m.timeouts.inc(),
+        Err(_) => m.traps.inc(),
+        Ok(_) => {}
     }
 }

@@ -242,7 +242,8 @@ pub async fn scrape(addr: SocketAddr) -> Result<String> {
 
 /// The value of one series, written as in the exposition: `auth_requests_total`,
 /// `plugin_calls_total{plugin="nkey/nkey"}`, `auth_request_duration_seconds_count`.
-/// `None` when absent (a labelled series appears only once it has been touched).
+/// `None` when absent (most labelled series appear only once touched; a plugin's appear
+/// when it loads).
 pub fn metric(exposition: &str, series: &str) -> Option<f64> {
     exposition.lines().find_map(|line| {
         let (name, value) = line.rsplit_once(' ')?;
