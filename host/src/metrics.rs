@@ -22,9 +22,9 @@ pub struct ModeCounters {
     pub failures: IntCounter,
 }
 
-/// One plugin's series, resolved when the plugin is loaded: looking them up by label
-/// (hash the name, lock the map, find the child) on every call costs each decision a
-/// few hundred nanoseconds for nothing.
+/// One plugin's series, resolved when the plugin is loaded: looked up by label on every
+/// call instead, each decision would hash the name, lock the map and find the child two
+/// or three times over for nothing.
 #[derive(Clone)]
 pub struct PluginMetrics {
     pub calls: IntCounter,
