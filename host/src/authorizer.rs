@@ -419,17 +419,16 @@ impl Authorizer {
         outcome: Result<String, String>,
         client_id: u64,
     ) -> Handled {
-        let user_nkey = target
-            .as_ref()
-            .map(|t| t.user_nkey.clone())
-            .unwrap_or_default();
-        let reply = target.and_then(|t| match self.signer.response(&t, outcome, unix_now()) {
-            Ok(bytes) => Some(bytes),
-            Err(e) => {
-                tracing::error!(error = %e, "cannot build the authorization response");
-                None
-            }
-        });
+        let (reply, user_nkey) = match target {
+            None => (None, String::new()),
+            Some(t) => match self.signer.response(&t, outcome, unix_now()) {
+                Ok(bytes) => (Some(bytes), t.user_nkey),
+                Err(e) => {
+                    tracing::error!(error = %e, "cannot build the authorization response");
+                    (None, t.user_nkey)
+                }
+            },
+        };
         Handled {
             mode,
             verdict,
