@@ -88,7 +88,7 @@ pub async fn null_responder(
             let user = signer
                 .user_jwt(&grant, &target.user_nkey, now)
                 .map_err(|e| e.to_string());
-            match signer.response(&target, user, now) {
+            match signer.response(&target, user.as_deref().map_err(String::as_str), now) {
                 Ok(bytes) => {
                     if let Err(e) = client.publish(reply, bytes.into()).await {
                         tracing::warn!(error = %e, "cannot publish response");

@@ -421,7 +421,11 @@ impl Authorizer {
     ) -> Handled {
         let (reply, user_nkey) = match target {
             None => (None, String::new()),
-            Some(t) => match self.signer.response(&t, outcome, unix_now()) {
+            Some(t) => match self.signer.response(
+                &t,
+                outcome.as_deref().map_err(String::as_str),
+                unix_now(),
+            ) {
                 Ok(bytes) => (Some(bytes), t.user_nkey),
                 Err(e) => {
                     tracing::error!(error = %e, "cannot build the authorization response");

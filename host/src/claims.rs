@@ -141,77 +141,79 @@ pub struct ClientTls {
     pub verified_chains: Vec<Vec<String>>,
 }
 
-/// Authorization response we send back.
+/// Authorization response we send back. Borrows what it says from the request and the
+/// signer: it exists only to be serialised once.
 #[derive(Debug, Serialize)]
-pub struct ResponseClaims {
+pub struct ResponseClaims<'a> {
     #[serde(skip_serializing_if = "String::is_empty")]
     pub jti: String,
     pub iat: i64,
-    pub iss: String,
-    pub sub: String,
-    pub aud: String,
-    pub nats: AuthorizationResponse,
+    pub iss: &'a str,
+    pub sub: &'a str,
+    pub aud: &'a str,
+    pub nats: AuthorizationResponse<'a>,
 }
 
 #[derive(Debug, Serialize)]
-pub struct AuthorizationResponse {
-    #[serde(skip_serializing_if = "String::is_empty")]
-    pub jwt: String,
-    #[serde(skip_serializing_if = "String::is_empty")]
-    pub error: String,
+pub struct AuthorizationResponse<'a> {
+    #[serde(skip_serializing_if = "str::is_empty")]
+    pub jwt: &'a str,
+    #[serde(skip_serializing_if = "str::is_empty")]
+    pub error: &'a str,
     #[serde(rename = "type")]
     pub kind: &'static str,
     pub version: u32,
 }
 
-impl WithJti for ResponseClaims {
+impl WithJti for ResponseClaims<'_> {
     fn set_jti(&mut self, jti: String) {
         self.jti = jti;
     }
 }
 
-/// The user JWT that admits one connection.
+/// The user JWT that admits one connection. Borrows from the grant, as
+/// [`ResponseClaims`] does.
 #[derive(Debug, Serialize)]
-pub struct UserClaims {
+pub struct UserClaims<'a> {
     #[serde(skip_serializing_if = "String::is_empty")]
     pub jti: String,
     pub iat: i64,
-    pub iss: String,
-    pub sub: String,
+    pub iss: &'a str,
+    pub sub: &'a str,
     /// Config mode: the target account's name.
-    pub aud: String,
-    #[serde(skip_serializing_if = "String::is_empty")]
-    pub name: String,
+    pub aud: &'a str,
+    #[serde(skip_serializing_if = "str::is_empty")]
+    pub name: &'a str,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub exp: Option<i64>,
-    pub nats: User,
+    pub nats: User<'a>,
 }
 
 #[derive(Debug, Serialize)]
-pub struct User {
+pub struct User<'a> {
     #[serde(rename = "pub")]
-    pub publish: Permission,
+    pub publish: Permission<'a>,
     #[serde(rename = "sub")]
-    pub subscribe: Permission,
+    pub subscribe: Permission<'a>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub resp: Option<ResponsePermission>,
     /// -1 = unlimited. Always sent: a missing value decodes as 0 in Go.
     pub subs: i64,
     pub data: i64,
     pub payload: i64,
-    #[serde(skip_serializing_if = "Vec::is_empty")]
-    pub tags: Vec<String>,
+    #[serde(skip_serializing_if = "<[String]>::is_empty")]
+    pub tags: &'a [String],
     #[serde(rename = "type")]
     pub kind: &'static str,
     pub version: u32,
 }
 
-#[derive(Debug, Default, Serialize)]
-pub struct Permission {
-    #[serde(skip_serializing_if = "Vec::is_empty")]
-    pub allow: Vec<String>,
-    #[serde(skip_serializing_if = "Vec::is_empty")]
-    pub deny: Vec<String>,
+#[derive(Debug, Serialize)]
+pub struct Permission<'a> {
+    #[serde(skip_serializing_if = "<[String]>::is_empty")]
+    pub allow: &'a [String],
+    #[serde(skip_serializing_if = "<[String]>::is_empty")]
+    pub deny: &'a [String],
 }
 
 #[derive(Debug, Serialize)]
@@ -221,7 +223,7 @@ pub struct ResponsePermission {
     pub ttl: i64,
 }
 
-impl WithJti for UserClaims {
+impl WithJti for UserClaims<'_> {
     fn set_jti(&mut self, jti: String) {
         self.jti = jti;
     }

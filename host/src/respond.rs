@@ -47,19 +47,19 @@ impl Signer {
         let mut claims = UserClaims {
             jti: String::new(),
             iat: now,
-            iss: self.issuer_public.clone(),
-            sub: user_nkey.to_owned(),
-            aud: grant.account.clone(),
-            name: grant.name.clone(),
+            iss: &self.issuer_public,
+            sub: user_nkey,
+            aud: &grant.account,
+            name: &grant.name,
             exp: grant.expires_at,
             nats: User {
                 publish: Permission {
-                    allow: grant.publish.allow.clone(),
-                    deny: grant.publish.deny.clone(),
+                    allow: &grant.publish.allow,
+                    deny: &grant.publish.deny,
                 },
                 subscribe: Permission {
-                    allow: grant.subscribe.allow.clone(),
-                    deny: grant.subscribe.deny.clone(),
+                    allow: &grant.subscribe.allow,
+                    deny: &grant.subscribe.deny,
                 },
                 resp: grant.response.map(|r| ResponsePermission {
                     max: r.max_msgs,
@@ -68,7 +68,7 @@ impl Signer {
                 subs,
                 data,
                 payload,
-                tags: grant.tags.clone(),
+                tags: &grant.tags,
                 kind: USER_TYPE,
                 version: CLAIMS_VERSION,
             },
@@ -81,19 +81,19 @@ impl Signer {
     pub fn response(
         &self,
         target: &ReplyTarget,
-        outcome: Result<String, String>,
+        outcome: Result<&str, &str>,
         now: i64,
     ) -> Result<Vec<u8>, RespondError> {
         let (jwt, error) = match outcome {
-            Ok(jwt) => (jwt, String::new()),
-            Err(error) => (String::new(), error),
+            Ok(jwt) => (jwt, ""),
+            Err(error) => ("", error),
         };
         let mut claims = ResponseClaims {
             jti: String::new(),
             iat: now,
-            iss: self.issuer_public.clone(),
-            sub: target.user_nkey.clone(),
-            aud: target.server_id.clone(),
+            iss: &self.issuer_public,
+            sub: &target.user_nkey,
+            aud: &target.server_id,
             nats: AuthorizationResponse {
                 jwt,
                 error,
