@@ -320,7 +320,7 @@ async fn serve(
 
     let limit = Arc::new(Semaphore::new(max_concurrent));
     // For the log lines of every request: shared, not copied per request.
-    let name: Arc<str> = server.name.as_str().into();
+    let shared_name: Arc<str> = server.name.as_str().into();
     while let Some(msg) = sub.next().await {
         let Ok(permit) = limit.clone().acquire_owned().await else {
             break;
@@ -329,7 +329,7 @@ async fn serve(
         // meanwhile: in-flight requests finish on the old plugins.
         let authorizer = authorizer.load_full();
         let client = client.clone();
-        let server_name = name.clone();
+        let server_name = shared_name.clone();
         tokio::spawn(async move {
             let xkey = msg
                 .headers
