@@ -4,7 +4,7 @@
 //! natively. Also the plugin call alone and the decision cache in process.
 
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, anyhow, bail};
 use nats_callout::authorizer::{Authorizer, Verdict};
@@ -26,7 +26,8 @@ use crate::stats::median;
 pub struct Options {
     /// Timed batches per case and runtime; the reported figures are medians, which
     /// shrug off batches disturbed by other processes on a shared machine. Many short
-    /// batches, alternating WASM and native, beat a few long ones there.
+    /// batches beat a few long ones there. Within a batch the two sides' calls
+    /// interleave one by one (see [`interleaved`]).
     pub batches: usize,
     /// Decisions per batch (distinct requests, reused across batches).
     pub per_batch: usize,
@@ -73,8 +74,8 @@ pub struct Pair {
     pub wasm_ns: f64,
     /// Median of the native batches.
     pub native_ns: f64,
-    /// Median over batch pairs (a WASM and a native batch run back to back) of their
-    /// ratio, and of their difference: slow drifts of the machine's load cancel out.
+    /// Median over the batches of the ratio, and of the difference, of the two sides'
+    /// means in that batch (whose calls interleaved one by one).
     pub paired_ratio: f64,
     pub paired_added_ns: f64,
 }
@@ -227,38 +228,56 @@ async fn setup(fx: &Fixture) -> Result<Setup> {
     })
 }
 
-/// Mean nanoseconds per `handle` over `reqs`; every request must be admitted.
-async fn time_handle(auth: &Authorizer, reqs: &[String]) -> Result<f64> {
-    let started = Instant::now();
-    let mut refused = None;
-    for r in reqs {
-        let handled = std::hint::black_box(auth.handle(r.as_bytes(), None).await);
-        if !matches!(handled.verdict, Verdict::Allowed { .. }) {
-            refused = Some(handled.verdict);
-        }
+/// One decision through `Authorizer::handle`; it must admit.
+async fn decide(auth: &Authorizer, request: &str) -> Result<()> {
+    match std::hint::black_box(auth.handle(request.as_bytes(), None).await).verdict {
+        Verdict::Allowed { .. } => Ok(()),
+        refused => bail!("a benchmark request was not admitted: {refused:?}"),
     }
-    let ns = started.elapsed().as_nanos() as f64 / reqs.len() as f64;
-    if let Some(v) = refused {
-        bail!("a benchmark request was not admitted: {v:?}");
-    }
-    Ok(ns)
 }
 
-/// Mean nanoseconds per plugin call; every call must allow.
-async fn time_runner(runner: &Runner, reqs: &[sdk::AuthRequest]) -> Result<f64> {
-    let started = Instant::now();
-    let mut bad = None;
-    for r in reqs {
-        let d = std::hint::black_box(runner.authenticate(r).await);
-        if !matches!(d, Ok(sdk::Decision::Allow(_))) {
-            bad = Some(d);
+/// One plugin call; it must allow.
+async fn call(runner: &Runner, request: &sdk::AuthRequest) -> Result<()> {
+    match std::hint::black_box(runner.authenticate(request).await) {
+        Ok(sdk::Decision::Allow(_)) => Ok(()),
+        other => bail!("a plugin call did not allow: {other:?}"),
+    }
+}
+
+/// `batches` timed batches (after one to warm up) of `n` calls of each side, `a(i)` and
+/// `b(i)` for i in 0..n, interleaved call by call with the first side swapping every
+/// call: a change of the machine's load (other processes on a shared host) hits both
+/// sides alike, where alternating whole batches left seconds between them. Returns each
+/// side's mean nanoseconds per call, batch by batch.
+async fn interleaved(
+    batches: usize,
+    n: usize,
+    a: impl AsyncFn(usize) -> Result<()>,
+    b: impl AsyncFn(usize) -> Result<()>,
+) -> Result<(Vec<f64>, Vec<f64>)> {
+    async fn timed(side: &impl AsyncFn(usize) -> Result<()>, i: usize) -> Result<Duration> {
+        let started = Instant::now();
+        side(i).await?;
+        Ok(started.elapsed())
+    }
+    let (mut a_ns, mut b_ns) = (Vec::with_capacity(batches), Vec::with_capacity(batches));
+    for batch in 0..=batches {
+        let (mut ta, mut tb) = (Duration::ZERO, Duration::ZERO);
+        for i in 0..n {
+            if i % 2 == 0 {
+                ta += timed(&a, i).await?;
+                tb += timed(&b, i).await?;
+            } else {
+                tb += timed(&b, i).await?;
+                ta += timed(&a, i).await?;
+            }
+        }
+        if batch > 0 {
+            a_ns.push(ta.as_nanos() as f64 / n as f64);
+            b_ns.push(tb.as_nanos() as f64 / n as f64);
         }
     }
-    let ns = started.elapsed().as_nanos() as f64 / reqs.len() as f64;
-    if let Some(d) = bad {
-        bail!("a plugin call did not allow: {d:?}");
-    }
-    Ok(ns)
+    Ok((a_ns, b_ns))
 }
 
 /// Run part 1.
@@ -282,22 +301,15 @@ pub async fn run(fx: &Fixture, opts: Options) -> Result<Report> {
         cases.push((case, reqs));
     }
 
-    // Pipeline: WASM and native batches alternate (and swap order every batch), so
-    // that load from other processes hits both sides alike.
     let mut pipeline = Vec::new();
     for (case, reqs) in &cases {
-        time_handle(&s.wasm, reqs).await?; // warm-up: instances, JWKS, caches
-        time_handle(&s.native, reqs).await?;
-        let (mut w, mut n) = (Vec::new(), Vec::new());
-        for b in 0..opts.batches {
-            if b % 2 == 0 {
-                w.push(time_handle(&s.wasm, reqs).await?);
-                n.push(time_handle(&s.native, reqs).await?);
-            } else {
-                n.push(time_handle(&s.native, reqs).await?);
-                w.push(time_handle(&s.wasm, reqs).await?);
-            }
-        }
+        let (w, n) = interleaved(
+            opts.batches,
+            reqs.len(),
+            async |i| decide(&s.wasm, &reqs[i]).await,
+            async |i| decide(&s.native, &reqs[i]).await,
+        )
+        .await?;
         pipeline.push(Pair::new(case.label(), &w, &n));
     }
 
@@ -335,18 +347,13 @@ pub async fn run(fx: &Fixture, opts: Options) -> Result<Report> {
                 Ok(plugin::plain_request(claims.nats, mode, vec![]))
             })
             .collect::<Result<Vec<_>>>()?;
-        time_runner(&wasm, &plain).await?;
-        time_runner(&native, &plain).await?;
-        let (mut w, mut n) = (Vec::new(), Vec::new());
-        for b in 0..opts.batches {
-            if b % 2 == 0 {
-                w.push(time_runner(&wasm, &plain).await?);
-                n.push(time_runner(&native, &plain).await?);
-            } else {
-                n.push(time_runner(&native, &plain).await?);
-                w.push(time_runner(&wasm, &plain).await?);
-            }
-        }
+        let (w, n) = interleaved(
+            opts.batches,
+            plain.len(),
+            async |i| call(&wasm, &plain[i]).await,
+            async |i| call(&native, &plain[i]).await,
+        )
+        .await?;
         plugin_call.push(Pair::new(case.label(), &w, &n));
     }
 
@@ -366,12 +373,12 @@ pub async fn cache_in_process(fx: &Fixture, opts: Options) -> Result<(f64, f64)>
     let case = Case::Oauth2(Alg::Rs256);
     let reqs_off = requests(fx, &server, &issuer_off, case, Some(&token), opts.per_batch);
     let reqs_on = requests(fx, &server, &issuer_on, case, Some(&token), opts.per_batch);
-    time_handle(&off, &reqs_off).await?;
-    time_handle(&on, &reqs_on).await?;
-    let (mut a, mut b) = (Vec::new(), Vec::new());
-    for _ in 0..opts.batches {
-        a.push(time_handle(&off, &reqs_off).await?);
-        b.push(time_handle(&on, &reqs_on).await?);
-    }
+    let (a, b) = interleaved(
+        opts.batches,
+        opts.per_batch,
+        async |i| decide(&off, &reqs_off[i]).await,
+        async |i| decide(&on, &reqs_on[i]).await,
+    )
+    .await?;
     Ok((median(&a), median(&b)))
 }

@@ -260,10 +260,10 @@ impl Results {
                  `Authorizer::handle` on forged authorization requests (verify the request JWT, \
                  route, run the plugin, check the grant, sign the user JWT and the response JWT), \
                  decision cache off. Native: the same plugin crates compiled into the host \
-                 (`NativePlugin`). {} batches of {} decisions per side, WASM and native batches \
-                 back to back in alternating order; warm instances. Columns 2–3: medians of the \
-                 batches; columns 4–5: medians over the back-to-back pairs of their ratio and \
-                 difference.\n",
+                 (`NativePlugin`). {} batches of {} decisions per side, WASM and native calls \
+                 interleaved one by one, the first side swapping every call; warm instances. \
+                 Columns 2–3: medians of the batches' means; columns 4–5: medians over the \
+                 batches of the ratio and the difference of the two sides' means.\n",
                 opts.batches, opts.per_batch
             );
             let _ = writeln!(
