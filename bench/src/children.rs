@@ -37,11 +37,16 @@ struct MinimalNats {
 /// nats-server to admit the client), and replies. Same I/O shape as nats-callout's
 /// service (async-nats, one task per request), so that the difference between the two
 /// is the decision work: request verification, routing, the plugin, grant checks.
+///
+/// `busy`: CPU time to burn on each request's task before answering (normally zero).
+/// Set to what nats-callout spends on a decision beyond this responder, it tells
+/// whether a gap between the two is that CPU time and nothing else.
 pub async fn null_responder(
     url: &str,
     nkey_seed: &Path,
     issuer_seed: &Path,
     account: &str,
+    busy: Duration,
 ) -> Result<()> {
     let read = |p: &Path| -> Result<String> {
         Ok(std::fs::read_to_string(p)
@@ -79,6 +84,7 @@ pub async fn null_responder(
             else {
                 return;
             };
+            burn(busy);
             let now = unix_now();
             let target = ReplyTarget {
                 user_nkey: req.nats.user_nkey,
@@ -99,6 +105,14 @@ pub async fn null_responder(
         });
     }
     Ok(())
+}
+
+/// Spin on this thread for `d`, as a decision's CPU work would hold it.
+fn burn(d: Duration) {
+    let started = std::time::Instant::now();
+    while started.elapsed() < d {
+        std::hint::spin_loop();
+    }
 }
 
 /// The callout service exactly as `nats-callout run --config <config>` starts it

@@ -155,18 +155,26 @@ pub enum Kind {
 
 /// Targets of parts 2–4, each started when a part first needs it and kept for the
 /// others (idle, they cost nothing measurable).
-#[derive(Default)]
 pub struct Targets {
     slots: [Option<Target>; 4],
+    /// What the null responder burns per request (`--null-busy-us`).
+    null_busy: Duration,
 }
 
 impl Targets {
+    pub fn new(null_busy: Duration) -> Self {
+        Self {
+            slots: Default::default(),
+            null_busy,
+        }
+    }
+
     pub fn get(&mut self, fx: &Fixture, kind: Kind) -> Result<&mut Target> {
         let slot = &mut self.slots[kind as usize];
         if slot.is_none() {
             *slot = Some(match kind {
                 Kind::StaticUsers => Target::static_users()?,
-                Kind::Null => Target::null_callout()?,
+                Kind::Null => Target::null_callout(self.null_busy)?,
                 Kind::Callout => Target::nats_callout(fx, false)?,
                 Kind::CalloutCached => Target::nats_callout(fx, true)?,
             });

@@ -175,8 +175,9 @@ impl Target {
         })
     }
 
-    /// nats-server with auth callout, answered by the null responder (a child process).
-    pub fn null_callout() -> Result<Self> {
+    /// nats-server with auth callout, answered by the null responder (a child process)
+    /// that burns `busy` of CPU per request first (normally zero).
+    pub fn null_callout(busy: Duration) -> Result<Self> {
         let keys = Keys::generate();
         let dir = tempfile::tempdir()?;
         keys.write(dir.path())?;
@@ -195,6 +196,8 @@ impl Target {
                 &seed("issuer-seed"),
                 "--account",
                 "ANONYMOUS",
+                "--busy-us",
+                &busy.as_micros().to_string(),
             ],
             &dir.path().join("null.log"),
             READY_WITHIN,

@@ -7,7 +7,7 @@
 //! ```
 
 use std::path::PathBuf;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand, ValueEnum};
@@ -61,6 +61,11 @@ struct Cli {
     /// Part 4: reconnects with one token, per cache setting.
     #[arg(long)]
     cache_connects: Option<usize>,
+    /// Parts 2–4: the null callout spins this many µs on each request before answering.
+    /// A diagnostic, not a baseline: set to the CPU nats-callout spends per decision
+    /// beyond the null callout, it shows whether that CPU is the whole gap.
+    #[arg(long, default_value_t = 0)]
+    null_busy_us: u64,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -91,6 +96,8 @@ enum ChildCommand {
         issuer_seed: PathBuf,
         #[arg(long)]
         account: String,
+        #[arg(long, default_value_t = 0)]
+        busy_us: u64,
     },
 }
 
@@ -152,6 +159,7 @@ fn main() -> Result<()> {
             ref nkey_seed,
             ref issuer_seed,
             ref account,
+            busy_us,
         }) => {
             init_logging("warn");
             multi_thread_runtime()?.block_on(children::null_responder(
@@ -159,6 +167,7 @@ fn main() -> Result<()> {
                 nkey_seed,
                 issuer_seed,
                 account,
+                Duration::from_micros(busy_us),
             ))
         }
         None => bench(&cli),
@@ -202,6 +211,7 @@ fn bench(cli: &Cli) -> Result<()> {
         machine: Some(Machine::probe()),
         command: command_line(),
         debug_build: cfg!(debug_assertions),
+        null_busy: Duration::from_micros(cli.null_busy_us),
         ..Default::default()
     };
 
@@ -213,7 +223,7 @@ fn bench(cli: &Cli) -> Result<()> {
         .context("cannot start the async runtime")?;
     rt.block_on(async {
         let fx = Fixture::start()?;
-        let mut targets = Targets::default();
+        let mut targets = Targets::new(results.null_busy);
         for part in &parts {
             let t = Instant::now();
             match part {

@@ -185,6 +185,8 @@ pub struct Results {
     pub storm: Vec<StormRow>,
     /// End to end, and in process (ns per decision, cache off and on).
     pub cache: Option<([CacheRow; 2], (f64, f64))>,
+    /// What the null responder burned per request (`--null-busy-us`; normally zero).
+    pub null_busy: Duration,
 }
 
 fn us(ns: f64) -> String {
@@ -226,6 +228,15 @@ impl Results {
             let _ = writeln!(w, "| date | {} |", m.date);
             let _ = writeln!(w, "| commit | {} |", m.commit);
             let _ = writeln!(w, "| command | `{}` |", self.command);
+            if !self.null_busy.is_zero() {
+                let _ = writeln!(
+                    w,
+                    "| **null callout** | **spins {} µs per request before answering \
+                     (`--null-busy-us`): a diagnostic, not the floor; its ratios below are \
+                     not the targets' ratios** |",
+                    self.null_busy.as_micros()
+                );
+            }
             let _ = writeln!(
                 w,
                 "| machine | {} CPUs ({}), {:.1} GiB RAM, Linux {} |",
@@ -417,23 +428,26 @@ impl Results {
                     } else {
                         format!("{} concurrent", r.concurrency)
                     };
-                    checks.push(Check {
-                        target: format!("2. oauth2 p50 ≤ {P50_MAX_RATIO}× null callout, {c}"),
-                        measured: format!("{p50:.2}×{p50_rounds}"),
-                        ok: p50 <= P50_MAX_RATIO,
-                    });
-                    checks.push(Check {
-                        target: format!("2. oauth2 p99 ≤ {P99_MAX_RATIO}× null callout, {c}"),
-                        measured: format!("{p99:.2}×"),
-                        ok: p99 <= P99_MAX_RATIO,
-                    });
-                    checks.push(Check {
-                        target: format!(
-                            "2. oauth2 throughput ≥ {THROUGHPUT_MIN_RATIO}× null callout, {c}"
-                        ),
-                        measured: format!("{tput:.2}×{tput_rounds}"),
-                        ok: tput >= THROUGHPUT_MIN_RATIO,
-                    });
+                    // Against a padded null callout these are not the targets' ratios.
+                    if self.null_busy.is_zero() {
+                        checks.push(Check {
+                            target: format!("2. oauth2 p50 ≤ {P50_MAX_RATIO}× null callout, {c}"),
+                            measured: format!("{p50:.2}×{p50_rounds}"),
+                            ok: p50 <= P50_MAX_RATIO,
+                        });
+                        checks.push(Check {
+                            target: format!("2. oauth2 p99 ≤ {P99_MAX_RATIO}× null callout, {c}"),
+                            measured: format!("{p99:.2}×"),
+                            ok: p99 <= P99_MAX_RATIO,
+                        });
+                        checks.push(Check {
+                            target: format!(
+                                "2. oauth2 throughput ≥ {THROUGHPUT_MIN_RATIO}× null callout, {c}"
+                            ),
+                            measured: format!("{tput:.2}×{tput_rounds}"),
+                            ok: tput >= THROUGHPUT_MIN_RATIO,
+                        });
+                    }
                     checks.push(Check {
                         target: format!(
                             "2. oauth2 callout CPU ≤ {CPU_MAX_SHARE}× nats-server CPU per connect, {c}"
@@ -652,8 +666,9 @@ mod tests {
         r
     }
 
-    /// The markdown of a run with only part 2's `rows`, sequential, in `rounds` rounds.
-    fn part2(rows: Vec<Row>, rounds: usize) -> String {
+    /// The markdown of a run with only part 2's `rows`, sequential, in `rounds` rounds,
+    /// against a null callout that burned `null_busy` per request.
+    fn part2(rows: Vec<Row>, rounds: usize, null_busy: Duration) -> String {
         let opts = crate::connect::Options {
             sequential: 100,
             concurrent: 0,
@@ -663,6 +678,7 @@ mod tests {
         };
         Results {
             connect: Some((rows, opts)),
+            null_busy,
             ..Results::default()
         }
         .markdown()
@@ -675,7 +691,7 @@ mod tests {
             row("null callout", "RS256 token", 2),
             row("nats-callout oauth2 RS256", "RS256 token", 3),
         ];
-        let md = part2(rows, 1);
+        let md = part2(rows, 1, Duration::ZERO);
         // 3 ms against the token run's 2 ms, not against the anonymous run's 1 ms.
         assert!(
             md.contains("| nats-callout oauth2 RS256 | RS256 token | 1 | 1.50× | 1.50× |"),
@@ -696,7 +712,7 @@ mod tests {
                 &[3, 4, 2],
             ),
         ];
-        let md = part2(rows, 3);
+        let md = part2(rows, 3, Duration::ZERO);
         // Round by round 3/2, 4/4, 2/2; throughput equal in every round.
         assert!(
             md.contains(
@@ -708,6 +724,22 @@ mod tests {
             md.contains("| 2. oauth2 p50 ≤ 1.1× null callout, sequential | 1.50× (1.00–1.50×) | **missed** |"),
             "{md}"
         );
+    }
+
+    #[test]
+    fn a_padded_null_callout_is_not_checked_against_the_targets() {
+        let rows = vec![
+            row("null callout", "RS256 token", 2),
+            row("nats-callout oauth2 RS256", "RS256 token", 3),
+        ];
+        let md = part2(rows, 1, Duration::from_micros(150));
+        // The ratios are reported; only the CPU share, which needs no null run, is checked.
+        assert!(
+            md.contains("| nats-callout oauth2 RS256 | RS256 token | 1 | 1.50× | 1.50× |"),
+            "{md}"
+        );
+        assert!(!md.contains("null callout, sequential"), "{md}");
+        assert!(md.contains("| 2. oauth2 callout CPU"), "{md}");
     }
 
     #[test]
