@@ -684,14 +684,18 @@ mod tests {
         .markdown()
     }
 
-    #[test]
-    fn each_mode_is_compared_with_the_null_run_of_its_own_credential() {
-        let rows = vec![
+    /// Null runs of two credentials (1 and 2 ms) and an oauth2 run (3 ms).
+    fn null_runs_and_oauth2() -> Vec<Row> {
+        vec![
             row("null callout", "anonymous", 1),
             row("null callout", "RS256 token", 2),
             row("nats-callout oauth2 RS256", "RS256 token", 3),
-        ];
-        let md = part2(rows, 1, Duration::ZERO);
+        ]
+    }
+
+    #[test]
+    fn each_mode_is_compared_with_the_null_run_of_its_own_credential() {
+        let md = part2(null_runs_and_oauth2(), 1, Duration::ZERO);
         // 3 ms against the token run's 2 ms, not against the anonymous run's 1 ms.
         assert!(
             md.contains("| nats-callout oauth2 RS256 | RS256 token | 1 | 1.50× | 1.50× |"),
@@ -728,11 +732,7 @@ mod tests {
 
     #[test]
     fn a_padded_null_callout_is_not_checked_against_the_targets() {
-        let rows = vec![
-            row("null callout", "RS256 token", 2),
-            row("nats-callout oauth2 RS256", "RS256 token", 3),
-        ];
-        let md = part2(rows, 1, Duration::from_micros(150));
+        let md = part2(null_runs_and_oauth2(), 1, Duration::from_micros(150));
         // The ratios are reported; only the CPU share, which needs no null run, is checked.
         assert!(
             md.contains("| nats-callout oauth2 RS256 | RS256 token | 1 | 1.50× | 1.50× |"),
