@@ -24,10 +24,10 @@ use crate::stats::median;
 /// Iteration counts.
 #[derive(Debug, Clone, Copy)]
 pub struct Options {
-    /// Timed batches per case and runtime; the reported figures are medians, which
-    /// shrug off batches disturbed by other processes on a shared machine. Many short
-    /// batches beat a few long ones there. Within a batch the two sides' calls
-    /// interleave one by one (see [`interleaved`]).
+    /// Timed batches per case, each timing both sides, their calls interleaved one by
+    /// one (see [`interleaved`]). The reported figures are medians, which shrug off
+    /// batches disturbed by other processes on a shared machine; many short batches
+    /// beat a few long ones there.
     pub batches: usize,
     /// Decisions per batch (distinct requests, reused across batches).
     pub per_batch: usize,
