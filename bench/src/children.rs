@@ -122,8 +122,16 @@ fn burn(d: Duration) {
 /// The callout service exactly as `nats-callout run --config <config>` starts it
 /// (`App::start` on a multi-threaded runtime, logs at `info` to stderr), plus a `READY`
 /// line once it is subscribed and its JWKS (if any) is loaded.
-pub async fn serve_callout(config: &Path) -> Result<()> {
+///
+/// `native`: before `READY`, swap in an authorizer whose plugins are the same crates
+/// compiled natively (as a reload would swap one in), so that the connects measure what
+/// WebAssembly costs in the running service. Nothing reloads during a benchmark.
+pub async fn serve_callout(config: &Path, native: bool) -> Result<()> {
     let app = App::start(config).await?;
+    if native {
+        let auth = crate::pipeline::native_authorizer(&app.config, app.metrics.clone()).await?;
+        app.shared.store(Arc::new(auth));
+    }
     if !app.service.wait_ready(Duration::from_secs(15)).await {
         bail!("callout did not subscribe within 15 s");
     }

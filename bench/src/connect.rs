@@ -151,12 +151,15 @@ pub enum Kind {
     Callout,
     /// nats-callout with the default decision cache.
     CalloutCached,
+    /// nats-callout with the decision cache off and the built-in plugins compiled
+    /// natively: what WebAssembly costs in the running service.
+    CalloutNative,
 }
 
 /// Targets of parts 2–4, each started when a part first needs it and kept for the
 /// others (idle, they cost nothing measurable).
 pub struct Targets {
-    slots: [Option<Target>; 4],
+    slots: [Option<Target>; 5],
     /// What the null responder burns per request (`--null-busy-us`).
     null_busy: Duration,
 }
@@ -175,17 +178,23 @@ impl Targets {
             *slot = Some(match kind {
                 Kind::StaticUsers => Target::static_users()?,
                 Kind::Null => Target::null_callout(self.null_busy)?,
-                Kind::Callout => Target::nats_callout(fx, false)?,
-                Kind::CalloutCached => Target::nats_callout(fx, true)?,
+                Kind::Callout => Target::nats_callout(fx, false, false)?,
+                Kind::CalloutCached => Target::nats_callout(fx, true, false)?,
+                Kind::CalloutNative => Target::nats_callout(fx, false, true)?,
             });
         }
         slot.as_mut().context("target just started")
     }
 }
 
+/// Suffix of a part-2 scenario whose nats-callout runs the built-in plugins natively;
+/// the scenario without it is the same service with the WebAssembly builds.
+pub const NATIVE_SUFFIX: &str = ", native plugin";
+
 /// Part 2. Scenarios: static users; the null callout with each kind of client; nats-callout
 /// with noauth, nkey, oauth2 RS256 and ES256 (cache off: every connect runs the plugin and
-/// verifies the token), and oauth2 RS256 with the default cache (repeat connects with one
+/// verifies the token); oauth2 RS256 with the plugin compiled natively (what WebAssembly
+/// costs a connect); and oauth2 RS256 with the default cache (repeat connects with one
 /// token).
 pub async fn run(fx: &Fixture, t: &mut Targets, opts: Options) -> Result<Vec<Row>> {
     let rs = Credential::Token(fx.token(Alg::Rs256).await?);
@@ -193,6 +202,7 @@ pub async fn run(fx: &Fixture, t: &mut Targets, opts: Options) -> Result<Vec<Row
     let device = Credential::Nkey(fx.device.clone());
     let anonymous = Credential::Anonymous;
     let user = Credential::UserPass("bench".into(), "bench".into());
+    let native_rs = format!("nats-callout oauth2 RS256{NATIVE_SUFFIX}");
     let specs: Vec<(&str, Kind, &'static str, &Credential)> = vec![
         (
             "nats-server static users",
@@ -223,6 +233,7 @@ pub async fn run(fx: &Fixture, t: &mut Targets, opts: Options) -> Result<Vec<Row
             "ES256 token",
             &es,
         ),
+        (native_rs.as_str(), Kind::CalloutNative, "RS256 token", &rs),
         (
             "nats-callout oauth2 RS256, cache on",
             Kind::CalloutCached,

@@ -212,8 +212,9 @@ impl Target {
     }
 
     /// nats-server with auth callout, answered by nats-callout (a child process running
-    /// what `nats-callout run` runs) with the decision cache on (default) or off.
-    pub fn nats_callout(fx: &Fixture, cache: bool) -> Result<Self> {
+    /// what `nats-callout run` runs) with the decision cache on (default) or off, and
+    /// the built-in plugins as WebAssembly (as configured) or compiled natively.
+    pub fn nats_callout(fx: &Fixture, cache: bool, native: bool) -> Result<Self> {
         let keys = Keys::generate();
         let dir = tempfile::tempdir()?;
         keys.write(dir.path())?;
@@ -225,7 +226,10 @@ impl Target {
             fx.callout_yaml(&server.url(), cache, &format!("127.0.0.1:{metrics_port}")),
         )?;
         let config_arg = config.display().to_string();
-        let args = ["serve-callout", "--config", &config_arg];
+        let mut args = vec!["serve-callout", "--config", &config_arg];
+        if native {
+            args.push("--native");
+        }
         let responder = Process::spawn_self(
             "nats-callout",
             &args,
@@ -233,7 +237,11 @@ impl Target {
             READY_WITHIN,
         )?;
         Ok(Self {
-            name: format!("nats-callout (cache {})", if cache { "on" } else { "off" }),
+            name: format!(
+                "nats-callout (cache {}{})",
+                if cache { "on" } else { "off" },
+                if native { ", native plugins" } else { "" }
+            ),
             server,
             responder: Some(responder),
             metrics_port: Some(metrics_port),

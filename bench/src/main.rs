@@ -84,6 +84,9 @@ enum ChildCommand {
     ServeCallout {
         #[arg(long)]
         config: PathBuf,
+        /// Run the built-in plugins natively instead of as WebAssembly.
+        #[arg(long)]
+        native: bool,
     },
     /// The null callout responder (baseline).
     #[command(hide = true)]
@@ -149,10 +152,10 @@ fn multi_thread_runtime() -> Result<tokio::runtime::Runtime> {
 fn main() -> Result<()> {
     let cli = Cli::parse();
     match cli.child {
-        Some(ChildCommand::ServeCallout { ref config }) => {
+        Some(ChildCommand::ServeCallout { ref config, native }) => {
             // As `nats-callout run`: logs at info (env AUTH_CALLOUT_LOG to change).
             init_logging(&std::env::var("AUTH_CALLOUT_LOG").unwrap_or_else(|_| "info".into()));
-            multi_thread_runtime()?.block_on(children::serve_callout(config))
+            multi_thread_runtime()?.block_on(children::serve_callout(config, native))
         }
         Some(ChildCommand::NullResponder {
             ref url,

@@ -177,6 +177,20 @@ fn native_plugin(cfg: &Config, auth: &Authorizer, mode: Mode) -> Result<NativePl
     .map_err(|e| anyhow!("native {mode} plugin: {e}"))
 }
 
+/// An authorizer built from `cfg` whose noauth, nkey and oauth2 chains run the plugin
+/// crates natively instead of their WebAssembly builds, its JWKS (if any) loaded.
+pub async fn native_authorizer(cfg: &Config, metrics: Metrics) -> Result<Authorizer> {
+    let mut auth = Authorizer::from_config(cfg, metrics)?;
+    if let Some(jwks) = auth.jwks() {
+        jwks.refresh().await.context("JWKS fetch")?;
+    }
+    for mode in [Mode::Noauth, Mode::Nkey, Mode::Oauth2] {
+        let p = native_plugin(cfg, &auth, mode)?;
+        auth.replace_chain(mode, vec![Runner::Native(Arc::new(p))]);
+    }
+    Ok(auth)
+}
+
 /// The config and two authorizers built from it: one with the WASM plugins as
 /// configured, one whose chains run the same plugin crates natively.
 struct Setup {
@@ -211,14 +225,7 @@ async fn load(
 async fn setup(fx: &Fixture) -> Result<Setup> {
     let (dir, cfg, wasm, issuer) = load(fx, false).await?;
     // Same config, same seeds: the second authorizer signs as the same issuer.
-    let mut native = Authorizer::from_config(&cfg, Metrics::new())?;
-    if let Some(jwks) = native.jwks() {
-        jwks.refresh().await.context("JWKS fetch")?;
-    }
-    for mode in [Mode::Noauth, Mode::Nkey, Mode::Oauth2] {
-        let p = native_plugin(&cfg, &native, mode)?;
-        native.replace_chain(mode, vec![Runner::Native(Arc::new(p))]);
-    }
+    let native = native_authorizer(&cfg, Metrics::new()).await?;
     Ok(Setup {
         _dir: dir,
         cfg,
