@@ -40,6 +40,10 @@ struct Cli {
     /// Part 1: decisions per batch.
     #[arg(long)]
     per_batch: Option<usize>,
+    /// Part 1: read this many MiB of unrelated memory before every timed call, so that
+    /// each starts with cold caches as a connect's decision does in the service (try 8).
+    #[arg(long, default_value_t = 0)]
+    evict_mib: usize,
     /// Part 2: connects per scenario, one at a time.
     #[arg(long)]
     sequential: Option<usize>,
@@ -192,6 +196,7 @@ fn bench(cli: &Cli) -> Result<()> {
     let pipe_opts = pipeline::Options {
         batches: pick(cli.batches, full::BATCHES, quick::BATCHES).max(1),
         per_batch: pick(cli.per_batch, full::PER_BATCH, quick::PER_BATCH).max(1),
+        evict_bytes: cli.evict_mib << 20,
     };
     let conn_opts = connect::Options {
         sequential: pick(cli.sequential, full::SEQUENTIAL, quick::SEQUENTIAL),

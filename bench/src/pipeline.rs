@@ -31,6 +31,11 @@ pub struct Options {
     pub batches: usize,
     /// Decisions per batch (distinct requests, reused across batches).
     pub per_batch: usize,
+    /// Bytes of unrelated memory read before every timed call (`--evict-mib`), so that
+    /// the call starts with cold caches, as a decision in the running service does:
+    /// nats-server, the kernel and the client run between two connects. Zero: warm
+    /// caches, a tight loop's best case.
+    pub evict_bytes: usize,
 }
 
 /// One case of the pipeline: a mode and its credential.
@@ -251,32 +256,47 @@ async fn call(runner: &Runner, request: &sdk::AuthRequest) -> Result<()> {
     }
 }
 
-/// `batches` timed batches (after one to warm up) of `n` calls of each side, `a(i)` and
-/// `b(i)` for i in 0..n, interleaved call by call with the first side swapping every
+/// `opts.batches` timed batches (after one to warm up) of `n` calls of each side, `a(i)`
+/// and `b(i)` for i in 0..n, interleaved call by call with the first side swapping every
 /// call: a change of the machine's load (other processes on a shared host) hits both
-/// sides alike, where alternating whole batches left seconds between them. Returns each
-/// side's mean nanoseconds per call, batch by batch.
+/// sides alike, where alternating whole batches left seconds between them. Each call
+/// is preceded, untimed, by the read of `opts.evict_bytes` of unrelated memory. Returns
+/// each side's mean nanoseconds per call, batch by batch.
 async fn interleaved(
-    batches: usize,
+    opts: Options,
     n: usize,
     a: impl AsyncFn(usize) -> Result<()>,
     b: impl AsyncFn(usize) -> Result<()>,
 ) -> Result<(Vec<f64>, Vec<f64>)> {
-    async fn timed(side: &impl AsyncFn(usize) -> Result<()>, i: usize) -> Result<Duration> {
+    async fn timed(
+        side: &impl AsyncFn(usize) -> Result<()>,
+        i: usize,
+        unrelated: &[u8],
+    ) -> Result<Duration> {
+        // One read per cache line.
+        let sum = unrelated
+            .iter()
+            .step_by(64)
+            .fold(0u8, |s, b| s.wrapping_add(*b));
+        std::hint::black_box(sum);
         let started = Instant::now();
         side(i).await?;
         Ok(started.elapsed())
     }
+    // Non-zero, so that every page is its own: pages never written all map the one
+    // zero page, and reading them would evict nothing.
+    let unrelated = vec![1u8; opts.evict_bytes];
+    let batches = opts.batches;
     let (mut a_ns, mut b_ns) = (Vec::with_capacity(batches), Vec::with_capacity(batches));
     for batch in 0..=batches {
         let (mut ta, mut tb) = (Duration::ZERO, Duration::ZERO);
         for i in 0..n {
             if i % 2 == 0 {
-                ta += timed(&a, i).await?;
-                tb += timed(&b, i).await?;
+                ta += timed(&a, i, &unrelated).await?;
+                tb += timed(&b, i, &unrelated).await?;
             } else {
-                tb += timed(&b, i).await?;
-                ta += timed(&a, i).await?;
+                tb += timed(&b, i, &unrelated).await?;
+                ta += timed(&a, i, &unrelated).await?;
             }
         }
         if batch > 0 {
@@ -311,7 +331,7 @@ pub async fn run(fx: &Fixture, opts: Options) -> Result<Report> {
     let mut pipeline = Vec::new();
     for (case, reqs) in &cases {
         let (w, n) = interleaved(
-            opts.batches,
+            opts,
             reqs.len(),
             async |i| decide(&s.wasm, &reqs[i]).await,
             async |i| decide(&s.native, &reqs[i]).await,
@@ -355,7 +375,7 @@ pub async fn run(fx: &Fixture, opts: Options) -> Result<Report> {
             })
             .collect::<Result<Vec<_>>>()?;
         let (w, n) = interleaved(
-            opts.batches,
+            opts,
             plain.len(),
             async |i| call(&wasm, &plain[i]).await,
             async |i| call(&native, &plain[i]).await,
@@ -381,7 +401,7 @@ pub async fn cache_in_process(fx: &Fixture, opts: Options) -> Result<(f64, f64)>
     let reqs_off = requests(fx, &server, &issuer_off, case, Some(&token), opts.per_batch);
     let reqs_on = requests(fx, &server, &issuer_on, case, Some(&token), opts.per_batch);
     let (a, b) = interleaved(
-        opts.batches,
+        opts,
         opts.per_batch,
         async |i| decide(&off, &reqs_off[i]).await,
         async |i| decide(&on, &reqs_on[i]).await,

@@ -12,6 +12,8 @@ async fn pipeline_part_produces_numbers() -> Result<()> {
     let opts = Options {
         batches: 1,
         per_batch: 3,
+        // Exercises `--evict-mib`'s path; small, so the test stays quick.
+        evict_bytes: 1 << 20,
     };
     let report = pipeline::run(&fx, opts).await?;
     assert_eq!(report.pipeline.len(), pipeline::Case::ALL.len());
