@@ -622,11 +622,10 @@ fn wasm_vs_native(w: &mut String, rows: &[Row]) {
     }
     let _ = writeln!(
         w,
-        "
-The same service with the built-in plugins compiled natively (as part 1's native          side) against their WebAssembly builds, the scenarios run in the same rounds: what          WebAssembly costs a connect. In brackets, as above, the range over single rounds:
-
-         | scenario | clients | p50 WASM / native | connects/s WASM / native | callout CPU µs WASM − native |
-|---|---:|---:|---:|---:|"
+        "\nThe same service with the built-in plugins compiled natively (as part 1's native \
+         side) against their WebAssembly builds, the scenarios run in the same rounds: what \
+         WebAssembly costs a connect. In brackets, as above, the range over single rounds:\n\n\
+         | scenario | clients | p50 WASM / native | connects/s WASM / native | callout CPU µs WASM − native |\n|---|---:|---:|---:|---:|"
     );
     for (mut wasm, mut native) in pairs {
         let p50 = wasm.tally.latencies.percentile(50.0).as_secs_f64()
