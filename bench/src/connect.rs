@@ -203,6 +203,8 @@ pub async fn run(fx: &Fixture, t: &mut Targets, opts: Options) -> Result<Vec<Row
     let anonymous = Credential::Anonymous;
     let user = Credential::UserPass("bench".into(), "bench".into());
     let native_rs = format!("nats-callout oauth2 RS256{NATIVE_SUFFIX}");
+    // Grouped by credential, each null run first: within a round the runs a ratio
+    // compares follow each other, seconds closer than they would otherwise be.
     let specs: Vec<(&str, Kind, &'static str, &Credential)> = vec![
         (
             "nats-server static users",
@@ -211,27 +213,20 @@ pub async fn run(fx: &Fixture, t: &mut Targets, opts: Options) -> Result<Vec<Row
             &user,
         ),
         ("null callout", Kind::Null, "anonymous", &anonymous),
-        ("null callout", Kind::Null, "nkey", &device),
-        ("null callout", Kind::Null, "RS256 token", &rs),
-        ("null callout", Kind::Null, "ES256 token", &es),
         (
             "nats-callout noauth",
             Kind::Callout,
             "anonymous",
             &anonymous,
         ),
+        ("null callout", Kind::Null, "nkey", &device),
         ("nats-callout nkey", Kind::Callout, "nkey", &device),
+        ("null callout", Kind::Null, "RS256 token", &rs),
         (
             "nats-callout oauth2 RS256",
             Kind::Callout,
             "RS256 token",
             &rs,
-        ),
-        (
-            "nats-callout oauth2 ES256",
-            Kind::Callout,
-            "ES256 token",
-            &es,
         ),
         (native_rs.as_str(), Kind::CalloutNative, "RS256 token", &rs),
         (
@@ -239,6 +234,13 @@ pub async fn run(fx: &Fixture, t: &mut Targets, opts: Options) -> Result<Vec<Row
             Kind::CalloutCached,
             "RS256 token",
             &rs,
+        ),
+        ("null callout", Kind::Null, "ES256 token", &es),
+        (
+            "nats-callout oauth2 ES256",
+            Kind::Callout,
+            "ES256 token",
+            &es,
         ),
     ];
     let mut scenarios: Vec<(String, &'static str, Kind, Arc<Client>)> = Vec::new();
@@ -264,12 +266,14 @@ pub async fn run(fx: &Fixture, t: &mut Targets, opts: Options) -> Result<Vec<Row
         }
     }
     for round in 0..rounds {
-        for (si, (_, _, kind, client)) in scenarios.iter().enumerate() {
-            for (ci, (concurrency, total)) in
-                [(1, opts.sequential), (opts.concurrency, opts.concurrent)]
-                    .into_iter()
-                    .enumerate()
-            {
+        // All scenarios at one concurrency, then at the other: a callout run follows its
+        // null run directly.
+        for (ci, (concurrency, total)) in
+            [(1, opts.sequential), (opts.concurrency, opts.concurrent)]
+                .into_iter()
+                .enumerate()
+        {
+            for (si, (_, _, kind, client)) in scenarios.iter().enumerate() {
                 // Spread `total` over the rounds (the first rounds take the remainder).
                 let n = total / rounds + usize::from(round < total % rounds);
                 if n == 0 {
