@@ -360,7 +360,7 @@ impl Results {
                  interleaved rounds; latency from TCP connect to PONG. CPU: utime+stime from \
                  /proc of nats-server, of the process answering the callout (null responder or \
                  nats-callout, each its own process) and of the load generator, per connect. \
-                 nats-callout runs without the decision cache except in the last scenario.\n",
+                 nats-callout runs without the decision cache except in the \"cache on\" scenario.\n",
                 opts.sequential, opts.concurrent, opts.concurrency, opts.rounds
             );
             let _ = writeln!(
