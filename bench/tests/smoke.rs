@@ -1,5 +1,6 @@
-//! The benchmark's in-process part runs and produces numbers. No timing is asserted:
-//! tests run in debug builds on shared machines, where timings mean nothing.
+//! The benchmark's in-process part and its connect part run and produce numbers. No
+//! timing is asserted: tests run in debug builds on shared machines, where timings mean
+//! nothing.
 
 use anyhow::Result;
 use nats_callout_bench::fixture::Fixture;
@@ -39,5 +40,42 @@ async fn pipeline_part_produces_numbers() -> Result<()> {
     for case in ["noauth", "nkey", "oauth2 RS256", "oauth2 ES256"] {
         assert!(markdown.contains(&format!("| {case} |")), "{markdown}");
     }
+    Ok(())
+}
+
+/// Part 2 in quick mode, through the benchmark binary (its targets are child processes
+/// it re-executes itself as): every scenario admits its clients, the native-plugin run
+/// included, and is reported.
+#[test]
+fn connect_part_runs_every_scenario() -> Result<()> {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_nats-callout-bench"))
+        .args(["--quick", "--only", "connect"])
+        .output()?;
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for scenario in [
+        "| null callout | RS256 token | 1 |",
+        "| nats-callout oauth2 RS256 | RS256 token | 1 |",
+        "| nats-callout oauth2 RS256, native plugin | RS256 token | 1 |",
+        "| nats-callout oauth2 RS256, cache on | RS256 token | 32 |",
+    ] {
+        assert!(stdout.contains(scenario), "{scenario} missing:\n{stdout}");
+    }
+    // The results table's callout rows (four null runs and six nats-callout ones, each
+    // sequential and concurrent): every one admitted all its clients.
+    let rows: Vec<&str> = stdout
+        .lines()
+        .filter(|l| l.starts_with("| null callout |") || l.starts_with("| nats-callout"))
+        .filter(|l| l.split('|').count() == 12)
+        .collect();
+    assert_eq!(rows.len(), 20, "{stdout}");
+    for row in rows {
+        assert!(row.ends_with("| 0 |"), "not all admitted: {row}");
+    }
+    assert!(stdout.contains("| p50 WASM / native |"), "{stdout}");
     Ok(())
 }
