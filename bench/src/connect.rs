@@ -280,7 +280,7 @@ pub async fn run(fx: &Fixture, t: &mut Targets, opts: Options) -> Result<Vec<Row
                     continue;
                 }
                 let target = t.get(fx, *kind)?;
-                let (mut tally, cpu) = measure(target, client, n, concurrency).await?;
+                let (tally, cpu) = measure(target, client, n, concurrency).await?;
                 let row = &mut rows[si * 2 + ci];
                 row.rounds.push(Round {
                     p50: tally.latencies.percentile(50.0),

@@ -367,8 +367,7 @@ impl Results {
                 w,
                 "| scenario | client sends | clients | connects/s | p50 ms | p99 ms | nats-server CPU µs | callout CPU µs | client CPU µs | not admitted |\n|---|---|---:|---:|---:|---:|---:|---:|---:|---|"
             );
-            let mut rows = rows.clone();
-            for r in rows.iter_mut() {
+            for r in rows {
                 let (s, c, cl) = r.cpu_us();
                 let callout = if r.scenario.starts_with("nats-server") {
                     "–".to_owned()
@@ -406,29 +405,24 @@ impl Results {
                 w,
                 "| scenario | client sends | clients | p50 × null | p99 × null | connects/s × null | callout CPU / nats-server CPU |\n|---|---|---:|---:|---:|---:|---:|"
             );
-            let nulls: Vec<Row> = rows
-                .iter()
-                .filter(|r| r.scenario == "null callout")
-                .cloned()
-                .collect();
             for r in rows
-                .iter_mut()
+                .iter()
                 .filter(|r| r.scenario.starts_with("nats-callout"))
             {
-                let Some(mut null) = nulls
-                    .iter()
-                    .find(|n| n.concurrency == r.concurrency && n.client == r.client)
-                    .cloned()
-                else {
+                let Some(null) = rows.iter().find(|n| {
+                    n.scenario == "null callout"
+                        && n.concurrency == r.concurrency
+                        && n.client == r.client
+                }) else {
                     continue;
                 };
-                let p50 = r.tally.latencies.percentile(50.0).as_secs_f64()
-                    / null.tally.latencies.percentile(50.0).as_secs_f64();
-                let p99 = r.tally.latencies.percentile(99.0).as_secs_f64()
-                    / null.tally.latencies.percentile(99.0).as_secs_f64();
-                let tput = r.connects_per_sec() / null.connects_per_sec();
-                let p50_rounds = round_range(r, &null, |x| x.p50.as_secs_f64());
-                let tput_rounds = round_range(r, &null, |x| x.per_sec);
+                let Versus {
+                    p50,
+                    p99,
+                    tput,
+                    p50_rounds,
+                    tput_rounds,
+                } = Versus::of(r, null);
                 let (s, c, _) = r.cpu_us();
                 let share = c / s;
                 let _ = writeln!(
@@ -472,7 +466,7 @@ impl Results {
                     });
                 }
             }
-            wasm_vs_native(w, &rows);
+            wasm_vs_native(w, rows);
             let _ = writeln!(w);
         }
 
@@ -500,13 +494,13 @@ impl Results {
                 "| callout | clients | admitted | refused / failed | completion s | p50 / p99 / max ms from storm start | p50 / p99 / max ms CONNECT→PONG | nats-server CPU s | callout CPU s | callout CPU µs/connect | cache hits / misses |\n|---|---:|---:|---|---:|---:|---:|---:|---:|---:|---|"
             );
             for r in &self.storm {
-                let mut lat = r.tally.latencies.clone();
+                let lat = &r.tally.latencies;
                 let problems = if r.tally.problems().is_empty() {
                     "0".to_owned()
                 } else {
                     r.tally.problems()
                 };
-                let mut auth = r.tally.since_connect.clone();
+                let auth = &r.tally.since_connect;
                 let p99 = auth.percentile(99.0);
                 let _ = writeln!(
                     w,
@@ -563,7 +557,7 @@ impl Results {
                 "| cache | connects | connects/s | p50 ms | p99 ms | callout CPU µs/connect | nats-server CPU µs/connect | cache hits / misses |\n|---|---:|---:|---:|---:|---:|---:|---|"
             );
             for r in rows {
-                let mut lat = r.tally.latencies.clone();
+                let lat = &r.tally.latencies;
                 let total = r.tally.total().max(1) as f64;
                 let _ = writeln!(
                     w,
@@ -606,15 +600,14 @@ impl Results {
 /// Part 2's WASM plugins against the native ones in the running service, where (unlike
 /// part 1's loop) caches are cold: nats-server and the kernel run between two decisions.
 fn wasm_vs_native(w: &mut String, rows: &[Row]) {
-    // Owned: a percentile sorts its samples.
-    let pairs: Vec<(Row, Row)> = rows
+    let pairs: Vec<(&Row, &Row)> = rows
         .iter()
         .filter_map(|native| {
             let scenario = native.scenario.strip_suffix(NATIVE_SUFFIX)?;
             let wasm = rows
                 .iter()
                 .find(|r| r.scenario == scenario && r.concurrency == native.concurrency)?;
-            Some((wasm.clone(), native.clone()))
+            Some((wasm, native))
         })
         .collect();
     if pairs.is_empty() {
@@ -627,19 +620,47 @@ fn wasm_vs_native(w: &mut String, rows: &[Row]) {
          WebAssembly costs a connect. In brackets, as above, the range over single rounds:\n\n\
          | scenario | clients | p50 WASM / native | connects/s WASM / native | callout CPU µs WASM − native |\n|---|---:|---:|---:|---:|"
     );
-    for (mut wasm, mut native) in pairs {
-        let p50 = wasm.tally.latencies.percentile(50.0).as_secs_f64()
-            / native.tally.latencies.percentile(50.0).as_secs_f64();
-        let tput = wasm.connects_per_sec() / native.connects_per_sec();
+    for (wasm, native) in pairs {
+        let Versus {
+            p50,
+            tput,
+            p50_rounds,
+            tput_rounds,
+            ..
+        } = Versus::of(wasm, native);
         let cpu = wasm.cpu_us().1 - native.cpu_us().1;
         let _ = writeln!(
             w,
-            "| {} | {} | {p50:.2}×{} | {tput:.2}×{} | {cpu:+.0} |",
-            wasm.scenario,
-            wasm.concurrency,
-            round_range(&wasm, &native, |x| x.p50.as_secs_f64()),
-            round_range(&wasm, &native, |x| x.per_sec),
+            "| {} | {} | {p50:.2}×{p50_rounds} | {tput:.2}×{tput_rounds} | {cpu:+.0} |",
+            wasm.scenario, wasm.concurrency,
         );
+    }
+}
+
+/// One part-2 row against another (a nats-callout run against the null run, or against
+/// its native-plugin run): p50, p99 and throughput ratios, the first and last with their
+/// range over single rounds.
+struct Versus {
+    p50: f64,
+    p99: f64,
+    tput: f64,
+    p50_rounds: String,
+    tput_rounds: String,
+}
+
+impl Versus {
+    fn of(row: &Row, base: &Row) -> Self {
+        let ratio = |p: f64| {
+            row.tally.latencies.percentile(p).as_secs_f64()
+                / base.tally.latencies.percentile(p).as_secs_f64()
+        };
+        Self {
+            p50: ratio(50.0),
+            p99: ratio(99.0),
+            tput: row.connects_per_sec() / base.connects_per_sec(),
+            p50_rounds: round_range(row, base, |x| x.p50.as_secs_f64()),
+            tput_rounds: round_range(row, base, |x| x.per_sec),
+        }
     }
 }
 

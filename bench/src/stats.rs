@@ -6,19 +6,16 @@ use std::time::Duration;
 #[derive(Debug, Default, Clone)]
 pub struct Latencies {
     nanos: Vec<u64>,
-    sorted: bool,
 }
 
 impl Latencies {
     pub fn push(&mut self, d: Duration) {
         self.nanos
             .push(u64::try_from(d.as_nanos()).unwrap_or(u64::MAX));
-        self.sorted = false;
     }
 
     pub fn extend(&mut self, other: &Latencies) {
         self.nanos.extend_from_slice(&other.nanos);
-        self.sorted = false;
     }
 
     pub fn len(&self) -> usize {
@@ -29,18 +26,18 @@ impl Latencies {
         self.nanos.is_empty()
     }
 
-    /// Nearest-rank percentile (`p` in 0..=100); zero without samples.
-    pub fn percentile(&mut self, p: f64) -> Duration {
-        if self.nanos.is_empty() {
+    /// Nearest-rank percentile (`p` in 0..=100); zero without samples. Selects on a copy
+    /// (linear time): the report reads a few percentiles per row, and a shared borrow
+    /// spares every reader a clone of the row or a `mut` binding.
+    pub fn percentile(&self, p: f64) -> Duration {
+        let n = self.nanos.len();
+        if n == 0 {
             return Duration::ZERO;
         }
-        if !self.sorted {
-            self.nanos.sort_unstable();
-            self.sorted = true;
-        }
-        let n = self.nanos.len();
         let rank = ((p / 100.0) * n as f64).ceil() as usize;
-        Duration::from_nanos(self.nanos[rank.clamp(1, n) - 1])
+        let mut copy = self.nanos.clone();
+        let (_, nth, _) = copy.select_nth_unstable(rank.clamp(1, n) - 1);
+        Duration::from_nanos(*nth)
     }
 
     pub fn max(&self) -> Duration {
@@ -70,7 +67,8 @@ mod tests {
     #[test]
     fn percentiles_and_median() {
         let mut l = Latencies::default();
-        for i in 1..=100 {
+        // Out of order, as concurrent clients record them.
+        for i in (51..=100).rev().chain(1..=50) {
             l.push(Duration::from_micros(i));
         }
         assert_eq!(l.percentile(50.0), Duration::from_micros(50));
