@@ -21,6 +21,10 @@ pub const PASSWORD_ENV: &str = "AUTH_CALLOUT_NATS_PASSWORD";
 /// quickly, but not in a tight loop against a server that is down.
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
 
+/// How long [`confirm_subscribed`] waits for nats-server's answer: far above any round
+/// trip to a reachable server, so it runs out only when the server will not answer.
+const CONFIRM_TIMEOUT: Duration = Duration::from_secs(2);
+
 #[derive(Debug, thiserror::Error)]
 pub enum ServiceError {
     #[error("nats[{server}]: {source}")]
@@ -247,6 +251,37 @@ impl Connect {
     }
 }
 
+/// Wait until nats-server has acted on every command this client sent so far, the auth
+/// SUB included; false if the connection failed meanwhile.
+///
+/// async-nats' `flush` only writes its buffer to the socket, and its API has no PING
+/// round trip: "written" is not "subscribed", and a client connecting in between is
+/// refused for want of a responder. A request to a fresh inbox, where nobody listens,
+/// is answered by nats-server itself ("no responders") after the commands before it,
+/// so that answer proves the SUB is in place. A server that does not answer (the
+/// callout user may not subscribe and publish on `_INBOX.>`) leaves only the connection
+/// state to go by; that is logged.
+pub async fn confirm_subscribed(client: &async_nats::Client, server: &str) -> bool {
+    use async_nats::RequestErrorKind;
+    let probe = async_nats::Request::new().timeout(Some(CONFIRM_TIMEOUT));
+    match client.send_request(client.new_inbox(), probe).await {
+        Ok(_) => true,
+        Err(e) if e.kind() == RequestErrorKind::NoResponders => true,
+        Err(e) if e.kind() == RequestErrorKind::TimedOut => {
+            tracing::warn!(
+                server,
+                "nats-server did not answer the subscription check \
+                (may this user subscribe and publish on _INBOX.>?); ready on the connection state alone"
+            );
+            client.connection_state() == async_nats::connection::State::Connected
+        }
+        Err(e) => {
+            tracing::warn!(server, error = %e, "subscription check failed");
+            false
+        }
+    }
+}
+
 async fn serve(
     server: NatsConfig,
     connect: Connect,
@@ -274,10 +309,7 @@ async fn serve(
                     tracing::info!(server = %name, "connected to NATS");
                     if let Some(client) = subscribed.get().and_then(std::sync::Weak::upgrade) {
                         tokio::spawn(async move {
-                            if client.flush().await.is_ok()
-                                && client.connection_state()
-                                    == async_nats::connection::State::Connected
-                            {
+                            if confirm_subscribed(&client, &name).await {
                                 events.send_replace(true);
                             }
                         });
@@ -310,10 +342,10 @@ async fn serve(
             }
         }
     };
-    // Subscribed once the server has seen the SUB: a round trip proves it. If that fails,
-    // the next `Connected` (after the re-sent SUB) sets readiness instead.
+    // Subscribed once the server has seen the SUB. If the check fails, the next
+    // `Connected` (after the re-sent SUB) sets readiness instead.
     let _ = subscribed.set(Arc::downgrade(&client));
-    if client.flush().await.is_ok() {
+    if confirm_subscribed(&client, &server.name).await {
         ready.send_replace(true);
     }
     tracing::info!(server = %server.name, subject = %server.subject, group = %server.queue_group, "serving auth requests");

@@ -11,6 +11,7 @@ pub mod oidc;
 pub mod ops;
 pub mod pki;
 pub mod raw;
+pub mod relay;
 
 use std::io::Write;
 use std::net::TcpListener;

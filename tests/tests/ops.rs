@@ -14,6 +14,7 @@ use nats_callout_tests::ops::{
     CalloutProcess, count, eventually, http_get, metric, run_cli, scrape,
 };
 use nats_callout_tests::raw::{self, Outcome};
+use nats_callout_tests::relay::DelayRelay;
 use nats_callout_tests::{
     Callout, Keys, NatsServer, callout_server_config, connect, connect_watching,
     expect_server_error, free_port, init_tracing, plugin_dir, with_test_defaults,
@@ -212,6 +213,65 @@ async fn readiness_follows_the_nats_connection() -> Result<()> {
     })
     .await?;
     // Ready means subscribed again: the very next client is answered.
+    assert_eq!(
+        raw::connect(server.port, |_| serde_json::json!({})).await?,
+        Outcome::Admitted
+    );
+    Ok(())
+}
+
+/// Ready must mean that nats-server has the subscription, not only that the SUB was
+/// written: a client admitted the moment readiness is reported is answered. A relay that
+/// holds the callout's bytes back for a while makes the difference show every time, at
+/// start and after a reconnect.
+#[tokio::test]
+async fn ready_means_the_server_has_the_subscription() -> Result<()> {
+    init_tracing();
+    let keys = Keys::generate();
+    let mut server = NatsServer::start(&callout_server_config(&keys, false))?;
+    // Well below nats-server's auth timeout (2 s), which the held-back response must beat.
+    let relay = DelayRelay::start(server.port, Duration::from_millis(400)).await?;
+    let callout = Callout::start(&keys, &config(&relay.url(), "", true, "")).await?;
+    let port = server.port;
+    let anonymous = move || raw::connect(port, |_| serde_json::json!({}));
+    assert_eq!(anonymous().await?, Outcome::Admitted, "right after start");
+
+    let service = &callout.app().service;
+    server.stop()?;
+    eventually("the lost server to be noticed", WAIT, || async {
+        Ok((!service.is_ready()).then_some(()))
+    })
+    .await?;
+    server.restart()?;
+    ensure!(
+        service.wait_ready(WAIT).await,
+        "not ready again after restart"
+    );
+    assert_eq!(
+        anonymous().await?,
+        Outcome::Admitted,
+        "right after reconnect"
+    );
+    Ok(())
+}
+
+/// A least-privilege callout user (subscribe only to the auth subject, publish only to
+/// the server's reply inboxes) cannot take part in the subscription check; the service
+/// still becomes ready, on the connection state, and serves.
+#[tokio::test]
+async fn a_least_privilege_callout_user_still_becomes_ready() -> Result<()> {
+    init_tracing();
+    let keys = Keys::generate();
+    let callout_user = format!("{{ nkey: {} }}", keys.callout.public_key());
+    let restricted = format!(
+        "{{ nkey: {}, permissions: {{ subscribe: {{ allow: [\"$SYS.REQ.USER.AUTH\"] }}, \
+         publish: {{ allow: [\"$SYS._INBOX.>\"] }} }} }}",
+        keys.callout.public_key()
+    );
+    let conf = callout_server_config(&keys, false);
+    ensure!(conf.contains(&callout_user), "{conf}");
+    let server = NatsServer::start(&conf.replace(&callout_user, &restricted))?;
+    let _callout = Callout::start(&keys, &config(&server.url(), "", true, "")).await?;
     assert_eq!(
         raw::connect(server.port, |_| serde_json::json!({})).await?,
         Outcome::Admitted
