@@ -5,13 +5,14 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result, bail, ensure};
 use futures::StreamExt;
 use nats_callout::app::App;
 use nats_callout::decision::{Grant, Permission};
 use nats_callout::jwt;
 use nats_callout::request::{ReplyTarget, unix_now};
 use nats_callout::respond::Signer;
+use nats_callout::service;
 
 /// Subject nats-server sends authorization requests on.
 const AUTH_SUBJECT: &str = "$SYS.REQ.USER.AUTH";
@@ -72,7 +73,10 @@ pub async fn null_responder(
         .await
         .context("null responder cannot connect")?;
     let mut requests = client.subscribe(AUTH_SUBJECT).await?;
-    client.flush().await?;
+    ensure!(
+        service::confirm_subscribed(&client, "null").await,
+        "null responder lost its connection before serving"
+    );
     println!("READY");
     while let Some(msg) = requests.next().await {
         let (client, signer, grant) = (client.clone(), signer.clone(), grant.clone());
