@@ -352,6 +352,19 @@ pub async fn platform(url: &str) -> Result<async_nats::Client> {
     .await?)
 }
 
+/// Wait until nats-server has acted on everything `client` sent, its subscriptions
+/// included. `flush` only writes the socket, so another client's publish right after it
+/// can still reach the server first. A request nobody answers is answered by the server
+/// itself ("no responders"), after the commands before it. `client` must be allowed
+/// `_INBOX.>`, as the `platform` user is.
+pub async fn synced(client: &async_nats::Client) -> Result<()> {
+    match client.request(client.new_inbox(), Default::default()).await {
+        Err(e) if e.kind() == async_nats::RequestErrorKind::NoResponders => Ok(()),
+        Err(e) => bail!("no round trip to nats-server: {e}"),
+        Ok(_) => bail!("a fresh inbox had a responder"),
+    }
+}
+
 /// True if `sub` receives nothing for a moment: the check that a message the server
 /// should have dropped did not arrive. (A positive answer is only as strong as the
 /// moment; the tests pair it with a message that does arrive on the same path.)

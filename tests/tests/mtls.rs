@@ -20,7 +20,7 @@ use nats_callout::routing::Mode;
 use nats_callout_tests::pki::{self, Ca, Files, rcgen::DnType, rcgen::SanType};
 use nats_callout_tests::{
     Callout, Keys, NatsServer, connect, connect_watching, expect_server_error, free_port,
-    init_tracing, mqtt,
+    init_tracing, mqtt, synced,
 };
 use rumqttc::QoS;
 
@@ -265,7 +265,7 @@ async fn nats_device_publishes_and_receives_within_its_grant() -> Result<()> {
     let platform = d.platform().await?;
     let mut probes = platform.subscribe("*.probe").await?;
     let mut sensors = platform.subscribe("sensors.x").await?;
-    platform.flush().await?;
+    synced(&platform).await?;
 
     let device = d.pki.device("bms.cpc-1")?;
     let (client, mut errors) =
@@ -309,7 +309,7 @@ async fn mqtt_device_publishes_and_receives_commands() -> Result<()> {
     let d = deploy(false).await?;
     let platform = d.platform().await?;
     let mut probes = platform.subscribe("*.probe").await?;
-    platform.flush().await?;
+    synced(&platform).await?;
 
     let device = d.pki.device("bms.cpc-1")?;
     let mut mq = mqtt::connect(d.pki.mqtt_options("bms-cpc-1", d.mqtt_port, &device)?)

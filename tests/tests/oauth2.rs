@@ -15,7 +15,7 @@ use nats_callout_tests::oidc::{Oidc, client, decode_parts};
 use nats_callout_tests::raw::{self, Outcome};
 use nats_callout_tests::{
     Callout, Keys, NatsServer, callout_server_config, connect, connect_watching,
-    expect_server_error, init_tracing, platform, stays_silent,
+    expect_server_error, init_tracing, platform, stays_silent, synced,
 };
 use serde_json::{Value, json};
 
@@ -174,7 +174,7 @@ async fn device_authenticates_and_pubsub() -> Result<()> {
 
     let platform = platform(&url).await?;
     let mut states = platform.subscribe("device-state.>").await?;
-    platform.flush().await?;
+    synced(&platform).await?;
     let device = connect(&url, token_options(token)).await?;
     let mut commands = device.subscribe("device-commands.sensor-test-01").await?;
     device.flush().await?;
@@ -209,7 +209,7 @@ async fn device_cannot_access_other_device_subjects() -> Result<()> {
     let url = d.server.url();
     let platform = platform(&url).await?;
     let mut states = platform.subscribe("device-state.>").await?;
-    platform.flush().await?;
+    synced(&platform).await?;
     let b = connect(&url, token_options(d.oidc.token("sensor-b").await?)).await?;
     let mut b_commands = b.subscribe("device-commands.sensor-b").await?;
     b.flush().await?;
@@ -712,7 +712,7 @@ async fn mqtt_client_connects_with_its_token_as_password() -> Result<()> {
     .await?;
     let mut events = watcher.subscribe("events.>").await?;
     let mut outside = watcher.subscribe("device-state.>").await?;
-    watcher.flush().await?;
+    synced(&watcher).await?;
 
     let mut options = rumqttc::MqttOptions::new("mqtt-client-1", "127.0.0.1", mqtt_port);
     options.set_credentials("oauthtoken", token);

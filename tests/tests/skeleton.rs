@@ -8,7 +8,7 @@ use futures::StreamExt;
 use nats_callout_tests::raw::{self, Outcome};
 use nats_callout_tests::{
     Callout, Keys, NatsServer, callout_server_config, connect, connect_watching,
-    expect_server_error, init_tracing, platform, stays_silent,
+    expect_server_error, init_tracing, platform, stays_silent, synced,
 };
 
 const RECV: Duration = Duration::from_secs(5);
@@ -77,7 +77,7 @@ async fn deploy(devices: &[&Device], xkey: bool) -> Result<Deployment> {
 async fn device_round_trip(url: &str, device: &Device) -> Result<()> {
     let platform = platform(url).await?;
     let mut states = platform.subscribe("device-state.>").await?;
-    platform.flush().await?;
+    synced(&platform).await?;
 
     let client = connect(url, device.options()).await?;
     let mut commands = client
@@ -125,7 +125,7 @@ async fn device_cannot_access_other_device_subjects() -> Result<()> {
 
     let platform = platform(&url).await?;
     let mut states = platform.subscribe("device-state.>").await?;
-    platform.flush().await?;
+    synced(&platform).await?;
     let client_b = connect(&url, b.options()).await?;
     let mut b_commands = client_b.subscribe("device-commands.sensor-b").await?;
     client_b.flush().await?;
@@ -181,7 +181,7 @@ async fn anonymous_client_gets_noauth_permissions_only() -> Result<()> {
     // Anonymous lands in ANONYMOUS: the platform (DEVICES) never sees its public traffic.
     let platform = platform(&url).await?;
     let mut platform_public = platform.subscribe("public.>").await?;
-    platform.flush().await?;
+    synced(&platform).await?;
     anon.publish("public.news", "again".into()).await?;
     anon.flush().await?;
     assert!(stays_silent(&mut platform_public).await);
