@@ -264,7 +264,7 @@ impl Connect {
 pub async fn confirm_subscribed(client: &async_nats::Client, server: &str) -> bool {
     use async_nats::RequestErrorKind;
     let probe = async_nats::Request::new().timeout(Some(CONFIRM_TIMEOUT));
-    match client.send_request(client.new_inbox(), probe).await {
+    let answered = match client.send_request(client.new_inbox(), probe).await {
         Ok(_) => true,
         Err(e) if e.kind() == RequestErrorKind::NoResponders => true,
         Err(e) if e.kind() == RequestErrorKind::TimedOut => {
@@ -273,13 +273,15 @@ pub async fn confirm_subscribed(client: &async_nats::Client, server: &str) -> bo
                 "nats-server did not answer the subscription check \
                 (may this user subscribe and publish on _INBOX.>?); ready on the connection state alone"
             );
-            client.connection_state() == async_nats::connection::State::Connected
+            true
         }
         Err(e) => {
             tracing::warn!(server, error = %e, "subscription check failed");
             false
         }
-    }
+    };
+    // The answer may have come just before the connection dropped again.
+    answered && client.connection_state() == async_nats::connection::State::Connected
 }
 
 async fn serve(
