@@ -251,23 +251,34 @@ impl Connect {
     }
 }
 
-/// Wait until nats-server has acted on every command this client sent so far, the auth
-/// SUB included; false if the connection failed meanwhile.
+/// Wait until nats-server has acted on every command `client` sent before this call,
+/// its subscriptions included, or `timeout`.
 ///
 /// async-nats' `flush` only writes its buffer to the socket, and its API has no PING
-/// round trip: "written" is not "subscribed", and a client connecting in between is
-/// refused for want of a responder. A request to a fresh inbox, where nobody listens,
-/// is answered by nats-server itself ("no responders") after the commands before it,
-/// so that answer proves the SUB is in place. A server that does not answer (the
-/// callout user may not subscribe and publish on `_INBOX.>`) leaves only the connection
-/// state to go by; that is logged.
+/// round trip: "written" is not "subscribed". A request to a fresh inbox, where nobody
+/// listens, is answered by nats-server itself ("no responders") after the commands
+/// before it, so any answer proves they were processed. The client must be allowed to
+/// subscribe and publish on `_INBOX.>`.
+pub async fn round_trip(
+    client: &async_nats::Client,
+    timeout: Duration,
+) -> Result<(), async_nats::RequestError> {
+    let probe = async_nats::Request::new().timeout(Some(timeout));
+    match client.send_request(client.new_inbox(), probe).await {
+        Err(e) if e.kind() != async_nats::RequestErrorKind::NoResponders => Err(e),
+        _ => Ok(()),
+    }
+}
+
+/// Whether the auth subscription is in place: a [`round_trip`] after it, and the
+/// connection still up at the end (the answer may have come just before it dropped
+/// again). Without this, a client connecting between "SUB written" and "SUB processed"
+/// is refused for want of a responder. A server that does not answer (the callout user
+/// may not use `_INBOX.>`) leaves only the connection state to go by; that is logged.
 pub async fn confirm_subscribed(client: &async_nats::Client, server: &str) -> bool {
-    use async_nats::RequestErrorKind;
-    let probe = async_nats::Request::new().timeout(Some(CONFIRM_TIMEOUT));
-    let answered = match client.send_request(client.new_inbox(), probe).await {
-        Ok(_) => true,
-        Err(e) if e.kind() == RequestErrorKind::NoResponders => true,
-        Err(e) if e.kind() == RequestErrorKind::TimedOut => {
+    let answered = match round_trip(client, CONFIRM_TIMEOUT).await {
+        Ok(()) => true,
+        Err(e) if e.kind() == async_nats::RequestErrorKind::TimedOut => {
             tracing::warn!(
                 server,
                 "nats-server did not answer the subscription check \
@@ -280,7 +291,6 @@ pub async fn confirm_subscribed(client: &async_nats::Client, server: &str) -> bo
             false
         }
     };
-    // The answer may have come just before the connection dropped again.
     answered && client.connection_state() == async_nats::connection::State::Connected
 }
 

@@ -22,6 +22,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 use nats_callout::app::App;
+use nats_callout::service;
 
 /// Ask the kernel to kill the child `cmd` spawns when this process dies (SIGKILL), so
 /// no server outlives a crashed or aborted test or benchmark run.
@@ -353,16 +354,13 @@ pub async fn platform(url: &str) -> Result<async_nats::Client> {
 }
 
 /// Wait until nats-server has acted on everything `client` sent, its subscriptions
-/// included. `flush` only writes the socket, so another client's publish right after it
-/// can still reach the server first. A request nobody answers is answered by the server
-/// itself ("no responders"), after the commands before it. `client` must be allowed
-/// `_INBOX.>`, as the `platform` user is.
+/// included ([`service::round_trip`]): `flush` only writes the socket, so another
+/// client's publish right after it can still reach the server first. `client` must be
+/// allowed `_INBOX.>`, as the `platform` user is.
 pub async fn synced(client: &async_nats::Client) -> Result<()> {
-    match client.request(client.new_inbox(), Default::default()).await {
-        Err(e) if e.kind() == async_nats::RequestErrorKind::NoResponders => Ok(()),
-        Err(e) => bail!("no round trip to nats-server: {e}"),
-        Ok(_) => bail!("a fresh inbox had a responder"),
-    }
+    service::round_trip(client, Duration::from_secs(5))
+        .await
+        .context("no round trip to nats-server")
 }
 
 /// True if `sub` receives nothing for a moment: the check that a message the server
