@@ -473,6 +473,22 @@ pub mod duration {
     }
 }
 
+/// `limits.max_concurrent` at most: past a few thousand requests in flight per
+/// connection, more only moves the queue from the subscription buffer into tasks.
+const MAX_CONCURRENT: usize = 65_536;
+/// `decision_cache.max_entries` at most: entries take ~1 KiB, and the cache's index is
+/// allocated up front, so a typo must not reserve gigabytes on a hot reload.
+const MAX_CACHE_ENTRIES: usize = 1_000_000;
+/// A plugin's linear memory: enough to run at all, and at most what 32-bit wasm can
+/// address.
+const MIN_PLUGIN_MEMORY: usize = 1 << 20;
+const MAX_PLUGIN_MEMORY: usize = 4 << 30;
+/// nats-server waits 2 s for the whole exchange by default; a call allowed a minute is
+/// a configuration mistake.
+const MAX_PLUGIN_TIMEOUT: Duration = Duration::from_secs(60);
+/// File polling below this is busy work (and zero would stop the reload task).
+const MIN_RELOAD_INTERVAL: Duration = Duration::from_millis(100);
+
 impl Config {
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
         let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
@@ -555,29 +571,74 @@ impl Config {
             ));
         }
         let l = &self.limits;
-        if l.max_concurrent == 0 {
+        let count = |key: String, v: usize, max: usize| {
+            if (1..=max).contains(&v) {
+                Ok(())
+            } else {
+                Err(invalid(key, &format!("must be between 1 and {max}")))
+            }
+        };
+        let memory = |key: String, v: usize| {
+            if (MIN_PLUGIN_MEMORY..=MAX_PLUGIN_MEMORY).contains(&v) {
+                Ok(())
+            } else {
+                Err(invalid(key, "must be between 1 MiB and 4 GiB"))
+            }
+        };
+        let timeout = |key: String, v: Duration| {
+            if !v.is_zero() && v <= MAX_PLUGIN_TIMEOUT {
+                Ok(())
+            } else {
+                Err(invalid(key, "must be greater than zero and at most 60s"))
+            }
+        };
+        count(
+            "limits.max_concurrent".into(),
+            l.max_concurrent,
+            MAX_CONCURRENT,
+        )?;
+        count(
+            "limits.instances_per_plugin".into(),
+            l.instances_per_plugin,
+            crate::plugin::MAX_INSTANCES,
+        )?;
+        timeout("limits.plugin_timeout".into(), l.plugin_timeout)?;
+        memory("limits.plugin_memory_bytes".into(), l.plugin_memory_bytes)?;
+        let mut instances = 0;
+        for (i, p) in self.plugin_list().iter().enumerate() {
+            let key = |k: &str| format!("plugins[{i}].limits.{k}");
+            let pl = &p.limits;
+            if let Some(n) = pl.instances {
+                count(key("instances"), n, crate::plugin::MAX_INSTANCES)?;
+            }
+            if let Some(m) = pl.memory_bytes {
+                memory(key("memory_bytes"), m)?;
+            }
+            if let Some(t) = pl.timeout {
+                timeout(key("timeout"), t)?;
+            }
+            if pl.fuel == Some(0) {
+                return Err(invalid(key("fuel"), "must be at least 1"));
+            }
+            instances += pl.instances.unwrap_or(l.instances_per_plugin);
+        }
+        if instances > crate::plugin::MAX_INSTANCES {
             return Err(invalid(
-                "limits.max_concurrent".into(),
-                "must be at least 1",
+                "limits".into(),
+                &format!(
+                    "{instances} warm instances over all plugins, more than the {} the \
+                     runtime has room for: lower instances_per_plugin or plugins[].limits.instances",
+                    crate::plugin::MAX_INSTANCES
+                ),
             ));
         }
-        if l.instances_per_plugin == 0 {
-            return Err(invalid(
-                "limits.instances_per_plugin".into(),
-                "must be at least 1",
-            ));
-        }
-        if l.plugin_timeout.is_zero() {
-            return Err(invalid(
-                "limits.plugin_timeout".into(),
-                "must be greater than zero",
-            ));
-        }
-        if l.plugin_memory_bytes < (1 << 20) {
-            return Err(invalid(
-                "limits.plugin_memory_bytes".into(),
-                "must be at least 1 MiB",
-            ));
+        count(
+            "decision_cache.max_entries".into(),
+            self.decision_cache.max_entries,
+            MAX_CACHE_ENTRIES,
+        )?;
+        if self.reload_interval < MIN_RELOAD_INTERVAL {
+            return Err(invalid("reload_interval".into(), "must be at least 100ms"));
         }
         for (i, p) in self.plugin_list().iter().enumerate() {
             if self.plugins.is_some() && p.path.as_os_str().is_empty() {
@@ -676,6 +737,64 @@ mod tests {
         assert!(e.contains("permisions"), "{e}");
         let e = parse("nats: [{url: x}]").unwrap_err().to_string();
         assert!(e.contains("no mode is enabled"), "{e}");
+    }
+
+    /// Values that would abort or wedge the process on a hot reload are refused with
+    /// the key named, so the running config keeps serving.
+    #[test]
+    fn limits_are_bounded() {
+        let base = "nats: [{url: x}]\npermissions: {noauth: {}}\n";
+        for (extra, key) in [
+            (
+                "limits: {instances_per_plugin: 1000000000000}",
+                "limits.instances_per_plugin",
+            ),
+            ("limits: {max_concurrent: 0}", "limits.max_concurrent"),
+            (
+                "limits: {max_concurrent: 100000000}",
+                "limits.max_concurrent",
+            ),
+            (
+                "limits: {plugin_memory_bytes: 1099511627776}",
+                "limits.plugin_memory_bytes",
+            ),
+            ("limits: {plugin_timeout: 0}", "limits.plugin_timeout"),
+            (
+                "decision_cache: {max_entries: 10000000000}",
+                "decision_cache.max_entries",
+            ),
+            ("reload_interval: 0", "reload_interval"),
+            (
+                "plugins: [{mode: noauth, path: n.wasm, limits: {instances: 0}}]",
+                "plugins[0].limits.instances",
+            ),
+            (
+                "plugins: [{mode: noauth, path: n.wasm, limits: {memory_bytes: 0}}]",
+                "plugins[0].limits.memory_bytes",
+            ),
+            (
+                "plugins: [{mode: noauth, path: n.wasm, limits: {timeout: 0}}]",
+                "plugins[0].limits.timeout",
+            ),
+            (
+                "plugins: [{mode: noauth, path: n.wasm, limits: {fuel: 0}}]",
+                "plugins[0].limits.fuel",
+            ),
+            (
+                "limits: {instances_per_plugin: 300}\n\
+                 plugins: [{mode: noauth, path: a.wasm}, {mode: noauth, path: b.wasm}]",
+                "limits: 600 warm instances",
+            ),
+        ] {
+            let e = parse(&format!("{base}{extra}")).unwrap_err().to_string();
+            assert!(e.contains(key), "{extra}: {e}");
+        }
+        let c = parse(&format!(
+            "{base}limits: {{instances_per_plugin: 512, max_concurrent: 65536}}\n\
+             decision_cache: {{max_entries: 1000000}}\nreload_interval: 100ms"
+        ))
+        .unwrap();
+        assert_eq!(c.limits.instances_per_plugin, 512);
     }
 
     #[test]

@@ -37,10 +37,14 @@ use crate::routing::Mode;
 /// thread short; a warm call (microseconds) rarely sees a tick at all.
 pub(crate) const TICK: Duration = Duration::from_millis(5);
 
-/// Component instances the pooling allocator reserves slots for: every plugin's warm
-/// instances, twice over so that a hot reload can build the new set beside the old.
-/// Slots are virtual-memory reservations, cheap until used.
+/// Component instances the pooling allocator of one engine (one loaded config) reserves
+/// slots for. Slots are virtual-memory reservations, cheap until used; a hot reload
+/// builds its own engine beside the old one.
 const POOL_SLOTS: u32 = 512;
+
+/// Warm instances all plugins of one config may keep together (the config checks it):
+/// one pool slot each.
+pub const MAX_INSTANCES: usize = POOL_SLOTS as usize;
 
 #[derive(Debug, thiserror::Error)]
 pub enum PluginError {
