@@ -71,6 +71,32 @@ impl<'a> Claims<'a> {
     }
 }
 
+/// A token that names two different clients in `azp` and `client_id`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AmbiguousClient;
+
+impl std::fmt::Display for AmbiguousClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("azp and client_id name different clients")
+    }
+}
+
+impl std::error::Error for AmbiguousClient {}
+
+impl<'a> Claims<'a> {
+    /// The OAuth2 client the token was issued to: `azp` (OpenID Connect) or
+    /// `client_id` (RFC 9068), whichever is a string. Defined once, here, because the
+    /// host (its `allowed_clients`) and the plugin (which entry applies) must agree on
+    /// it; a token whose two claims disagree is refused rather than read one way by
+    /// one side and the other way by the other.
+    pub fn client(&self) -> Result<Option<Cow<'a, str>>, AmbiguousClient> {
+        match (self.str("azp"), self.str("client_id")) {
+            (Some(a), Some(c)) if a != c => Err(AmbiguousClient),
+            (a, c) => Ok(a.or(c)),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -112,6 +138,32 @@ mod tests {
             serde_json::from_str(&serde_json::to_string(&claims).unwrap()).unwrap();
         assert_eq!(again, map);
         assert!(Claims::parse("[1]").is_err());
+        assert_eq!(
+            claims.client(),
+            Ok(None),
+            "a non-string azp names no client"
+        );
         assert!(Claims::parse("{\"a\":").is_err());
+    }
+
+    #[test]
+    fn client_is_azp_or_client_id_and_never_two() {
+        let client = |json: &str| {
+            Claims::parse(json)
+                .unwrap()
+                .client()
+                .map(|c| c.map(Cow::into_owned))
+        };
+        assert_eq!(client(r#"{"azp":"a"}"#), Ok(Some("a".into())));
+        assert_eq!(client(r#"{"client_id":"c"}"#), Ok(Some("c".into())));
+        assert_eq!(
+            client(r#"{"azp":"a","client_id":"a"}"#),
+            Ok(Some("a".into()))
+        );
+        assert_eq!(
+            client(r#"{"azp":"a","client_id":"c"}"#),
+            Err(AmbiguousClient)
+        );
+        assert_eq!(client(r#"{"sub":"s"}"#), Ok(None));
     }
 }

@@ -45,7 +45,7 @@ pub mod testing;
 #[cfg(target_arch = "wasm32")]
 mod export;
 
-pub use claims::Claims;
+pub use claims::{AmbiguousClient, Claims};
 pub use config::{ConfigError, HostContext, PluginConfig};
 pub use policy::{
     CompiledEntry, PermissionEntry, Permissions, Placeholders, PolicyError, SubjectKind,

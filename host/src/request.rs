@@ -161,7 +161,8 @@ impl Verifier<'_> {
             return Err(RequestError::Type(c.nats.kind.clone()));
         }
         let exp = c.exp.ok_or(RequestError::NoExpiry)?;
-        let late = unix_now() - exp;
+        // Saturating: `exp` is the sender's; i64::MIN must read as late, not wrap.
+        let late = unix_now().saturating_sub(exp);
         if late > self.leeway.as_secs() as i64 {
             return Err(RequestError::Expired(late));
         }

@@ -85,6 +85,10 @@ async fn hostile_requests_get_clear_errors_and_service_continues() -> Result<()>
         .error_for(request(&server, &issuer, |c| c["exp"] = (unix_now() - 60).into()).into_bytes())
         .await?;
     assert!(e.contains("expired"), "{e}");
+    let e = s
+        .error_for(request(&server, &issuer, |c| c["exp"] = i64::MIN.into()).into_bytes())
+        .await?;
+    assert!(e.contains("expired"), "{e}");
 
     let e = s
         .error_for(

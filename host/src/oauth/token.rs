@@ -68,6 +68,8 @@ pub enum TokenError {
     ClaimType(String),
     #[error("token client {0:?} is not in the allowed clients")]
     Client(String),
+    #[error("token {0}")]
+    AmbiguousClient(#[from] nats_callout_sdk::AmbiguousClient),
     #[error("JWKS unavailable: {0}")]
     JwksUnavailable(String),
 }
@@ -276,12 +278,15 @@ impl Rules {
         }
         // Lifetime from the token's own start (iat, else nbf, else now): a stolen
         // long-lived token is bounded even if the provider misbehaves.
-        let lifetime = exp - iat.or(nbf).unwrap_or(now);
+        // Saturating: the times are the token's; `iat: -1, exp: i64::MAX` must read as
+        // too long, not wrap to a negative lifetime.
+        let lifetime = exp.saturating_sub(iat.or(nbf).unwrap_or(now));
         if lifetime > self.max_lifetime.as_secs() as i64 {
             return Err(TokenError::Lifetime(lifetime, self.max_lifetime.as_secs()));
         }
+        // Checked with or without an allow-list: the plugin picks its entry by it.
+        let client = claims.client()?;
         if let Some(allowed) = &self.allowed_clients {
-            let client = ["client_id", "azp"].iter().find_map(|c| claims.str(c));
             let client = client.as_deref().unwrap_or("");
             if !allowed.contains(client) {
                 return Err(TokenError::Client(client.to_owned()));
@@ -435,6 +440,37 @@ mod tests {
         assert_eq!(
             check(json!({"iat": null, "exp": now + 3601})),
             Err(TokenError::Lifetime(3601, 3600))
+        );
+        // The client is azp or client_id, as the plugin reads it; never both, differing.
+        assert_eq!(
+            check(json!({"azp": "a", "client_id": "b"})),
+            Err(TokenError::AmbiguousClient(
+                nats_callout_sdk::AmbiguousClient
+            ))
+        );
+        let listed = Rules {
+            allowed_clients: Some(["allowed".to_owned()].into()),
+            ..rules()
+        };
+        let json = json!({"iss": "https://idp", "aud": "nats", "exp": now + 60, "iat": now,
+                          "azp": "allowed"})
+        .to_string();
+        assert_eq!(
+            listed.check_claims(&Claims::parse(&json).unwrap(), now),
+            Ok(now + 60)
+        );
+        let json = json!({"iss": "https://idp", "aud": "nats", "exp": now + 60, "iat": now,
+                          "client_id": "allowed", "azp": "other"})
+        .to_string();
+        assert!(
+            listed
+                .check_claims(&Claims::parse(&json).unwrap(), now)
+                .is_err()
+        );
+        // Times at the ends of the range do not wrap into a short lifetime.
+        assert_eq!(
+            check(json!({"iat": -1, "exp": i64::MAX})),
+            Err(TokenError::Lifetime(i64::MAX, 3600))
         );
     }
 

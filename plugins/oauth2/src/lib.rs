@@ -4,7 +4,8 @@
 //! this plugin only decides which permissions entry the verified claims get.
 //!
 //! Matching, most specific first:
-//! 1. `azp: X`: the token's client (`azp`, else `client_id`, else `sub`) is `X`;
+//! 1. `azp: X`: the token's client (`azp` or `client_id`, which must agree if both are
+//!    there; else `sub`) is `X`;
 //! 2. `subject: X`: the token's `sub` is `X`;
 //! 3. `subject: "*"` (or `azp: "*"`): any token, optionally narrowed by
 //!    `claims: { name: value }` (`"*"` = the claim is present). Entries with claim
@@ -155,7 +156,10 @@ impl Plugin for OauthPlugin {
         };
         let sub = claims.str("sub");
         let sub = sub.as_deref();
-        let client = ["azp", "client_id"].iter().find_map(|c| claims.str(c));
+        let client = match claims.client() {
+            Ok(client) => client,
+            Err(e) => return Decision::deny(format!("access token rejected: {e}")),
+        };
         let client = client.as_deref().or(sub);
         let Some(identifier) = client else {
             return Decision::deny("access token has neither azp, client_id nor sub");
@@ -320,6 +324,13 @@ mod tests {
         assert_eq!(g.name, "mqtt-client");
         assert_eq!(g.expires_at, Some(1234));
         assert_eq!(g.publish.allow, ["events.>"]);
+        // The host reads the client the same way for its allow-list: two differing
+        // names are refused here too, not resolved in favour of one of them.
+        let r = deny_reason(decide(
+            &plugin(),
+            &json!({"azp": "mqtt-client", "client_id": "devices-app", "exp": 1234}),
+        ));
+        assert!(r.contains("azp and client_id"), "{r}");
     }
 
     #[test]
