@@ -300,13 +300,14 @@ impl JwksConfig {
             ("url", self.url.as_deref()),
             ("issuer", Some(self.issuer.as_str())),
         ] {
-            if let Some(u) = url
-                && !secure_or_loopback(u)
-            {
-                return bad(
-                    key,
-                    "must be https:// (plain http only for loopback addresses)",
-                );
+            if let Some(u) = url {
+                let problem = match url::Url::parse(u) {
+                    Ok(parsed) => crate::oauth::jwks::url_problem(&parsed),
+                    Err(_) => Some("is not a URL"),
+                };
+                if let Some(problem) = problem {
+                    return bad(key, problem);
+                }
             }
         }
         if self.max_token_bytes < 512 {
@@ -320,25 +321,6 @@ impl JwksConfig {
         }
         Ok(())
     }
-}
-
-/// Keys travel over TLS, except on loopback (tests, sidecars).
-fn secure_or_loopback(url: &str) -> bool {
-    if url.starts_with("https://") {
-        return true;
-    }
-    let Some(rest) = url.strip_prefix("http://") else {
-        return false;
-    };
-    let host = rest.split(['/', '?']).next().unwrap_or("");
-    let host = host.rsplit_once(':').map_or(host, |(h, p)| {
-        if p.chars().all(|c| c.is_ascii_digit()) {
-            h
-        } else {
-            host
-        }
-    });
-    matches!(host, "127.0.0.1" | "localhost" | "[::1]")
 }
 
 /// `user[:password]@` in a URL's authority.
@@ -795,6 +777,49 @@ mod tests {
         ))
         .unwrap();
         assert_eq!(c.limits.instances_per_plugin, 512);
+    }
+
+    /// Whoever answers the key fetch can sign any token: keys come over TLS, or plain
+    /// HTTP on loopback, and the URLs carry no credentials (they are logged).
+    #[test]
+    fn key_urls_are_tls_or_loopback_and_carry_no_credentials() {
+        let jwks = |url: &str| {
+            parse(&format!(
+                "nats: [{{url: x}}]\njwks: {{issuer: \"https://idp\", audience: nats, url: \"{url}\"}}\n\
+                 permissions: {{oauth2: {{}}}}"
+            ))
+        };
+        for ok in [
+            "https://idp.example/jwks",
+            "http://127.0.0.1:8080/jwks",
+            "http://127.0.0.2/jwks",
+            "http://localhost:1/jwks",
+            "http://[::1]:1/jwks",
+        ] {
+            assert!(jwks(ok).is_ok(), "{ok}");
+        }
+        for (bad, why) in [
+            ("http://idp.example/jwks", "must be https"),
+            ("http://127.0.0.1@idp.example/jwks", "must be https"),
+            ("http://localhost.idp.example/jwks", "must be https"),
+            ("ftp://idp.example/jwks", "must be https"),
+            ("https://user:secret@idp.example/jwks", "credentials"),
+            ("http://admin@127.0.0.1/jwks", "credentials"),
+            ("not a url", "not a URL"),
+        ] {
+            let e = jwks(bad).unwrap_err().to_string();
+            assert!(e.contains("jwks.url") && e.contains(why), "{bad}: {e}");
+        }
+        let e = parse(
+            "nats: [{url: x}]\njwks: {issuer: \"https://u:p@idp\", audience: nats}\n\
+             permissions: {oauth2: {}}",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.contains("jwks.issuer") && e.contains("credentials"),
+            "{e}"
+        );
     }
 
     #[test]

@@ -53,13 +53,65 @@ fn counters(metrics: &Metrics) -> (IntCounter, IntCounter) {
     (metrics.jwks_fetches.clone(), metrics.jwks_failures.clone())
 }
 
+/// An error and its causes: reqwest's own message leaves out why a redirect failed.
+fn with_sources(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        text = format!("{text}: {c}");
+        cause = c.source();
+    }
+    text
+}
+
+/// Redirects followed per fetch: enough for a provider that moved its keys, not a loop.
+const MAX_REDIRECTS: usize = 3;
+
+/// Where keys may come from: over TLS, or plain HTTP on loopback only (tests, sidecars).
+/// Whoever can answer the key fetch can sign any token, so this holds for the
+/// configured URLs, the discovered `jwks_uri` and every redirect alike.
+pub fn secure_or_loopback(url: &url::Url) -> bool {
+    match url.scheme() {
+        "https" => true,
+        "http" => match url.host() {
+            Some(url::Host::Domain(d)) => d.eq_ignore_ascii_case("localhost"),
+            Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
+            Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
+            None => false,
+        },
+        _ => false,
+    }
+}
+
+/// Why a key URL is refused, if it is: not [`secure_or_loopback`], or carrying
+/// credentials (URLs end up in logs and deny reasons).
+pub fn url_problem(url: &url::Url) -> Option<&'static str> {
+    if !secure_or_loopback(url) {
+        Some("must be https:// (plain http only for loopback addresses)")
+    } else if !url.username().is_empty() || url.password().is_some() {
+        Some("must not carry credentials (URLs are logged)")
+    } else {
+        None
+    }
+}
+
 impl Jwks {
     pub fn new(cfg: &JwksConfig, metrics: &Metrics) -> Result<Arc<Self>, JwksError> {
         install_crypto_provider();
+        let redirects = reqwest::redirect::Policy::custom(|attempt| {
+            if attempt.previous().len() > MAX_REDIRECTS {
+                attempt.error("too many redirects")
+            } else if let Some(problem) = url_problem(attempt.url()) {
+                let message = format!("redirect to {}: {problem}", attempt.url());
+                attempt.error(message)
+            } else {
+                attempt.follow()
+            }
+        });
         let client = reqwest::Client::builder()
             .timeout(cfg.fetch_timeout)
             .connect_timeout(cfg.fetch_timeout)
-            .redirect(reqwest::redirect::Policy::limited(3))
+            .redirect(redirects)
             .user_agent(concat!("nats-callout/", env!("CARGO_PKG_VERSION")))
             .build()
             .map_err(|e| JwksError::Config(e.to_string()))?;
@@ -176,13 +228,20 @@ impl Jwks {
                 message: "discovery document names another issuer".into(),
             });
         }
-        doc.get("jwks_uri")
+        let err = |message: String| JwksError::Fetch {
+            url: url.clone(),
+            message,
+        };
+        let jwks_uri = doc
+            .get("jwks_uri")
             .and_then(|u| u.as_str())
-            .map(str::to_owned)
-            .ok_or(JwksError::Fetch {
-                url,
-                message: "no jwks_uri".into(),
-            })
+            .ok_or_else(|| err("no jwks_uri".into()))?;
+        let parsed =
+            url::Url::parse(jwks_uri).map_err(|e| err(format!("jwks_uri {jwks_uri:?}: {e}")))?;
+        if let Some(problem) = url_problem(&parsed) {
+            return Err(err(format!("jwks_uri {jwks_uri:?} {problem}")));
+        }
+        Ok(jwks_uri.to_owned())
     }
 
     /// GET with the size cap enforced while reading, not after.
@@ -197,7 +256,7 @@ impl Jwks {
             .header("accept", "application/json")
             .send()
             .await
-            .map_err(|e| err(format!("{e}")))?;
+            .map_err(|e| err(with_sources(&e)))?;
         if !resp.status().is_success() {
             return Err(err(format!("HTTP {}", resp.status())));
         }
@@ -529,5 +588,80 @@ mod tests {
         ] {
             assert!(key(&jwk).is_none(), "{jwk}");
         }
+    }
+
+    /// A provider on loopback serving `/.well-known/openid-configuration` with
+    /// `jwks_uri`, `/moved` redirecting to `target`, and a one-key JWKS at `/jwks`.
+    async fn provider(jwks_uri: &str, target: &str) -> std::net::SocketAddr {
+        use axum::routing::get;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let ed = Ed25519KeyPair::generate().unwrap();
+        let keys = json!({"keys": [{"kty": "OKP", "crv": "Ed25519", "kid": "k",
+                                    "x": b64(ed.public_key().as_ref())}]});
+        let doc = json!({"issuer": format!("http://{addr}"),
+                         "jwks_uri": jwks_uri.replace("{addr}", &addr.to_string())});
+        let target = target.replace("{addr}", &addr.to_string());
+        let app = axum::Router::new()
+            .route(
+                "/.well-known/openid-configuration",
+                get(move || async move { doc.to_string() }),
+            )
+            .route(
+                "/moved",
+                get(move || async move {
+                    (
+                        axum::http::StatusCode::FOUND,
+                        [(axum::http::header::LOCATION, target)],
+                    )
+                }),
+            )
+            .route("/jwks", get(move || async move { keys.to_string() }));
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        addr
+    }
+
+    fn config(addr: std::net::SocketAddr, url: Option<&str>) -> JwksConfig {
+        let url = url.map_or(String::new(), |u| format!("url: \"http://{addr}{u}\"\n"));
+        serde_yaml_ng::from_str(&format!(
+            "issuer: \"http://{addr}\"\naudience: nats\nfetch_timeout: 2s\n{url}"
+        ))
+        .unwrap()
+    }
+
+    /// The https rule holds for keys found by discovery and by redirect, not only for
+    /// the configured URLs. 192.0.2.1 (TEST-NET) is never contacted: the URL is refused
+    /// before any connection is made.
+    #[tokio::test]
+    async fn discovered_and_redirected_key_urls_must_be_tls_or_loopback() {
+        let metrics = Metrics::new();
+        let fetch = |addr, url: Option<&'static str>| {
+            let metrics = metrics.clone();
+            async move {
+                Jwks::new(&config(addr, url), &metrics)
+                    .unwrap()
+                    .refresh()
+                    .await
+            }
+        };
+        // Allowed: discovery and a redirect that stay on loopback.
+        let addr = provider("http://{addr}/jwks", "http://{addr}/jwks").await;
+        assert_eq!(fetch(addr, None).await.unwrap(), 1);
+        assert_eq!(fetch(addr, Some("/moved")).await.unwrap(), 1);
+        // Refused: plain http elsewhere, or credentials, from discovery or a redirect.
+        for (uri, why) in [
+            ("http://192.0.2.1/jwks", "must be https"),
+            ("https://u:p@192.0.2.1/jwks", "credentials"),
+        ] {
+            let addr = provider(uri, uri).await;
+            let e = fetch(addr, None).await.unwrap_err().to_string();
+            assert!(e.contains("jwks_uri") && e.contains(why), "{uri}: {e}");
+            let e = fetch(addr, Some("/moved")).await.unwrap_err().to_string();
+            assert!(e.contains("redirect to") && e.contains(why), "{uri}: {e}");
+        }
+        // A redirect loop ends.
+        let addr = provider("", "http://{addr}/moved").await;
+        let e = fetch(addr, Some("/moved")).await.unwrap_err().to_string();
+        assert!(e.contains("too many redirects"), "{e}");
     }
 }
