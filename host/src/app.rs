@@ -39,7 +39,7 @@ pub struct App {
 impl App {
     pub async fn start(config_path: &Path) -> Result<Self, AppError> {
         let metrics = Metrics::new();
-        let (config, authorizer) = reload::load(config_path, &metrics).await?;
+        let (config, authorizer) = reload::load(config_path, &metrics, None).await?;
         tracing::info!(
             issuer = %authorizer.issuer_public_key(),
             modes = ?authorizer.enabled_modes(),

@@ -65,8 +65,13 @@ fn settled(after: Stamp, before: &Stamp) -> Stamp {
 }
 
 /// Load the config at `path` and build an authorizer from it, off the async threads
-/// (compiling plugins is CPU work).
-pub async fn load(path: &Path, metrics: &Metrics) -> Result<(Config, Authorizer), ReloadError> {
+/// (compiling plugins is CPU work). `previous`: the set it replaces, whose JWKS keys it
+/// starts from.
+pub async fn load(
+    path: &Path,
+    metrics: &Metrics,
+    previous: Option<&Authorizer>,
+) -> Result<(Config, Authorizer), ReloadError> {
     let path = path.to_path_buf();
     let metrics = metrics.clone();
     let (cfg, authorizer) = tokio::task::spawn_blocking(move || {
@@ -79,8 +84,15 @@ pub async fn load(path: &Path, metrics: &Metrics) -> Result<(Config, Authorizer)
     // Fetch the keys before this set serves: an unreachable provider is logged and
     // retried in the background (oauth2 denies meanwhile, other modes serve).
     if let Some(jwks) = authorizer.jwks() {
+        if let Some(old) = previous.and_then(Authorizer::jwks) {
+            jwks.adopt_keys(old);
+        }
         if let Err(e) = jwks.refresh().await {
-            tracing::error!(error = %e, "JWKS not available yet; oauth2 clients are denied until it is");
+            if jwks.is_loaded() {
+                tracing::warn!(error = %e, "JWKS not refreshed; the previous keys serve until max_stale");
+            } else {
+                tracing::error!(error = %e, "JWKS not available yet; oauth2 clients are denied until it is");
+            }
         }
         jwks.spawn_refresher();
     }
@@ -133,7 +145,8 @@ pub fn spawn(
             // again afterwards, and that later change must trigger another reload.
             let before = stamp(&config_path, &last_cfg);
             tracing::info!(reason, config = %config_path.display(), "reloading");
-            match load(&config_path, &metrics).await {
+            let current = shared.load_full();
+            match load(&config_path, &metrics, Some(&current)).await {
                 Ok((cfg, authorizer)) => {
                     if cfg
                         .nats

@@ -113,9 +113,9 @@ fn token_options(token: String) -> async_nats::ConnectOptions {
 }
 
 impl Deployment {
-    /// The deny reason the callout gives for `token` as an oauthtoken password, read
-    /// from its signed error response.
-    async fn reason(&self, token: &str) -> Result<String> {
+    /// The callout's answer to `token` as an oauthtoken password, read from its signed
+    /// response: the deny reason, or "" when it admits.
+    async fn answer(&self, token: &str) -> Result<String> {
         let token = token.to_owned();
         let claims = self
             .inject
@@ -124,10 +124,35 @@ impl Deployment {
                 c["nats"]["connect_opts"]["pass"] = token.into();
             })
             .await?;
-        if claims["nats"]["jwt"].is_string() {
-            bail!("token was admitted");
-        }
         Ok(claims["nats"]["error"].as_str().unwrap_or("").to_owned())
+    }
+
+    /// The deny reason for `token`; an error if it is admitted.
+    async fn reason(&self, token: &str) -> Result<String> {
+        match self.answer(token).await? {
+            reason if reason.is_empty() => bail!("token was admitted"),
+            reason => Ok(reason),
+        }
+    }
+
+    /// Rewrite the callout's config with `edit` and wait for the hot reload to succeed.
+    async fn reload_with(&self, edit: impl FnOnce(String) -> String) -> Result<()> {
+        let path = self.callout.config_path();
+        std::fs::write(&path, edit(std::fs::read_to_string(&path)?))?;
+        let reloads = self
+            .callout
+            .app()
+            .metrics
+            .reloads
+            .with_label_values(&["ok"]);
+        let before = reloads.get();
+        for _ in 0..50 {
+            if reloads.get() > before {
+                return Ok(());
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        bail!("config was not reloaded")
     }
 
     /// Connect for real with a raw client; the token must never get in (also not as
@@ -631,16 +656,8 @@ async fn cached_grants_never_outlive_the_token_or_a_reload() -> Result<()> {
     let d = deploy_with(oidc, "").await?;
     let metrics = &d.callout.app().metrics;
     let admit = |token: String| {
-        let inject = &d.inject;
-        async move {
-            let claims = inject
-                .decide(move |c| {
-                    c["nats"]["connect_opts"]["user"] = "oauthtoken".into();
-                    c["nats"]["connect_opts"]["pass"] = token.into();
-                })
-                .await?;
-            anyhow::Ok(claims["nats"]["error"].as_str().unwrap_or("").to_owned())
-        }
+        let d = &d;
+        async move { d.answer(&token).await }
     };
 
     // A repeat connect with the same token is served from the cache...
@@ -662,22 +679,45 @@ async fn cached_grants_never_outlive_the_token_or_a_reload() -> Result<()> {
     let token = d.oidc.token("mqtt-client").await?;
     assert_eq!(admit(token.clone()).await?, "");
     assert_eq!(admit(token.clone()).await?, "");
-    let path = d.callout.config_path();
-    let yaml = std::fs::read_to_string(&path)?;
-    let start = yaml.find("    mqtt-client:").unwrap_or(0);
-    let end = yaml.find("    devices:").unwrap_or(start);
-    std::fs::write(&path, format!("{}{}", &yaml[..start], &yaml[end..]))?;
-    let reloads = metrics.reloads.with_label_values(&["ok"]);
-    let before = reloads.get();
-    for _ in 0..50 {
-        if reloads.get() > before {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    assert!(reloads.get() > before, "config was not reloaded");
+    d.reload_with(|yaml| {
+        let start = yaml.find("    mqtt-client:").unwrap_or(0);
+        let end = yaml.find("    devices:").unwrap_or(start);
+        format!("{}{}", &yaml[..start], &yaml[end..])
+    })
+    .await?;
     let reason = admit(token).await?;
     assert!(reason.contains("no oauth2 permissions entry"), "{reason}");
+    Ok(())
+}
+
+/// A reload while the provider is down keeps the keys the running set has (still
+/// bounded by `max_stale`), so an unrelated config edit during an outage does not turn
+/// into an oauth2 outage; a reload that takes the keys from elsewhere starts without.
+#[tokio::test]
+async fn a_reload_during_a_provider_outage_keeps_the_keys() -> Result<()> {
+    let mut d = deploy("").await?;
+    let token = d.oidc.token("mqtt-client").await?;
+    assert_eq!(d.answer(&token).await?, "");
+    d.oidc.stop();
+    d.reload_with(|yaml| yaml + "# edited during the outage\n")
+        .await?;
+    assert_eq!(
+        d.answer(&token).await?,
+        "",
+        "the keys did not survive the reload"
+    );
+    assert!(http_ok(d.callout.app().http_addr, "/readyz").await?);
+
+    let dead = nats_callout_tests::free_port()?;
+    d.reload_with(|yaml| {
+        yaml.replace(
+            "jwks:\n",
+            &format!("jwks:\n  url: \"http://127.0.0.1:{dead}/jwks\"\n"),
+        )
+    })
+    .await?;
+    let reason = d.reason(&token).await?;
+    assert!(reason.contains("JWKS unavailable"), "{reason}");
     Ok(())
 }
 

@@ -273,12 +273,30 @@ impl Jwks {
         Ok(body)
     }
 
+    /// Start from the keys of the set this one replaces (a reload), if they come from
+    /// the same place: a reload while the provider is down must not throw away keys
+    /// that `max_stale` still allows. They keep their fetch time, so the bound still
+    /// counts from the last successful fetch.
+    pub fn adopt_keys(&self, previous: &Jwks) {
+        if (&self.cfg.url, &self.cfg.issuer) != (&previous.cfg.url, &previous.cfg.issuer) {
+            return;
+        }
+        let (Ok(old), Ok(mut new)) = (previous.set.read(), self.set.write()) else {
+            return;
+        };
+        new.keys = old.keys.clone();
+        new.loaded_at = old.loaded_at;
+        new.last_error = old.last_error.clone();
+    }
+
     /// Keep the keys fresh until the `Jwks` is dropped (a reload replaced it). The
     /// first fetch is the caller's ([`Jwks::refresh`]); this loop starts after it.
     pub fn spawn_refresher(self: &Arc<Self>) -> tokio::task::JoinHandle<()> {
         let weak: Weak<Self> = Arc::downgrade(self);
         let every = self.cfg.refresh_interval;
-        let mut failures = u32::from(!self.is_loaded());
+        // A failed first fetch is retried soon, even when adopted keys still serve.
+        let failed = self.set.read().map_or(true, |s| s.last_error.is_some());
+        let mut failures = u32::from(failed || !self.is_loaded());
         tokio::spawn(async move {
             loop {
                 // After a failure retry sooner (1 s, doubling), never later than `every`.
