@@ -33,7 +33,8 @@ pub struct App {
     pub config: Config,
     /// Where `/metrics`, `/healthz` and `/readyz` are served.
     pub http_addr: SocketAddr,
-    tasks: Vec<JoinHandle<()>>,
+    http: JoinHandle<()>,
+    reloader: JoinHandle<()>,
 }
 
 impl App {
@@ -76,14 +77,24 @@ impl App {
             metrics,
             config,
             http_addr,
-            tasks: vec![http, reloader],
+            http,
+            reloader,
         })
     }
 
+    /// Stop at once, abandoning requests in flight (tests, a failed start).
     pub fn stop(self) {
-        for t in self.tasks {
-            t.abort();
-        }
+        self.reloader.abort();
+        self.http.abort();
         self.service.stop();
+    }
+
+    /// Stop as on SIGTERM: no more reloads, then drain the NATS connections (see
+    /// [`Service::shutdown`]). The operations listener answers until the end, `/readyz`
+    /// with 503.
+    pub async fn shutdown(self) {
+        self.reloader.abort();
+        self.service.shutdown().await;
+        self.http.abort();
     }
 }

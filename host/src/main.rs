@@ -175,8 +175,11 @@ fn run(config: &Path) -> Result<()> {
     runtime.block_on(async {
         let app = App::start(config).await?;
         shutdown_signal().await;
-        tracing::info!("shutting down");
-        app.stop();
+        tracing::info!("shutting down: draining (a second signal stops at once)");
+        tokio::select! {
+            _ = app.shutdown() => {}
+            _ = shutdown_signal() => tracing::warn!("second signal: stopping without draining"),
+        }
         Ok(())
     })
 }

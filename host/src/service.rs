@@ -43,10 +43,17 @@ pub enum ServiceError {
     },
 }
 
+/// How long a shutdown waits for the requests it already has. nats-server gives up on
+/// an answer after its auth timeout (2 s by default); past that a decision helps no one,
+/// and 5 s also covers a raised timeout.
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
+
 /// A running service: one task per NATS server.
 pub struct Service {
     tasks: Vec<JoinHandle<()>>,
     ready: Vec<watch::Receiver<bool>>,
+    /// Set to start a graceful shutdown ([`Service::shutdown`]).
+    draining: watch::Sender<bool>,
 }
 
 impl Service {
@@ -55,6 +62,7 @@ impl Service {
     pub fn start(cfg: &Config, authorizer: Shared) -> Result<Self, ServiceError> {
         let mut tasks = Vec::new();
         let mut ready = Vec::new();
+        let (draining, drain) = watch::channel(false);
         for server in &cfg.nats {
             let options = connect_options(cfg, server)?;
             let (tx, rx) = watch::channel(false);
@@ -65,9 +73,14 @@ impl Service {
                 authorizer.clone(),
                 cfg.limits.max_concurrent,
                 tx,
+                drain.clone(),
             )));
         }
-        Ok(Self { tasks, ready })
+        Ok(Self {
+            tasks,
+            ready,
+            draining,
+        })
     }
 
     /// True when every server's subscription is active.
@@ -110,11 +123,28 @@ impl Service {
         tokio::time::timeout(timeout, all).await.unwrap_or(false)
     }
 
-    /// Stop serving. In-flight requests are abandoned; nats-server refuses those clients.
+    /// Stop serving at once. In-flight requests are abandoned; nats-server refuses
+    /// those clients when its auth timeout runs out.
     pub fn stop(self) {
         for t in self.tasks {
             t.abort();
         }
+    }
+
+    /// Stop serving gracefully: unsubscribe, so that nats-server sends new requests to
+    /// the other members of the queue group; decide and answer every request already
+    /// received; then close. Bounded by [`DRAIN_TIMEOUT`], after which what is left is
+    /// abandoned as by [`Service::stop`].
+    pub async fn shutdown(mut self) {
+        self.draining.send_replace(true);
+        let all = futures::future::join_all(self.tasks.iter_mut());
+        if tokio::time::timeout(DRAIN_TIMEOUT + Duration::from_secs(1), all)
+            .await
+            .is_err()
+        {
+            tracing::warn!("shutdown: connections still open after the drain timeout; closing");
+        }
+        self.stop();
     }
 }
 
@@ -300,6 +330,7 @@ async fn serve(
     authorizer: Shared,
     max_concurrent: usize,
     ready: watch::Sender<bool>,
+    mut drain: watch::Receiver<bool>,
 ) {
     let name = server.name.clone();
     let ready = Arc::new(ready);
@@ -365,7 +396,28 @@ async fn serve(
     let limit = Arc::new(Semaphore::new(max_concurrent));
     // For the log lines of every request: shared, not copied per request.
     let shared_name: Arc<str> = server.name.as_str().into();
-    while let Some(msg) = sub.next().await {
+    // Set once a shutdown starts: from then on the subscription only yields what
+    // nats-server sent before it processed our UNSUB, then ends.
+    let mut drain_deadline: Option<tokio::time::Instant> = None;
+    loop {
+        let msg = tokio::select! {
+            msg = sub.next() => match msg {
+                Some(msg) => msg,
+                None => break,
+            },
+            // `changed` fires once: the flag is only ever set (or its sender dropped).
+            _ = drain.changed(), if drain_deadline.is_none() => {
+                drain_deadline = Some(tokio::time::Instant::now() + DRAIN_TIMEOUT);
+                ready.send_replace(false);
+                tracing::info!(server = %server.name, "draining: unsubscribed, answering the requests received");
+                if let Err(e) = sub.drain().await {
+                    tracing::warn!(server = %server.name, error = %e, "cannot unsubscribe");
+                    break;
+                }
+                continue;
+            }
+            _ = sleep_until_some(drain_deadline) => break,
+        };
         let Ok(permit) = limit.clone().acquire_owned().await else {
             break;
         };
@@ -408,5 +460,31 @@ async fn serve(
             drop(permit);
         });
     }
-    tracing::warn!(server = %server.name, "subscription ended");
+    let Some(deadline) = drain_deadline else {
+        tracing::warn!(server = %server.name, "subscription ended");
+        return;
+    };
+    // Every decision in flight holds a permit until its answer is handed to the client.
+    let everything = u32::try_from(max_concurrent).unwrap_or(u32::MAX);
+    let settled = tokio::time::timeout_at(deadline, limit.acquire_many(everything)).await;
+    if settled.is_err() {
+        tracing::warn!(
+            server = %server.name,
+            undecided = max_concurrent - limit.available_permits(),
+            "drain timeout: abandoning the requests still being decided"
+        );
+    }
+    let flushed = tokio::time::timeout_at(deadline, client.flush()).await;
+    if !matches!(flushed, Ok(Ok(()))) {
+        tracing::warn!(server = %server.name, "drain timeout: answers may not have been sent");
+    }
+    tracing::info!(server = %server.name, "drained");
+}
+
+/// Sleep until `deadline`, or forever if there is none.
+async fn sleep_until_some(deadline: Option<tokio::time::Instant>) {
+    match deadline {
+        Some(d) => tokio::time::sleep_until(d).await,
+        None => std::future::pending().await,
+    }
 }

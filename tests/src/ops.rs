@@ -178,13 +178,18 @@ impl CalloutProcess {
     /// SIGTERM, and wait (bounded) for a clean exit.
     pub async fn terminate(&mut self) -> Result<ExitStatus> {
         self.signal(libc::SIGTERM)?;
+        self.exited().await
+    }
+
+    /// Wait (bounded: 10 s, twice the drain timeout) for the process to exit.
+    pub async fn exited(&mut self) -> Result<ExitStatus> {
         let deadline = Instant::now() + Duration::from_secs(10);
         loop {
             if let Some(status) = self.child.try_wait()? {
                 return Ok(status);
             }
             if Instant::now() > deadline {
-                bail!("nats-callout did not exit within 10s of SIGTERM");
+                bail!("nats-callout did not exit within 10s");
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
         }

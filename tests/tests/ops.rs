@@ -453,6 +453,54 @@ async fn reload_lets_in_flight_requests_finish_on_the_old_set() -> Result<()> {
     Ok(())
 }
 
+/// SIGTERM drains: the binary unsubscribes, answers the request it is deciding (a
+/// slow plugin), then exits cleanly, where it used to drop it and leave the client to
+/// nats-server's auth timeout.
+#[tokio::test]
+async fn sigterm_answers_the_requests_in_flight_then_exits() -> Result<()> {
+    init_tracing();
+    let keys = Keys::generate();
+    let server_config = callout_server_config(&keys, false)
+        .replace("authorization {", "authorization {\n  timeout: 5");
+    let server = NatsServer::start(&server_config)?;
+    let dir = tempfile::tempdir()?;
+    keys.write(dir.path())?;
+    let http: SocketAddr = format!("127.0.0.1:{}", free_port()?).parse()?;
+    let yaml = format!(
+        "nats:\n  - url: {}\n    nkey_seed_file: nkey-seed\nissuer_seed_file: issuer-seed\n\
+         plugins:\n  - {{ mode: noauth, path: misbehave.wasm, settings: {{ behaviour: \"slow:1500\" }} }}\n\
+         limits: {{ plugin_timeout: 4s }}\nhttp_listen: {http}\n",
+        server.url()
+    );
+    let config_path = dir.path().join("callout.yaml");
+    std::fs::write(&config_path, with_test_defaults(&yaml))?;
+    let cfg = config_path.to_str().context("utf-8 path")?;
+    let mut callout =
+        CalloutProcess::start(&["run", "--config", cfg], http, &dir.path().join("log")).await?;
+
+    let in_flight = tokio::spawn(raw::connect(server.port, |_| serde_json::json!({})));
+    eventually(
+        "the anonymous request to be in the slow plugin",
+        WAIT,
+        || async {
+            Ok((count(&scrape(http).await?, "auth_requests_in_flight") == 1).then_some(()))
+        },
+    )
+    .await?;
+    callout.signal(libc::SIGTERM)?;
+    assert_eq!(
+        in_flight.await??,
+        Outcome::Admitted,
+        "answered during the drain:\n{}",
+        callout.log()
+    );
+    let status = callout.exited().await?;
+    let log = callout.log();
+    assert!(status.success(), "{status}:\n{log}");
+    assert!(log.contains("draining") && log.contains("drained"), "{log}");
+    Ok(())
+}
+
 /// Mode bits of a file.
 fn mode(path: &Path) -> Result<u32> {
     Ok(std::fs::metadata(path)?.permissions().mode() & 0o777)
