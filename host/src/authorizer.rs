@@ -55,9 +55,11 @@ pub enum Verdict {
 pub struct Handled {
     pub mode: Option<Mode>,
     pub verdict: Verdict,
-    /// Bytes to publish on the reply subject; `None` when no valid response can be
-    /// addressed (the request was unreadable).
-    pub reply: Option<Vec<u8>>,
+    /// Bytes to publish on the reply subject. Empty when no signed response can be
+    /// made (the request was unreadable, or signing failed): nats-server reads an
+    /// empty answer as "not authorized" and refuses the client at once, instead of
+    /// after its auth timeout.
+    pub reply: Vec<u8>,
     /// Connection id and user nkey, for the log line.
     pub client_id: u64,
     pub user_nkey: String,
@@ -401,11 +403,18 @@ impl Authorizer {
                     }
                     return Ok(grant);
                 }
+                // Bounded: a plugin's text (its reason, or the error its init returned)
+                // goes into the response and the log.
                 Ok(Decision::Deny(reason)) => {
                     return Err(format!("{mode}: {}", crate::plugin::truncate(&reason, 512)));
                 }
                 Ok(Decision::Abstain) => continue,
-                Err(e) => return Err(format!("{mode}: {e}")),
+                Err(e) => {
+                    return Err(format!(
+                        "{mode}: {}",
+                        crate::plugin::truncate(&e.to_string(), 512)
+                    ));
+                }
             }
         }
         Err(format!("{mode}: no plugin accepted the credential"))
@@ -420,16 +429,16 @@ impl Authorizer {
         client_id: u64,
     ) -> Handled {
         let (reply, user_nkey) = match target {
-            None => (None, String::new()),
+            None => (Vec::new(), String::new()),
             Some(t) => match self.signer.response(
                 &t,
                 outcome.as_deref().map_err(String::as_str),
                 unix_now(),
             ) {
-                Ok(bytes) => (Some(bytes), t.user_nkey),
+                Ok(bytes) => (bytes, t.user_nkey),
                 Err(e) => {
                     tracing::error!(error = %e, "cannot build the authorization response");
-                    (None, t.user_nkey)
+                    (Vec::new(), t.user_nkey)
                 }
             },
         };

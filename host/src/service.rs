@@ -446,16 +446,19 @@ async fn serve(
                 Verdict::Invalid(reason) => tracing::warn!(
                     server = %server_name, reason = %reason, micros, "invalid auth request"),
             }
-            match (msg.reply, handled.reply) {
-                (Some(reply), Some(bytes)) => {
-                    if let Err(e) = client.publish(reply, bytes.into()).await {
-                        tracing::warn!(server = %server_name, error = %e, "cannot publish response");
+            match msg.reply {
+                Some(reply) => {
+                    if let Err(e) = client.publish(reply.clone(), handled.reply.into()).await {
+                        // E.g. a grant too large for the server's max_payload: refuse
+                        // the client now rather than leave it to the auth timeout.
+                        tracing::warn!(server = %server_name, client_id = handled.client_id,
+                            error = %e, "cannot publish the response; refusing the client");
+                        let _ = client.publish(reply, Default::default()).await;
                     }
                 }
-                (None, _) => {
+                None => {
                     tracing::warn!(server = %server_name, "auth request without reply subject")
                 }
-                (_, None) => {}
             }
             drop(permit);
         });

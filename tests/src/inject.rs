@@ -69,8 +69,13 @@ impl Injector {
     /// Start the side server. Add `injector.nats_entry()` to the callout's `nats` list,
     /// start the callout, then [`Injector::connect`].
     pub fn start(issuer: &str) -> Result<Self> {
+        Self::start_with(issuer, "")
+    }
+
+    /// [`Injector::start`] with `config` for the side server.
+    pub fn start_with(issuer: &str, config: &str) -> Result<Self> {
         Ok(Self {
-            side: NatsServer::start("")?,
+            side: NatsServer::start(config)?,
             client: None,
             server_key: nkeys::KeyPair::new_server(),
             issuer: issuer.to_owned(),
@@ -89,11 +94,20 @@ impl Injector {
 
     /// Publish raw bytes on the request subject; the reply, if any within 2 s.
     pub async fn ask(&self, payload: Vec<u8>) -> Result<Option<Vec<u8>>> {
+        self.ask_with(payload, async_nats::HeaderMap::new()).await
+    }
+
+    /// [`Injector::ask`] with headers (nats-server's `Nats-Server-Xkey`, for one).
+    pub async fn ask_with(
+        &self,
+        payload: Vec<u8>,
+        headers: async_nats::HeaderMap,
+    ) -> Result<Option<Vec<u8>>> {
         let client = self.client.as_ref().context("Injector::connect first")?;
         let inbox = client.new_inbox();
         let mut replies = client.subscribe(inbox.clone()).await?;
         client
-            .publish_with_reply("$SYS.REQ.USER.AUTH", inbox, payload.into())
+            .publish_with_reply_and_headers("$SYS.REQ.USER.AUTH", inbox, headers, payload.into())
             .await?;
         client.flush().await?;
         Ok(tokio::time::timeout(Duration::from_secs(2), replies.next())

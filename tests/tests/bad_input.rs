@@ -1,6 +1,7 @@
 //! Bad input on the request subject and a misbehaving plugin: each gets a clear error
-//! (a signed error response where the request can be addressed, a log line otherwise),
-//! and the next good connection still succeeds.
+//! (a signed error response where the request can be addressed; otherwise an empty
+//! answer, which nats-server takes as "not authorized" at once, and a log line), and
+//! the next good connection still succeeds.
 
 use anyhow::Result;
 use nats_callout::request::unix_now;
@@ -18,10 +19,16 @@ struct Setup {
 const NOAUTH: &str = "permissions:\n  noauth:\n    account: ANONYMOUS\n    permissions:\n      pub: { allow: [\"public.>\"] }\n";
 
 async fn setup(yaml_extra: &str) -> Result<Setup> {
+    setup_with(yaml_extra, false, "").await
+}
+
+/// `xkey`: nats-server seals its requests to the callout's xkey (the callout needs
+/// `xkey_seed_file` then). `side`: the injector's server config.
+async fn setup_with(yaml_extra: &str, xkey: bool, side: &str) -> Result<Setup> {
     init_tracing();
     let keys = Keys::generate();
-    let server = NatsServer::start(&callout_server_config(&keys, false))?;
-    let mut inject = Injector::start(&keys.issuer.public_key())?;
+    let server = NatsServer::start(&callout_server_config(&keys, xkey))?;
+    let mut inject = Injector::start_with(&keys.issuer.public_key(), side)?;
     let yaml = format!(
         "nats:\n  - {{ name: main, url: {}, nkey_seed_file: nkey-seed }}\n{}\
          issuer_seed_file: issuer-seed\n{yaml_extra}",
@@ -135,14 +142,62 @@ async fn hostile_requests_get_clear_errors_and_service_continues() -> Result<()>
         .await?;
     assert!(e.contains("oauth2 authentication is not enabled"), "{e}");
 
-    // Garbage cannot be addressed: no response, a log line, and nothing breaks.
+    // Garbage cannot be addressed: an empty answer, a log line, and nothing breaks.
     for garbage in [
         b"\x00\xffgarbage".to_vec(),
         b"eyJ.eyJ.x".to_vec(),
         vec![b'.'; 100_000],
         Vec::new(),
     ] {
-        assert_eq!(s.inject.ask(garbage).await?, None);
+        assert_eq!(s.inject.ask(garbage).await?, Some(Vec::new()));
+    }
+    s.anonymous_is_admitted().await
+}
+
+/// With xkey on, a request sealed to another key, a broken seal, or a seal without
+/// the server's key in its header cannot be opened: an empty answer, at once, so
+/// nats-server refuses the client instead of waiting out its auth timeout.
+#[tokio::test]
+async fn requests_that_cannot_be_unsealed_are_refused_at_once() -> Result<()> {
+    let s = setup_with(&format!("{NOAUTH}xkey_seed_file: xkey-seed\n"), true, "").await?;
+    let issuer = s.keys.issuer.public_key();
+    let server = nkeys::KeyPair::new_server();
+    let server_xkey = nkeys::XKey::new();
+    let header = |key: &str| {
+        let mut h = async_nats::HeaderMap::new();
+        h.insert("Nats-Server-Xkey", key);
+        h
+    };
+    let request = request(&server, &issuer, |_| {}).into_bytes();
+    let ours = nkeys::XKey::from_public_key(&s.keys.xkey.public_key())?;
+    let sealed = server_xkey.seal(&request, &ours)?;
+    let answer = s
+        .inject
+        .ask_with(sealed.clone(), header(&server_xkey.public_key()))
+        .await?
+        .unwrap_or_default();
+    assert!(!answer.is_empty(), "a well-sealed request is answered");
+
+    let elsewhere = server_xkey.seal(&request, &nkeys::XKey::new())?;
+    let mut broken = sealed.clone();
+    let last = broken.len() - 1;
+    broken[last] ^= 1;
+    for (what, payload, headers) in [
+        (
+            "sealed to another key",
+            elsewhere,
+            header(&server_xkey.public_key()),
+        ),
+        ("broken seal", broken, header(&server_xkey.public_key())),
+        (
+            "not an xkey in the header",
+            sealed.clone(),
+            header("not-a-key"),
+        ),
+        ("no header", sealed, async_nats::HeaderMap::new()),
+    ] {
+        let answer = s.inject.ask_with(payload, headers).await?;
+        assert_eq!(answer, Some(Vec::new()), "{what}");
     }
     s.anonymous_is_admitted().await
 }
@@ -175,4 +230,26 @@ async fn trapping_plugin_denies_with_cause_and_host_keeps_serving() -> Result<()
         assert_eq!(outcome, Outcome::Admitted);
     }
     Ok(())
+}
+
+/// A response the server cannot take (over its `max_payload`, here a grant of many
+/// subjects against a 4 KiB limit) is replaced by an empty answer, so the client is
+/// refused at once instead of after the auth timeout.
+#[tokio::test]
+async fn a_response_over_max_payload_becomes_an_empty_answer() -> Result<()> {
+    let subjects: Vec<String> = (0..40)
+        .map(|i| format!("\"public.a-rather-long-subject-name-to-fill-the-grant.{i:02}\""))
+        .collect();
+    let yaml = format!(
+        "permissions:\n  noauth:\n    account: ANONYMOUS\n    permissions:\n      \
+         pub: {{ allow: [{}] }}\n",
+        subjects.join(", ")
+    );
+    let s = setup_with(&yaml, false, "max_payload: 4096").await?;
+    let issuer = s.keys.issuer.public_key();
+    let request = request(&s.inject.server_key, &issuer, |_| {});
+    assert!(request.len() < 4096, "the request itself fits");
+    assert_eq!(s.inject.ask(request.into_bytes()).await?, Some(Vec::new()));
+    // The same grant through the main server (default 1 MiB) admits.
+    s.anonymous_is_admitted().await
 }
