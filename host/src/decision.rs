@@ -24,7 +24,20 @@ pub enum GrantError {
     },
     #[error("grant expired at {0}, before the connection was admitted")]
     Expired(i64),
+    #[error(
+        "grant sets no permissions, which nats-server reads as everything in the account; \
+         allow \">\" explicitly if that is meant"
+    )]
+    NoPermissions,
+    #[error("grant lists {0} bytes of subjects, over the {MAX_SUBJECT_BYTES}-byte cap")]
+    TooLarge(usize),
 }
+
+/// Subjects (all four lists together) one grant may carry. The grant travels base64'd
+/// twice (the user JWT inside the response JWT), so 64 KiB of subjects make a response
+/// of about 120 KiB, well under nats-server's default 1 MiB `max_payload`; real grants
+/// list a handful of subjects.
+pub const MAX_SUBJECT_BYTES: usize = 64 * 1024;
 
 /// Host-side bounds on any plugin's grant: whatever a (third-party) plugin returns,
 /// nats-server only ever sees well-formed subjects and a real account name.
@@ -36,10 +49,21 @@ pub fn check(grant: &Grant, now: i64) -> Result<(), GrantError> {
         ("sub.allow", &grant.subscribe.allow, SubjectKind::Subscribe),
         ("sub.deny", &grant.subscribe.deny, SubjectKind::Subscribe),
     ];
+    let mut bytes = 0;
     for (field, list, kind) in lists {
         for s in list {
             validate_subject(s, kind).map_err(|source| GrantError::Subject { field, source })?;
+            bytes += s.len();
         }
+    }
+    if bytes > MAX_SUBJECT_BYTES {
+        return Err(GrantError::TooLarge(bytes));
+    }
+    // nats-server builds no permissions from an empty set (and no `resp`), and a user
+    // without permissions may publish and subscribe to anything in its account: a
+    // plugin that forgot its permissions must not grant everything.
+    if bytes == 0 && grant.response.is_none() {
+        return Err(GrantError::NoPermissions);
     }
     if let Some(exp) = grant.expires_at
         && exp <= now
@@ -59,7 +83,21 @@ mod tests {
             account: "DEVICES".into(),
             ..Default::default()
         };
-        assert_eq!(check(&g, 10), Ok(()));
+        assert_eq!(check(&g, 10), Err(GrantError::NoPermissions));
+        g.publish.allow.push(">".into());
+        assert_eq!(check(&g, 10), Ok(()), "everything, when asked for");
+        g.publish.allow.clear();
+        g.response = Some(ResponsePermission {
+            max_msgs: 1,
+            ttl_millis: 0,
+        });
+        assert_eq!(check(&g, 10), Ok(()), "only replies");
+        g.response = None;
+        g.subscribe.deny.push(">".into());
+        assert_eq!(check(&g, 10), Ok(()), "nothing at all");
+        g.subscribe.allow = vec!["a".repeat(200); MAX_SUBJECT_BYTES / 200 + 1];
+        assert!(matches!(check(&g, 10), Err(GrantError::TooLarge(_))));
+        g.subscribe.allow.clear();
         g.publish.allow.push("a..b".into());
         assert!(matches!(check(&g, 10), Err(GrantError::Subject { .. })));
         g.publish.allow = vec!["jobs.> workers".into()];
