@@ -108,6 +108,9 @@ pub fn spawn(
 ) -> JoinHandle<()> {
     let mut last = stamp(&config_path, current);
     let mut last_cfg = current.clone();
+    // Whose files are polled: the config on disk, even when it was rejected, so that
+    // supplying the plugin file it was missing triggers the next attempt.
+    let mut watched = current.clone();
     let interval = current.reload_interval;
     // Registered before returning, not inside the task: SIGHUP's default action ends the
     // process, so a signal sent right after start must already find the handler.
@@ -135,7 +138,7 @@ pub fn spawn(
             let reason = tokio::select! {
                 _ = signalled => "SIGHUP",
                 _ = tick.tick() => {
-                    if stamp(&config_path, &last_cfg) == last {
+                    if stamp(&config_path, &watched) == last {
                         continue;
                     }
                     "file change"
@@ -143,7 +146,7 @@ pub fn spawn(
             };
             // Taken before loading: a file still being written when it is read changes
             // again afterwards, and that later change must trigger another reload.
-            let before = stamp(&config_path, &last_cfg);
+            let before = stamp(&config_path, &watched);
             tracing::info!(reason, config = %config_path.display(), "reloading");
             let current = shared.load_full();
             match load(&config_path, &metrics, Some(&current)).await {
@@ -162,13 +165,20 @@ pub fn spawn(
                     metrics.reloads.with_label_values(&["ok"]).inc();
                     tracing::info!(modes = ?shared.load().enabled_modes(), "reloaded: new config and plugins serving");
                     last = settled(stamp(&config_path, &cfg), &before);
+                    watched = cfg.clone();
                     last_cfg = cfg;
                 }
                 Err(e) => {
                     metrics.reloads.with_label_values(&["error"]).inc();
                     tracing::error!(error = %e, "reload rejected; the previous config keeps serving");
-                    // Do not retry the same broken files every tick; wait for the next change.
-                    last = before;
+                    // Do not retry the same broken files every tick; wait for the next
+                    // change to them, or to the files the rejected config names.
+                    if let Ok(rejected) = Config::load(&config_path) {
+                        last = settled(stamp(&config_path, &rejected), &before);
+                        watched = rejected;
+                    } else {
+                        last = before;
+                    }
                 }
             }
         }

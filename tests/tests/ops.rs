@@ -397,6 +397,28 @@ async fn reload_follows_plugin_files_and_refuses_a_broken_plugin() -> Result<()>
     write_atomically(&noauth, &good)?;
     wait_reloads(http, "ok", 2).await?;
     assert_eq!(anonymous().await?, Outcome::Admitted);
+
+    // A config naming a plugin file that is not there yet is refused; the file showing
+    // up later is noticed as a change, without another edit or a SIGHUP.
+    let extra = plugins.path().join("extra.wasm");
+    let path = callout.config_path();
+    let yaml = std::fs::read_to_string(&path)?;
+    let with_extra = yaml.replace(
+        "plugins:\n",
+        &format!(
+            "plugins:\n  - {{ mode: nkey, path: {} }}\n",
+            extra.display()
+        ),
+    );
+    ensure!(
+        with_extra != yaml,
+        "precondition: the config has a plugins list"
+    );
+    write_atomically(&path, with_extra.as_bytes())?;
+    wait_reloads(http, "error", 2).await?;
+    std::fs::copy(plugin_dir().join("nkey.wasm"), &extra)?;
+    wait_reloads(http, "ok", 3).await?;
+    assert_eq!(device.connect(port).await?, Outcome::Admitted);
     Ok(())
 }
 
