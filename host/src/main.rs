@@ -173,7 +173,14 @@ fn run(config: &Path) -> Result<()> {
         .build()
         .context("cannot start the async runtime")?;
     runtime.block_on(async {
+        // SIGHUP's default action ends the process. Until the reloader takes it over,
+        // one sent during start-up (plugins compiling) is ignored instead; the config
+        // being loaded is the one on disk anyway.
+        #[cfg(unix)]
+        let early_hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup());
         let app = App::start(config).await?;
+        #[cfg(unix)]
+        drop(early_hup);
         shutdown_signal().await;
         tracing::info!("shutting down: draining (a second signal stops at once)");
         tokio::select! {
