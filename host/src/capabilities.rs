@@ -32,6 +32,14 @@ impl Capabilities {
         }
     }
 
+    /// The longest a host call may legitimately wait per plugin call (a JWKS refetch
+    /// for an unknown `kid`): how far a call's deadline may move for host time.
+    pub fn max_host_wait(&self) -> std::time::Duration {
+        self.jwks
+            .as_ref()
+            .map_or(std::time::Duration::ZERO, |j| j.max_wait())
+    }
+
     pub fn with_jwks(mut self, jwks: Option<Arc<Jwks>>) -> Self {
         self.jwks = jwks;
         self

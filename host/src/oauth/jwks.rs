@@ -132,6 +132,11 @@ impl Jwks {
         }))
     }
 
+    /// How long [`Jwks::verify`] may wait for a refetch: `unknown_kid_wait`.
+    pub fn max_wait(&self) -> Duration {
+        self.cfg.unknown_kid_wait
+    }
+
     /// Keys are loaded and not older than `max_stale`.
     pub fn is_loaded(&self) -> bool {
         self.set.read().is_ok_and(|s| {

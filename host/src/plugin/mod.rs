@@ -84,14 +84,41 @@ pub struct State {
     table: ResourceTable,
     limits: StoreLimits,
     caps: Arc<Capabilities>,
-    /// When the current call (or instantiation) is interrupted. Time spent waiting in
-    /// host calls (a JWKS refetch) moves it, so the deadline measures the plugin's own.
-    deadline: Instant,
+    deadline: Deadline,
 }
 
 impl State {
     fn credit_host_time(&mut self, waited: Duration) {
-        self.deadline += waited;
+        self.deadline.credit(waited);
+    }
+}
+
+/// When the current call (or instantiation) is interrupted. Time spent in host calls
+/// that may wait (`verify-jwt`: a JWKS refetch) moves it, so the deadline measures the
+/// plugin's own time; but by no more than the longest such wait per call, so a plugin
+/// calling the host in a loop still meets its deadline.
+#[derive(Debug, Clone, Copy)]
+struct Deadline {
+    at: Instant,
+    credit_left: Duration,
+}
+
+impl Deadline {
+    fn new(timeout: Duration, max_credit: Duration) -> Self {
+        Self {
+            at: Instant::now() + timeout,
+            credit_left: max_credit,
+        }
+    }
+
+    fn credit(&mut self, waited: Duration) {
+        let granted = waited.min(self.credit_left);
+        self.credit_left -= granted;
+        self.at += granted;
+    }
+
+    fn passed(&self) -> bool {
+        Instant::now() >= self.at
     }
 }
 
@@ -272,7 +299,7 @@ impl LoadedPlugin {
                 .trap_on_grow_failure(true)
                 .build(),
             caps: self.caps.clone(),
-            deadline: Instant::now(),
+            deadline: Deadline::new(Duration::ZERO, Duration::ZERO),
         };
         let mut store = Store::new(&self.engine, state);
         store.limiter(|s| &mut s.limits);
@@ -280,7 +307,7 @@ impl LoadedPlugin {
         // Called at every tick while the plugin runs: past the deadline it is
         // interrupted, before it it yields so that other requests get the thread.
         store.epoch_deadline_callback(|ctx| {
-            Ok(if Instant::now() >= ctx.data().deadline {
+            Ok(if ctx.data().deadline.passed() {
                 UpdateDeadline::Interrupt
             } else {
                 UpdateDeadline::Yield(1)
@@ -302,7 +329,7 @@ impl LoadedPlugin {
 
     /// Start the clock for one call: its deadline, and a deadline check at the next tick.
     fn arm(&self, store: &mut Store<State>) {
-        store.data_mut().deadline = Instant::now() + self.limits.timeout;
+        store.data_mut().deadline = Deadline::new(self.limits.timeout, self.caps.max_host_wait());
         store.set_epoch_deadline(1);
     }
 
@@ -459,4 +486,26 @@ pub(crate) fn truncate(s: &str, max: usize) -> std::borrow::Cow<'_, str> {
         end -= 1;
     }
     format!("{}…", &s[..end]).into()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Host time moves a call's deadline by at most the allowed wait, summed over all
+    /// the host calls the plugin makes: a loop of them cannot stretch it further.
+    #[test]
+    fn host_time_credit_is_bounded_per_call() {
+        let mut d = Deadline::new(Duration::from_secs(10), Duration::from_secs(1));
+        let start = d.at;
+        d.credit(Duration::from_millis(400));
+        assert_eq!(d.at - start, Duration::from_millis(400));
+        for _ in 0..100 {
+            d.credit(Duration::from_millis(400));
+        }
+        assert_eq!(d.at - start, Duration::from_secs(1));
+        let mut none = Deadline::new(Duration::ZERO, Duration::ZERO);
+        none.credit(Duration::from_secs(5));
+        assert!(none.passed(), "no waiting capability, no credit");
+    }
 }
