@@ -4,10 +4,13 @@
 //!
 //! Keyed by the component's SHA-256 and the engine's compatibility hash (wasmtime
 //! version, target, and every codegen-affecting setting), so a stale artifact is never
-//! loaded. Deserialising native code is only as safe as the directory it comes from:
-//! the cache is used only if the directory is ours and not writable by anyone else.
+//! loaded. Deserialising native code is only as safe as the bytes: the cache is used
+//! only if the directory is ours and not writable by anyone else, each file ends in
+//! the SHA-256 of the artifact before it (a torn or corrupted file is recompiled, not
+//! executed), and files are written to a unique temporary name, synced, then renamed.
 
 use std::hash::{Hash, Hasher};
+use std::io::Write as _;
 use std::path::{Path, PathBuf};
 
 use sha2::{Digest, Sha256};
@@ -84,29 +87,46 @@ pub fn load(
         engine_hash.finish()
     );
     let path = dir.join(key);
-    if path.exists() {
-        // SAFETY: the file was written by `Component::serialize` of an engine with this
-        // compatibility hash, into a directory only this user can write (checked above).
-        match unsafe { Component::deserialize_file(engine, &path) } {
-            Ok(c) => return Ok((c, true)),
-            Err(e) => {
-                tracing::warn!(path = %path.display(), error = %e, "ignoring a broken precompiled plugin")
+    if let Ok(file) = std::fs::read(&path) {
+        match verified(&file) {
+            // SAFETY: the bytes were written by `Component::serialize` of an engine with
+            // this compatibility hash, into a directory only this user can write (checked
+            // above), and are intact (their digest matches).
+            Some(artifact) => match unsafe { Component::deserialize(engine, artifact) } {
+                Ok(c) => return Ok((c, true)),
+                Err(e) => {
+                    tracing::warn!(path = %path.display(), error = %e, "ignoring a precompiled plugin wasmtime refuses")
+                }
+            },
+            None => {
+                tracing::warn!(path = %path.display(), "ignoring a damaged precompiled plugin")
             }
         }
     }
     let component = Component::new(engine, bytes)?;
-    // Write-then-rename: concurrent replicas sharing the directory never see half a file.
-    let tmp = dir.join(format!(".{}.tmp", std::process::id()));
-    let written = component
-        .serialize()
-        .map_err(|e| e.to_string())
-        .and_then(|b| std::fs::write(&tmp, b).map_err(|e| e.to_string()))
-        .and_then(|()| std::fs::rename(&tmp, &path).map_err(|e| e.to_string()));
-    if let Err(e) = written {
-        let _ = std::fs::remove_file(&tmp);
+    if let Err(e) = store(dir, &path, &component) {
         tracing::debug!(error = %e, "could not cache a precompiled plugin");
     }
     Ok((component, false))
+}
+
+/// The artifact in a cache file, if its trailing SHA-256 matches it.
+fn verified(file: &[u8]) -> Option<&[u8]> {
+    let (artifact, digest) = file.split_at_checked(file.len().checked_sub(32)?)?;
+    (Sha256::digest(artifact).as_slice() == digest).then_some(artifact)
+}
+
+/// Write-then-rename, synced: replicas sharing the directory never see half a file,
+/// and a crash cannot leave one under the final name.
+fn store(dir: &Path, path: &Path, component: &Component) -> Result<(), String> {
+    let artifact = component.serialize().map_err(|e| e.to_string())?;
+    let mut tmp = tempfile::NamedTempFile::new_in(dir).map_err(|e| e.to_string())?;
+    tmp.write_all(&artifact)
+        .and_then(|()| tmp.write_all(&Sha256::digest(&artifact)))
+        .and_then(|()| tmp.as_file().sync_all())
+        .map_err(|e| e.to_string())?;
+    tmp.persist(path).map_err(|e| e.to_string())?;
+    Ok(())
 }
 
 #[cfg(test)]
@@ -132,6 +152,24 @@ mod tests {
         let (_, cached) = load(&engine, &bytes, Some(&cache)).unwrap();
         assert!(cached, "the second load must not recompile");
         assert_eq!(std::fs::read_dir(&cache).unwrap().count(), 1);
+
+        // A damaged file (one byte flipped mid-way, or cut short) is recompiled and
+        // replaced, never executed.
+        let file = std::fs::read_dir(&cache)
+            .unwrap()
+            .next()
+            .unwrap()
+            .unwrap()
+            .path();
+        let good = std::fs::read(&file).unwrap();
+        let mut flipped = good.clone();
+        flipped[good.len() / 2] ^= 0x40;
+        for damaged in [flipped, good[..good.len() - 100].to_vec()] {
+            std::fs::write(&file, damaged).unwrap();
+            let (_, cached) = load(&engine, &bytes, Some(&cache)).unwrap();
+            assert!(!cached, "a damaged artifact was loaded");
+            assert_eq!(std::fs::read(&file).unwrap(), good, "and rewritten");
+        }
 
         // A directory others can write to is never trusted with native code.
         #[cfg(unix)]
