@@ -258,7 +258,7 @@ pub enum ValueProblem {
     TooLong(usize),
     #[error("contains `{0}`, which would change the subject's shape")]
     Forbidden(char),
-    #[error("contains whitespace or a control character")]
+    #[error("contains whitespace, a control character or an invisible formatting character")]
     Whitespace,
 }
 
@@ -297,11 +297,14 @@ pub fn validate_subject(subject: &str, kind: SubjectKind) -> Result<(), PolicyEr
         Some((s, q)) if kind == SubjectKind::Subscribe => (s, Some(q)),
         _ => (subject, None),
     };
+    // nats-server validates the queue group like a subject (no empty `.` tokens) and
+    // refuses the whole user JWT otherwise.
     if let Some(queue) = queue
-        && (queue.is_empty() || queue.chars().any(|c| c.is_whitespace() || c.is_control()))
+        && (queue.split('.').any(str::is_empty)
+            || queue.chars().any(|c| c.is_whitespace() || c.is_control()))
     {
         return Err(invalid(
-            "has a malformed queue group (one space, then a name without whitespace)",
+            "has a malformed queue group (one space, then a name without whitespace or empty `.` tokens)",
         ));
     }
     if subject_part.is_empty() {
@@ -343,10 +346,25 @@ fn check_value(value: &str, max_len: usize) -> Result<(), ValueProblem> {
     if let Some(c) = value.chars().find(|c| matches!(c, '.' | '*' | '>')) {
         return Err(ValueProblem::Forbidden(c));
     }
-    if value.chars().any(|c| c.is_whitespace() || c.is_control()) {
+    if value
+        .chars()
+        .any(|c| c.is_whitespace() || c.is_control() || is_format(c))
+    {
         return Err(ValueProblem::Whitespace);
     }
     Ok(())
+}
+
+/// Unicode's invisible formatting characters (general category Cf, Unicode 15.1): NATS
+/// treats them as ordinary bytes, but `sensor-a` and `sensor-a` + U+200B would be two
+/// subjects that look the same in every log and tool. Listed here rather than pulled in
+/// with a Unicode-tables crate: the guest SDK stays small, and the category is stable.
+fn is_format(c: char) -> bool {
+    matches!(c as u32,
+        0x00AD | 0x0600..=0x0605 | 0x061C | 0x06DD | 0x070F | 0x0890..=0x0891 | 0x08E2
+        | 0x180E | 0x200B..=0x200F | 0x202A..=0x202E | 0x2060..=0x2064 | 0x2066..=0x206F
+        | 0xFEFF | 0xFFF9..=0xFFFB | 0x110BD | 0x110CD | 0x13430..=0x1343F
+        | 0x1BCA0..=0x1BCA3 | 0x1D173..=0x1D17A | 0xE0001 | 0xE0020..=0xE007F)
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -713,7 +731,20 @@ mod tests {
         }
         // Queue groups only in subscribe permissions.
         validate_subject("jobs.> workers", SubjectKind::Subscribe).unwrap();
+        validate_subject("jobs.> eu.workers", SubjectKind::Subscribe).unwrap();
         assert!(validate_subject("jobs.> workers", SubjectKind::Publish).is_err());
+        // nats-server refuses the user JWT for these queue groups.
+        for bad in [
+            "jobs.> workers.",
+            "jobs.> .workers",
+            "jobs.> a..b",
+            "jobs.> ",
+        ] {
+            assert!(
+                validate_subject(bad, SubjectKind::Subscribe).is_err(),
+                "{bad:?}"
+            );
+        }
     }
 
     #[test]
@@ -797,6 +828,11 @@ mod tests {
             ("a b", ValueProblem::Whitespace),
             ("a\nb", ValueProblem::Whitespace),
             ("a\u{0}", ValueProblem::Whitespace),
+            // Invisible: the same-looking subject as "sensor-a".
+            ("sensor-a\u{200B}", ValueProblem::Whitespace),
+            ("\u{FEFF}sensor-a", ValueProblem::Whitespace),
+            ("sensor\u{00AD}-a", ValueProblem::Whitespace),
+            ("a\u{E0041}", ValueProblem::Whitespace),
             (long.as_str(), ValueProblem::TooLong(64)),
         ] {
             let err = c
