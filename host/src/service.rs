@@ -12,6 +12,7 @@ use crate::authorizer::{Shared, Verdict};
 use crate::config::{Config, NatsConfig};
 use crate::keys::{KeyError, SeedSource};
 use crate::request::XKEY_HEADER;
+use crate::routing::Mode;
 
 /// Environment overrides of the NATS credentials.
 pub const NKEY_SEED_ENV: &str = "AUTH_CALLOUT_NKEY_SEED";
@@ -63,7 +64,16 @@ impl Service {
         let mut tasks = Vec::new();
         let mut ready = Vec::new();
         let (draining, drain) = watch::channel(false);
+        let nkey_mode = cfg.plugin_list().iter().any(|p| p.mode == Mode::Nkey);
         for server in &cfg.nats {
+            if nkey_mode && server.user.is_some() {
+                tracing::warn!(
+                    server = %server.name,
+                    "nkey mode with a user/password login: nats-server sends clients a nonce \
+                     to sign only when it has an nkey user of its own; unless it has another \
+                     one, log in with nkey_seed_file"
+                );
+            }
             let options = connect_options(cfg, server)?;
             let (tx, rx) = watch::channel(false);
             ready.push(rx);

@@ -111,7 +111,9 @@ impl Plugin for NkeyPlugin {
         };
         let Some(nonce) = request.client.nonce.as_deref() else {
             return Decision::deny(
-                "server nonce missing from the request; cannot check the nkey signature",
+                "server nonce missing from the request; cannot check the nkey signature \
+                 (nats-server sends nonces only when it has an nkey user of its own: \
+                 make the callout's NATS user an nkey user)",
             );
         };
         if let Err(why) = host.verify_nkey_signature(nkey, nonce.as_bytes(), sig) {
@@ -311,7 +313,11 @@ mod tests {
         let host = TestHost::new();
         let full = RequestBuilder::new(AuthMode::Nkey).signed_by(&key, "n");
         let no_nonce = full.clone().with(|r| r.client.nonce = None).build();
-        assert!(deny_reason(p.authenticate(&no_nonce, &host)).contains("nonce missing"));
+        let reason = deny_reason(p.authenticate(&no_nonce, &host));
+        assert!(
+            reason.contains("nonce missing") && reason.contains("nkey user"),
+            "{reason}"
+        );
         let no_sig = full.clone().with(|r| r.connect.sig = None).build();
         assert!(deny_reason(p.authenticate(&no_sig, &host)).contains("sig"));
         let no_key = full.clone().with(|r| r.connect.nkey = None).build();
