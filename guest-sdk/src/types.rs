@@ -197,7 +197,11 @@ pub struct Grant {
     pub response: Option<ResponsePermission>,
     /// Unix seconds after which the server must drop the connection. The host never extends it.
     pub expires_at: Option<i64>,
+    /// Carried in the user JWT, but nats-server (2.10 to 2.15) applies neither `tags`
+    /// nor `limits` to auth-callout users: it reads user limits only from a JWT the
+    /// client itself presented. The account's and the server's limits are what bind.
     pub tags: Vec<String>,
+    /// See `tags`.
     pub limits: Option<Limits>,
 }
 
