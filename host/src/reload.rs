@@ -26,8 +26,8 @@ pub enum ReloadError {
 
 type Stamp = Vec<(PathBuf, Option<(SystemTime, u64)>)>;
 
-/// The files whose change triggers a reload, with their modification time and size.
-fn stamp(config_path: &Path, cfg: &Config) -> Stamp {
+/// The files whose change triggers a reload: the config and every file it names.
+fn watched_files(config_path: &Path, cfg: &Config) -> Vec<PathBuf> {
     let mut files = vec![config_path.to_path_buf()];
     let dir = cfg.plugin_dir();
     files.extend(cfg.plugin_list().iter().map(|p| dir.join(&p.path)));
@@ -40,15 +40,28 @@ fn stamp(config_path: &Path, cfg: &Config) -> Stamp {
     // A rotated CA bundle takes effect like any other config change.
     files.extend(cfg.mtls_ca_file());
     files
-        .into_iter()
+}
+
+/// Each file's modification time and size.
+fn stamp(files: &[PathBuf]) -> Stamp {
+    files
+        .iter()
         .map(|f| {
             // metadata() follows symlinks: a swapped ConfigMap link shows as a change.
-            let meta = std::fs::metadata(&f)
+            let meta = std::fs::metadata(f)
                 .ok()
                 .and_then(|m| Some((m.modified().ok()?, m.len())));
-            (f, meta)
+            (f.clone(), meta)
         })
         .collect()
+}
+
+/// [`stamp`] on a blocking thread: a hung volume must not hold a runtime thread.
+async fn stamp_off_runtime(files: &Arc<Vec<PathBuf>>) -> Stamp {
+    let files = files.clone();
+    tokio::task::spawn_blocking(move || stamp(&files))
+        .await
+        .unwrap_or_default()
 }
 
 /// The stamp to compare later ticks with after a successful load: the new set's files,
@@ -106,11 +119,11 @@ pub fn spawn(
     shared: Shared,
     metrics: Metrics,
 ) -> JoinHandle<()> {
-    let mut last = stamp(&config_path, current);
+    // The files polled: the config on disk and those it names, even when it was
+    // rejected, so that supplying the plugin file it was missing triggers a retry.
+    let mut watched = Arc::new(watched_files(&config_path, current));
+    let mut last = stamp(&watched);
     let mut last_cfg = current.clone();
-    // Whose files are polled: the config on disk, even when it was rejected, so that
-    // supplying the plugin file it was missing triggers the next attempt.
-    let mut watched = current.clone();
     let interval = current.reload_interval;
     // Registered before returning, not inside the task: SIGHUP's default action ends the
     // process, so a signal sent right after start must already find the handler.
@@ -138,7 +151,7 @@ pub fn spawn(
             let reason = tokio::select! {
                 _ = signalled => "SIGHUP",
                 _ = tick.tick() => {
-                    if stamp(&config_path, &watched) == last {
+                    if stamp_off_runtime(&watched).await == last {
                         continue;
                     }
                     "file change"
@@ -146,7 +159,7 @@ pub fn spawn(
             };
             // Taken before loading: a file still being written when it is read changes
             // again afterwards, and that later change must trigger another reload.
-            let before = stamp(&config_path, &watched);
+            let before = stamp_off_runtime(&watched).await;
             tracing::info!(reason, config = %config_path.display(), "reloading");
             let current = shared.load_full();
             match load(&config_path, &metrics, Some(&current)).await {
@@ -164,8 +177,8 @@ pub fn spawn(
                     shared.store(Arc::new(authorizer));
                     metrics.reloads.with_label_values(&["ok"]).inc();
                     tracing::info!(modes = ?shared.load().enabled_modes(), "reloaded: new config and plugins serving");
-                    last = settled(stamp(&config_path, &cfg), &before);
-                    watched = cfg.clone();
+                    watched = Arc::new(watched_files(&config_path, &cfg));
+                    last = settled(stamp_off_runtime(&watched).await, &before);
                     last_cfg = cfg;
                 }
                 Err(e) => {
@@ -174,8 +187,8 @@ pub fn spawn(
                     // Do not retry the same broken files every tick; wait for the next
                     // change to them, or to the files the rejected config names.
                     if let Ok(rejected) = Config::load(&config_path) {
-                        last = settled(stamp(&config_path, &rejected), &before);
-                        watched = rejected;
+                        watched = Arc::new(watched_files(&config_path, &rejected));
+                        last = settled(stamp_off_runtime(&watched).await, &before);
                     } else {
                         last = before;
                     }
