@@ -410,7 +410,7 @@ async fn serve(
     // nats-server sent before it processed our UNSUB, then ends.
     let mut drain_deadline: Option<tokio::time::Instant> = None;
     loop {
-        let msg = tokio::select! {
+        let mut msg = tokio::select! {
             msg = sub.next() => match msg {
                 Some(msg) => msg,
                 None => break,
@@ -427,6 +427,12 @@ async fn serve(
                 continue;
             }
             _ = sleep_until_some(drain_deadline) => break,
+        };
+        // nats-server always asks with a reply subject; without one nobody waits for
+        // the decision, so none is made (no plugin call, no counted decision).
+        let Some(reply) = msg.reply.take() else {
+            tracing::warn!(server = %server.name, "auth request without reply subject; ignored");
+            continue;
         };
         let Ok(permit) = limit.clone().acquire_owned().await else {
             break;
@@ -456,19 +462,12 @@ async fn serve(
                 Verdict::Invalid(reason) => tracing::warn!(
                     server = %server_name, reason = %reason, micros, "invalid auth request"),
             }
-            match msg.reply {
-                Some(reply) => {
-                    if let Err(e) = client.publish(reply.clone(), handled.reply.into()).await {
-                        // E.g. a grant too large for the server's max_payload: refuse
-                        // the client now rather than leave it to the auth timeout.
-                        tracing::warn!(server = %server_name, client_id = handled.client_id,
-                            error = %e, "cannot publish the response; refusing the client");
-                        let _ = client.publish(reply, Default::default()).await;
-                    }
-                }
-                None => {
-                    tracing::warn!(server = %server_name, "auth request without reply subject")
-                }
+            if let Err(e) = client.publish(reply.clone(), handled.reply.into()).await {
+                // E.g. a grant too large for the server's max_payload: refuse the
+                // client now rather than leave it to the auth timeout.
+                tracing::warn!(server = %server_name, client_id = handled.client_id,
+                    error = %e, "cannot publish the response; refusing the client");
+                let _ = client.publish(reply, Default::default()).await;
             }
             drop(permit);
         });

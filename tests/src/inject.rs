@@ -92,6 +92,13 @@ impl Injector {
         Ok(())
     }
 
+    /// Publish raw bytes on the request subject without a reply subject.
+    pub async fn publish(&self, payload: Vec<u8>) -> Result<()> {
+        let client = self.client.as_ref().context("Injector::connect first")?;
+        client.publish("$SYS.REQ.USER.AUTH", payload.into()).await?;
+        Ok(client.flush().await?)
+    }
+
     /// Publish raw bytes on the request subject; the reply, if any within 2 s.
     pub async fn ask(&self, payload: Vec<u8>) -> Result<Option<Vec<u8>>> {
         self.ask_with(payload, async_nats::HeaderMap::new()).await

@@ -12,7 +12,7 @@ use nats_callout_tests::{Callout, Keys, NatsServer, callout_server_config, init_
 struct Setup {
     server: NatsServer,
     keys: Keys,
-    _callout: Callout,
+    callout: Callout,
     inject: Injector,
 }
 
@@ -40,7 +40,7 @@ async fn setup_with(yaml_extra: &str, xkey: bool, side: &str) -> Result<Setup> {
     Ok(Setup {
         server,
         keys,
-        _callout: callout,
+        callout,
         inject,
     })
 }
@@ -151,6 +151,19 @@ async fn hostile_requests_get_clear_errors_and_service_continues() -> Result<()>
     ] {
         assert_eq!(s.inject.ask(garbage).await?, Some(Vec::new()));
     }
+
+    // Without a reply subject nobody waits for a decision: none is made or counted.
+    let requests = &s.callout.app().metrics.requests;
+    let before = requests.get();
+    s.inject
+        .publish(request(&server, &issuer, |_| {}).into_bytes())
+        .await?;
+    s.inject.decide(|_| {}).await?;
+    assert_eq!(
+        requests.get(),
+        before + 1,
+        "only the request with a reply counts"
+    );
     s.anonymous_is_admitted().await
 }
 
