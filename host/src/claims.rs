@@ -109,8 +109,9 @@ pub struct ConnectOptions {
     pub lang: String,
     #[serde(default)]
     pub version: String,
+    /// Absent in a hand-made request; `0` is a real value (the original protocol).
     #[serde(default)]
-    pub protocol: i32,
+    pub protocol: Option<i32>,
 }
 
 impl std::fmt::Debug for ConnectOptions {
@@ -226,5 +227,20 @@ pub struct ResponsePermission {
 impl WithJti for UserClaims<'_> {
     fn set_jti(&mut self, jti: String) {
         self.jti = jti;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Go writes `protocol` even when it is 0 (the original protocol): that is a value
+    /// to pass on, not an absence.
+    #[test]
+    fn protocol_zero_is_kept() {
+        let o: ConnectOptions = serde_json::from_str(r#"{"protocol":0}"#).unwrap();
+        assert_eq!(o.protocol, Some(0));
+        let o: ConnectOptions = serde_json::from_str("{}").unwrap();
+        assert_eq!(o.protocol, None);
     }
 }

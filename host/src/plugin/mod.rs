@@ -466,7 +466,7 @@ pub fn plain_request(
             name: opt(o.name),
             lang: opt(o.lang),
             version: opt(o.version),
-            protocol: (o.protocol != 0).then_some(o.protocol),
+            protocol: o.protocol,
         },
         tls: req.client_tls.map(|t| sdk::ClientTls {
             version: opt(t.version),
