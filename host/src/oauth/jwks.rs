@@ -70,7 +70,7 @@ const MAX_REDIRECTS: usize = 3;
 /// Where keys may come from: over TLS, or plain HTTP on loopback only (tests, sidecars).
 /// Whoever can answer the key fetch can sign any token, so this holds for the
 /// configured URLs, the discovered `jwks_uri` and every redirect alike.
-pub fn secure_or_loopback(url: &url::Url) -> bool {
+fn secure_or_loopback(url: &url::Url) -> bool {
     match url.scheme() {
         "https" => true,
         "http" => match url.host() {
@@ -81,6 +81,14 @@ pub fn secure_or_loopback(url: &url::Url) -> bool {
         },
         _ => false,
     }
+}
+
+/// `url` without its credentials, for a message about it.
+fn redacted(url: &url::Url) -> String {
+    let mut url = url.clone();
+    let _ = url.set_username("");
+    let _ = url.set_password(None);
+    url.to_string()
 }
 
 /// Why a key URL is refused, if it is: not [`secure_or_loopback`], or carrying
@@ -102,7 +110,7 @@ impl Jwks {
             if attempt.previous().len() > MAX_REDIRECTS {
                 attempt.error("too many redirects")
             } else if let Some(problem) = url_problem(attempt.url()) {
-                let message = format!("redirect to {}: {problem}", attempt.url());
+                let message = format!("redirect to {}: {problem}", redacted(attempt.url()));
                 attempt.error(message)
             } else {
                 attempt.follow()
@@ -241,10 +249,9 @@ impl Jwks {
             .get("jwks_uri")
             .and_then(|u| u.as_str())
             .ok_or_else(|| err("no jwks_uri".into()))?;
-        let parsed =
-            url::Url::parse(jwks_uri).map_err(|e| err(format!("jwks_uri {jwks_uri:?}: {e}")))?;
+        let parsed = url::Url::parse(jwks_uri).map_err(|e| err(format!("jwks_uri: {e}")))?;
         if let Some(problem) = url_problem(&parsed) {
-            return Err(err(format!("jwks_uri {jwks_uri:?} {problem}")));
+            return Err(err(format!("jwks_uri {} {problem}", redacted(&parsed))));
         }
         Ok(jwks_uri.to_owned())
     }
@@ -677,10 +684,19 @@ mod tests {
             ("https://u:p@192.0.2.1/jwks", "credentials"),
         ] {
             let addr = provider(uri, uri).await;
-            let e = fetch(addr, None).await.unwrap_err().to_string();
-            assert!(e.contains("jwks_uri") && e.contains(why), "{uri}: {e}");
-            let e = fetch(addr, Some("/moved")).await.unwrap_err().to_string();
-            assert!(e.contains("redirect to") && e.contains(why), "{uri}: {e}");
+            let discovered = fetch(addr, None).await.unwrap_err().to_string();
+            assert!(
+                discovered.contains("jwks_uri") && discovered.contains(why),
+                "{uri}: {discovered}"
+            );
+            let redirected = fetch(addr, Some("/moved")).await.unwrap_err().to_string();
+            assert!(
+                redirected.contains("redirect to") && redirected.contains(why),
+                "{uri}: {redirected}"
+            );
+            for e in [discovered, redirected] {
+                assert!(!e.contains("u:p@"), "credentials in the message: {e}");
+            }
         }
         // A redirect loop ends.
         let addr = provider("", "http://{addr}/moved").await;
