@@ -14,7 +14,8 @@ use crate::keys::{KeyError, SeedSource};
 use crate::request::XKEY_HEADER;
 use crate::routing::Mode;
 
-/// Environment overrides of the NATS credentials.
+/// Environment overrides of the NATS credentials: the seed for entries without `user`,
+/// the password for entries with one.
 pub const NKEY_SEED_ENV: &str = "AUTH_CALLOUT_NKEY_SEED";
 pub const PASSWORD_ENV: &str = "AUTH_CALLOUT_NATS_PASSWORD";
 
@@ -192,9 +193,12 @@ fn connect_options(cfg: &Config, server: &NatsConfig) -> Result<Connect, Service
         server: server.name.clone(),
         source,
     };
-    let auth = if let Some(kp) = src
-        .key_pair(nkeys::KeyPairType::User)
-        .map_err(credentials)?
+    // A `user` entry logs in with its password even when the nkey seed comes from the
+    // environment (the Helm chart always sets it): the config names the method.
+    let auth = if server.user.is_none()
+        && let Some(kp) = src
+            .key_pair(nkeys::KeyPairType::User)
+            .map_err(credentials)?
     {
         Auth::Nkey(kp.seed().map_err(|_| {
             credentials(KeyError::Invalid {

@@ -121,10 +121,21 @@ impl CalloutProcess {
     /// Start the binary with `args` (e.g. `["--log-format", "json", "run", "--config", ..]`),
     /// logging to `log`, and wait until `/readyz` at `http` says ready.
     pub async fn start(args: &[&str], http: SocketAddr, log: &Path) -> Result<Self> {
+        Self::start_with_env(args, &[], http, log).await
+    }
+
+    /// [`CalloutProcess::start`] with extra environment variables.
+    pub async fn start_with_env(
+        args: &[&str],
+        env: &[(&str, &str)],
+        http: SocketAddr,
+        log: &Path,
+    ) -> Result<Self> {
         let bin = callout_bin()?;
         let file = std::fs::File::create(log)?;
         let mut cmd = Command::new(&bin);
         cmd.args(args)
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(file.try_clone()?)
             .stderr(file);

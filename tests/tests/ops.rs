@@ -475,6 +475,53 @@ async fn reload_lets_in_flight_requests_finish_on_the_old_set() -> Result<()> {
     Ok(())
 }
 
+/// A callout logging in with user and password: it connects, serves, and keeps that
+/// method even with an nkey seed in the environment (the Helm chart always sets one).
+#[tokio::test]
+async fn a_password_login_is_kept_when_an_nkey_seed_is_in_the_environment() -> Result<()> {
+    init_tracing();
+    let keys = Keys::generate();
+    let server_config = callout_server_config(&keys, false)
+        .replace(
+            &format!(
+                "AUTH {{ users: [ {{ nkey: {} }} ] }}",
+                keys.callout.public_key()
+            ),
+            "AUTH { users: [ { user: callout, password: \"s3cret\" } ] }",
+        )
+        .replace(&keys.callout.public_key(), "callout");
+    ensure!(
+        server_config.contains("password: \"s3cret\""),
+        "{server_config}"
+    );
+    let server = NatsServer::start(&server_config)?;
+    let dir = tempfile::tempdir()?;
+    keys.write(dir.path())?;
+    std::fs::write(dir.path().join("password"), "s3cret\n")?;
+    let http: SocketAddr = format!("127.0.0.1:{}", free_port()?).parse()?;
+    let yaml = format!(
+        "nats:\n  - url: {}\n    user: callout\n    password_file: password\n\
+         issuer_seed_file: issuer-seed\nhttp_listen: {http}\npermissions:\n{NOAUTH}",
+        server.url()
+    );
+    let config_path = dir.path().join("callout.yaml");
+    std::fs::write(&config_path, with_test_defaults(&yaml))?;
+    let cfg = config_path.to_str().context("utf-8 path")?;
+    let seed = keys.callout.seed()?;
+    let _callout = CalloutProcess::start_with_env(
+        &["run", "--config", cfg],
+        &[("AUTH_CALLOUT_NKEY_SEED", seed.as_str())],
+        http,
+        &dir.path().join("log"),
+    )
+    .await?;
+    assert_eq!(
+        raw::connect(server.port, |_| serde_json::json!({})).await?,
+        Outcome::Admitted
+    );
+    Ok(())
+}
+
 /// SIGTERM drains: the binary unsubscribes, answers the request it is deciding (a
 /// slow plugin), then exits cleanly, where it used to drop it and leave the client to
 /// nats-server's auth timeout.
