@@ -201,10 +201,15 @@ pub fn parse(text: &str) -> Result<Dn, DnError> {
                 match c {
                     '\\' => {
                         let next = chars.get(pos + 1).copied();
-                        let hex_pair = next.zip(chars.get(pos + 2).copied()).and_then(|(a, b)| {
-                            let pair: String = [a, b].iter().collect();
-                            u8::from_str_radix(&pair, 16).ok()
-                        });
+                        // Two hex digits, checked as such: `from_str_radix` alone would
+                        // also take a sign, reading `\+1` as the byte 0x01.
+                        let hex_pair = next
+                            .zip(chars.get(pos + 2).copied())
+                            .filter(|(a, b)| a.is_ascii_hexdigit() && b.is_ascii_hexdigit())
+                            .and_then(|(a, b)| {
+                                let pair: String = [a, b].iter().collect();
+                                u8::from_str_radix(&pair, 16).ok()
+                            });
                         if let Some(byte) = hex_pair {
                             bytes.push(byte);
                             pos += 3;
@@ -328,6 +333,10 @@ mod tests {
         assert_ne!(parse("CN=\\#0c").unwrap(), parse("CN=#0c").unwrap());
         assert_eq!(parse("CN=caf\\C3\\A9").unwrap(), parse("CN=café").unwrap());
         assert_eq!(dn.common_names(), ["#x\ny"]);
+        // An escaped `+` before a hex digit is a `+`, not a signed hex pair.
+        assert_eq!(parse(r"CN=rack\+1").unwrap().common_names(), ["rack+1"]);
+        assert_ne!(parse(r"O=R\+D").unwrap(), parse(r"O=R\0D").unwrap());
+        assert_ne!(parse(r"CN=rack\+1").unwrap(), parse(r"CN=rack\01").unwrap());
         // Display round-trips.
         assert_eq!(parse(&dn.to_string()).unwrap(), dn);
     }

@@ -524,6 +524,19 @@ mod tests {
         }
     }
 
+    /// An identity copied from `openssl -nameopt RFC2253` escapes `+` as `\+`: it must
+    /// match the certificate whose CN has a `+`, and not one with a control character.
+    #[test]
+    fn an_escaped_plus_is_a_plus() {
+        let p = plugin(json!({"rack": entry(json!({"identity": r"CN=rack\+1"}))}));
+        let mut leaf = cert(r"CN=rack\+1");
+        leaf.common_names = vec!["rack+1".into()];
+        allowed(decide(&p, leaf));
+        let mut control = cert(r"CN=rack\01");
+        control.common_names = vec!["rack\u{1}".into()];
+        deny_reason(decide(&p, control));
+    }
+
     #[test]
     fn cn_identity_matches_the_cn_whatever_the_rest_of_the_subject() {
         let p = plugin(json!({"bms-gateway": entry(json!({"identity": "CN=bms.cpc-1"}))}));
