@@ -3,9 +3,12 @@
 //! token verification. The user and response JWTs are still signed per connection:
 //! `user_nkey` is new every time.
 //!
-//! What it assumes: a plugin decides from the credential and the client's metadata,
-//! which are all in the key, and not from the clock or outside state beyond the
-//! credential's own expiry. Only grants are cached, never denies (a deny may be
+//! What it assumes: an oauth2 or mtls plugin decides from what is in the key (the
+//! mode; the credential: user, password, token, JWT, the verified chain; and the
+//! client's name, host, kind, type and MQTT id), not from the clock or outside state
+//! beyond the credential's own expiry, nor from the rest of the request (which server
+//! asks, the client's tags, lang or version). The built-in plugins hold to that; a
+//! partner plugin that does not must run with the cache off (`ttl: 0`). Only grants are cached, never denies (a deny may be
 //! transient: the JWKS was unreachable); the cache lives inside one [`Authorizer`], so
 //! a reload (new permissions, removed identities) starts with an empty one.
 //!

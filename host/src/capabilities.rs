@@ -120,8 +120,13 @@ mod tests {
             caps.verify_nkey_signature(&kp.public_key(), b"nonce", &other),
             Err("signature does not verify".into())
         );
-        let account = nkeys::KeyPair::new_account().public_key();
-        assert!(caps.verify_nkey_signature(&account, b"n", "x").is_err());
+        // A good signature by a key of another type is refused for its type.
+        let account = nkeys::KeyPair::new_account();
+        let signed = URL_SAFE_NO_PAD.encode(account.sign(b"n").unwrap());
+        assert_eq!(
+            caps.verify_nkey_signature(&account.public_key(), b"n", &signed),
+            Err("nkey is not a user key (U...)".into())
+        );
     }
 
     #[test]
