@@ -333,8 +333,9 @@ impl MtlsPlugin {
         match filled {
             Ok(mut grant) => {
                 grant.name = entry.name.clone();
-                // The user JWT must not outlive the certificate.
-                grant.expires_at = Some(leaf.not_after);
+                // The user JWT must not outlive the certificate, nor any CA above it.
+                let until = chain.iter().map(|c| c.not_after).min();
+                grant.expires_at = until.or(Some(leaf.not_after));
                 Decision::Allow(grant)
             }
             Err(e) => Decision::deny(format!("mtls entry {:?}: {e}", entry.name)),
@@ -526,6 +527,24 @@ mod tests {
 
     /// An identity copied from `openssl -nameopt RFC2253` escapes `+` as `\+`: it must
     /// match the certificate whose CN has a `+`, and not one with a control character.
+    #[test]
+    fn the_grant_ends_with_the_first_certificate_of_the_chain_to_expire() {
+        let p = plugin(json!({"gw": entry(json!({"identity": "CN=gw"}))}));
+        let g = allowed(decide(&p, cert("CN=gw")));
+        assert_eq!(g.expires_at, Some(NOT_AFTER));
+        let mut ca = cert("CN=Device CA,O=Acme");
+        ca.not_after = NOT_AFTER - 3600;
+        let req = RequestBuilder::new(AuthMode::Mtls)
+            .tls(ClientTls {
+                version: Some("1.3".into()),
+                cipher: None,
+                verified_chain: vec![cert("CN=gw"), ca],
+            })
+            .build();
+        let g = allowed(p.authenticate_at(&req, &TestHost::new(), NOW));
+        assert_eq!(g.expires_at, Some(NOT_AFTER - 3600));
+    }
+
     #[test]
     fn an_escaped_plus_is_a_plus() {
         let p = plugin(json!({"rack": entry(json!({"identity": r"CN=rack\+1"}))}));
