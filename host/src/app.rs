@@ -11,6 +11,7 @@ use crate::authorizer::Shared;
 use crate::config::Config;
 use crate::metrics::Metrics;
 use crate::reload::{self, ReloadError};
+use crate::routing::Mode;
 use crate::service::{Service, ServiceError};
 
 #[derive(Debug, thiserror::Error)]
@@ -53,8 +54,13 @@ impl App {
         let current = shared.clone();
         let ready: crate::http::Readiness = Arc::new(move || {
             nats_ready()?;
-            match current.load().jwks() {
-                Some(j) if !j.is_loaded() => Err("JWKS not loaded".into()),
+            // The keys matter only where oauth2 clients are served: a `jwks` section
+            // left in a config without oauth2 must not hold readiness hostage.
+            let authorizer = current.load();
+            match authorizer.jwks() {
+                Some(j) if authorizer.serves(Mode::Oauth2) && !j.is_loaded() => {
+                    Err("JWKS not loaded".into())
+                }
                 _ => Ok(()),
             }
         });

@@ -241,6 +241,11 @@ impl Authorizer {
             .collect()
     }
 
+    /// Whether some plugin decides `mode`.
+    pub fn serves(&self, mode: Mode) -> bool {
+        self.chains.contains_key(&mode)
+    }
+
     /// The JWKS cache, when a `jwks` section is configured.
     pub fn jwks(&self) -> Option<&Arc<crate::oauth::Jwks>> {
         self.jwks.as_ref()

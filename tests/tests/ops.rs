@@ -522,6 +522,33 @@ async fn a_password_login_is_kept_when_an_nkey_seed_is_in_the_environment() -> R
     Ok(())
 }
 
+/// `/readyz` waits for the JWKS only where oauth2 is served: a `jwks` section left in
+/// a config without oauth2, its provider unreachable, does not keep the pod unready.
+#[tokio::test]
+async fn readiness_needs_the_jwks_only_for_oauth2() -> Result<()> {
+    init_tracing();
+    let keys = Keys::generate();
+    let server = NatsServer::start(&callout_server_config(&keys, false))?;
+    let dead = free_port()?;
+    let jwks = format!(
+        "jwks: {{ issuer: \"http://127.0.0.1:{dead}\", audience: nats, fetch_timeout: 1s }}\n"
+    );
+    let callout = Callout::start(&keys, &config(&server.url(), "", true, &jwks)).await?;
+    let http = callout.app().http_addr;
+    assert_eq!(http_get(http, "/readyz").await?.0, 200);
+    drop(callout);
+
+    let oauth2 = format!(
+        "  oauth2:\n    any:\n      subject: \"*\"\n      account: DEVICES\n      \
+         permissions: {{ pub: {{ allow: [\"x\"] }} }}\n{jwks}"
+    );
+    let callout = Callout::start(&keys, &config(&server.url(), "", true, &oauth2)).await?;
+    let (status, body) = http_get(callout.app().http_addr, "/readyz").await?;
+    assert_eq!(status, 503, "{body}");
+    assert!(body.contains("JWKS"), "{body}");
+    Ok(())
+}
+
 /// SIGTERM drains: the binary unsubscribes, answers the request it is deciding (a
 /// slow plugin), then exits cleanly, where it used to drop it and leave the client to
 /// nats-server's auth timeout.
