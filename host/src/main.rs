@@ -9,6 +9,7 @@ use nats_callout::app::App;
 use nats_callout::authorizer::Authorizer;
 use nats_callout::config::Config;
 use nats_callout::metrics::Metrics;
+use nats_callout::service::Service;
 
 #[derive(Parser)]
 #[command(
@@ -153,6 +154,7 @@ fn main() -> Result<()> {
 fn check(config: &Path) -> Result<()> {
     let cfg = Config::load(config)?;
     let authorizer = Authorizer::from_config(&cfg, Metrics::new())?;
+    Service::check(&cfg)?;
     let modes: Vec<_> = authorizer
         .enabled_modes()
         .iter()

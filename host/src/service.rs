@@ -94,6 +94,14 @@ impl Service {
         })
     }
 
+    /// Read every server's credentials and TLS files as [`Service::start`] would,
+    /// without connecting: what `nats-callout check` can vouch for.
+    pub fn check(cfg: &Config) -> Result<(), ServiceError> {
+        cfg.nats
+            .iter()
+            .try_for_each(|server| connect_options(cfg, server).map(drop))
+    }
+
     /// True when every server's subscription is active.
     pub fn is_ready(&self) -> bool {
         self.ready.iter().all(|r| *r.borrow())

@@ -764,6 +764,25 @@ async fn check_accepts_a_good_config_and_names_what_is_broken() -> Result<()> {
         ),
         (missing_plugin, "cannot load /nonexistent/partner.wasm"),
         (junk_plugin, "junk.wasm"),
+        // The NATS login is read too, as `run` reads it.
+        (
+            good.replace("nkey_seed_file: nkey-seed", "nkey_seed_file: gone"),
+            "nkey seed: cannot read",
+        ),
+        (
+            good.replace(
+                "nkey_seed_file: nkey-seed",
+                "user: callout\n    password_file: gone",
+            ),
+            "cannot read password file",
+        ),
+        (
+            good.replace(
+                "nkey_seed_file: nkey-seed",
+                "nkey_seed_file: nkey-seed\n    tls: { ca_file: gone.pem }",
+            ),
+            "cannot read TLS file",
+        ),
     ];
     for (yaml, needle) in cases {
         let (ok, _, err) = run_check(&yaml)?;
