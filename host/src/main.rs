@@ -92,9 +92,10 @@ enum KeysCommand {
     },
 }
 
-fn init_logging(format: LogFormat, filter: &str) {
+fn init_logging(format: LogFormat, filter: &str) -> Result<()> {
+    // A typo in the filter is an error, not a silent fall back to `info`.
     let filter = tracing_subscriber::EnvFilter::try_new(filter)
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+        .with_context(|| format!("--log {filter:?} is not a tracing filter"))?;
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr);
@@ -102,11 +103,12 @@ fn init_logging(format: LogFormat, filter: &str) {
         LogFormat::Text => builder.init(),
         LogFormat::Json => builder.json().init(),
     }
+    Ok(())
 }
 
 fn main() -> Result<()> {
     let cli = Cli::parse();
-    init_logging(cli.log_format, &cli.log);
+    init_logging(cli.log_format, &cli.log)?;
     match cli.command {
         Command::Run { config } => run(&config),
         Command::Check { config } => check(&config),
@@ -116,11 +118,8 @@ fn main() -> Result<()> {
         Command::Keys {
             command: KeysCommand::User { out },
         } => {
-            if out.exists() {
-                bail!("{} exists; not overwriting a key", out.display());
-            }
             let kp = nkeys::KeyPair::new_user();
-            write_secret(&out, &kp.seed()?)?;
+            write_new_secret(&out, &kp.seed()?)?;
             println!("{}", kp.public_key());
             Ok(())
         }
@@ -221,23 +220,44 @@ const SEEDS: [(&str, &str); 3] = [
 ];
 
 fn generate_keys(dir: &Path, force: bool) -> Result<()> {
-    std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
-    for (file, _) in SEEDS {
-        let path = dir.join(file);
-        if path.exists() && !force {
-            bail!(
-                "{} exists; pass --force to overwrite (old keys stop working)",
-                path.display()
-            );
-        }
-    }
+    let mut builder = std::fs::DirBuilder::new();
+    builder.recursive(true);
+    #[cfg(unix)]
+    std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
+    builder
+        .create(dir)
+        .with_context(|| format!("cannot create {}", dir.display()))?;
     let seeds = [
         nkeys::KeyPair::new_user().seed()?,
         nkeys::KeyPair::new_account().seed()?,
         nkeys::XKey::new().seed()?,
     ];
-    for ((file, _), seed) in SEEDS.iter().zip(seeds) {
-        write_secret(&dir.join(file), &seed)?;
+    if force {
+        // All three written beside their targets first, then each renamed over its
+        // old file: no mix of old and new keys unless a rename itself fails.
+        let written = SEEDS
+            .iter()
+            .zip(&seeds)
+            .map(|((file, _), seed)| Ok((secret_beside(dir, seed)?, dir.join(file))))
+            .collect::<Result<Vec<_>>>()?;
+        for (tmp, path) in written {
+            tmp.persist(&path)
+                .with_context(|| format!("cannot replace {}", path.display()))?;
+        }
+    } else {
+        // All checked before any is written: a refusal leaves the folder as it was.
+        for (file, _) in SEEDS {
+            let path = dir.join(file);
+            if std::fs::symlink_metadata(&path).is_ok() {
+                bail!(
+                    "{} exists; pass --force to replace the keys (the old ones stop working)",
+                    path.display()
+                );
+            }
+        }
+        for ((file, _), seed) in SEEDS.iter().zip(&seeds) {
+            write_new_secret(&dir.join(file), seed)?;
+        }
     }
     let (user, issuer, xkey) = public_keys(dir)?;
     println!(
@@ -248,23 +268,31 @@ fn generate_keys(dir: &Path, force: bool) -> Result<()> {
     Ok(())
 }
 
-/// Create the file owner-only from the start: no window in which the seed is readable.
-fn write_secret(path: &Path, seed: &str) -> Result<()> {
+/// Create `path` for a seed, owner-only from the start (no window in which it is
+/// readable), and only if nothing is there: not a file, not a symlink, dangling or not.
+fn write_new_secret(path: &Path, seed: &str) -> Result<()> {
     let mut opts = std::fs::OpenOptions::new();
-    opts.write(true).create(true).truncate(true);
+    opts.write(true).create_new(true);
     #[cfg(unix)]
-    {
-        use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
-        opts.mode(0o600);
-        let mut f = opts
-            .open(path)
-            .with_context(|| format!("cannot write {}", path.display()))?;
-        f.set_permissions(std::fs::Permissions::from_mode(0o600))?;
-        writeln!(f, "{seed}")?;
-    }
-    #[cfg(not(unix))]
-    writeln!(opts.open(path)?, "{seed}")?;
-    Ok(())
+    std::os::unix::fs::OpenOptionsExt::mode(&mut opts, 0o600);
+    let mut f = match opts.open(path) {
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => bail!(
+            "{} exists; pass --force to replace it (the old key stops working)",
+            path.display()
+        ),
+        other => other.with_context(|| format!("cannot write {}", path.display()))?,
+    };
+    writeln!(f, "{seed}")?;
+    Ok(f.sync_all()?)
+}
+
+/// A seed in a new owner-only temporary file in `dir`, synced, to be renamed into place.
+fn secret_beside(dir: &Path, seed: &str) -> Result<tempfile::NamedTempFile> {
+    let mut tmp = tempfile::NamedTempFile::new_in(dir)
+        .with_context(|| format!("cannot write in {}", dir.display()))?;
+    writeln!(tmp, "{seed}")?;
+    tmp.as_file().sync_all()?;
+    Ok(tmp)
 }
 
 fn read_seed(path: &Path) -> Result<String> {
@@ -297,12 +325,17 @@ fn server_config(dir: &Path, account: &str, extra: &[String], no_xkey: bool) -> 
     } else {
         format!("\n    xkey: {xkey}")
     };
+    // Quoted: nats-server would read a bare `1234` or `true` as a number or a bool,
+    // and a bare name with a space or a comma as something else.
+    let quoted = |s: &str| serde_json::Value::from(s).to_string();
+    let users: Vec<String> = auth_users.iter().map(|u| quoted(u)).collect();
+    let account = quoted(account);
     println!(
         "# The callout's own user must exist in account {account}, e.g.\n\
-         #   accounts {{ {account} {{ users: [ {{ nkey: {user} }} ] }} }}\n\
+         #   accounts {{ {account}: {{ users: [ {{ nkey: {user} }} ] }} }}\n\
          authorization {{\n  auth_callout {{\n    issuer: {issuer}\n    account: {account}\n    \
          auth_users: [ {} ]{xkey_line}\n  }}\n}}",
-        auth_users.join(", ")
+        users.join(", ")
     );
     Ok(())
 }

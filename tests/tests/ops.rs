@@ -638,10 +638,32 @@ async fn keys_generate_and_server_config_make_a_working_deployment() -> Result<(
                 .to_owned(),
         );
     }
+    assert_eq!(mode(&keys)?, 0o700, "the key folder is owner-only");
     // A second generate must not overwrite working keys.
     let again = run_cli(&["keys", "generate", "--dir", k])?;
     assert!(!again.status.success());
     assert!(String::from_utf8_lossy(&again.stderr).contains("--force"));
+    // Nor write through a symlink left where a seed goes, dangling or not.
+    let other = dir.path().join("other");
+    std::fs::create_dir(&other)?;
+    let elsewhere = dir.path().join("elsewhere");
+    std::os::unix::fs::symlink(&elsewhere, other.join("issuer-seed"))?;
+    let o = other.to_str().context("utf-8 path")?;
+    assert!(!run_cli(&["keys", "generate", "--dir", o])?.status.success());
+    assert!(!elsewhere.exists(), "wrote through the symlink");
+    assert_eq!(
+        std::fs::read_dir(&other)?.count(),
+        1,
+        "a refusal writes nothing"
+    );
+    // --force replaces all three, owner-only.
+    std::fs::remove_file(other.join("issuer-seed"))?;
+    let first = stdout(&run_cli(&["keys", "generate", "--dir", o])?)?;
+    let second = stdout(&run_cli(&["keys", "generate", "--dir", o, "--force"])?)?;
+    assert_ne!(first, second, "new keys");
+    for file in ["nkey-seed", "issuer-seed", "xkey-seed"] {
+        assert_eq!(mode(&other.join(file))?, 0o600, "{file}");
+    }
 
     let device_seed = keys.join("device-seed");
     let device_public = stdout(&run_cli(&[
@@ -653,6 +675,8 @@ async fn keys_generate_and_server_config_make_a_working_deployment() -> Result<(
     .trim()
     .to_owned();
     assert_eq!(mode(&device_seed)?, 0o600);
+    let again = run_cli(&["keys", "user", "--out", device_seed.to_str().unwrap_or("")])?;
+    assert!(!again.status.success(), "keys user overwrote a seed");
 
     let block = stdout(&run_cli(&[
         "server-config",
@@ -662,12 +686,17 @@ async fn keys_generate_and_server_config_make_a_working_deployment() -> Result<(
         "AUTH",
         "--auth-user",
         "platform",
+        "--auth-user",
+        "1234",
     ])?)?;
     let (callout_user, issuer, xkey) = (&public[0], &public[1], &public[2]);
     assert!(block.contains(&format!("issuer: {issuer}")), "{block}");
     assert!(block.contains(&format!("xkey: {xkey}")), "{block}");
+    // Quoted, so that a user named 1234 stays a name (nats-server starts on it below).
     assert!(
-        block.contains(&format!("auth_users: [ {callout_user}, platform ]")),
+        block.contains(&format!(
+            "auth_users: [ \"{callout_user}\", \"platform\", \"1234\" ]"
+        )),
         "{block}"
     );
 
@@ -790,6 +819,17 @@ async fn check_accepts_a_good_config_and_names_what_is_broken() -> Result<()> {
         assert!(err.contains(needle), "expected {needle:?} in:\n{err}");
         assert!(err.contains("Error:"), "{err}");
     }
+    // A log filter with a typo is an error, not a silent `info`.
+    let out = run_cli(&[
+        "--log",
+        "nats_callout=bogus[",
+        "check",
+        "--config",
+        "x.yaml",
+    ])?;
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("is not a tracing filter"), "{err}");
     Ok(())
 }
 
