@@ -118,7 +118,21 @@ fn test_ca(dir: &Path) -> Result<PathBuf> {
 /// would; returns check's stdout.
 fn check(values: &Value, label: &str) -> Result<String> {
     let dir = tempfile::tempdir()?;
-    let config = host_config(values)?;
+    let mut config = host_config(values)?;
+    // `check` reads the NATS TLS files as `run` does; in a pod they come from mounted
+    // Secrets, here from stand-ins at the same names.
+    let nats = config.get_mut("nats").and_then(Value::as_sequence_mut);
+    for tls in nats.into_iter().flatten().filter_map(|n| n.get_mut("tls")) {
+        for key in ["ca_file", "cert_file", "key_file"] {
+            let Some(file) = tls.get(key).and_then(Value::as_str) else {
+                continue;
+            };
+            let name = Path::new(file).file_name().context("a file name")?;
+            let stand_in = dir.path().join(name);
+            std::fs::write(&stand_in, "mounted from a Secret in the pod")?;
+            tls[key] = Value::from(stand_in.to_str().context("utf-8 path")?);
+        }
+    }
     let config_path = dir.path().join("config.yaml");
     std::fs::write(&config_path, serde_yaml_ng::to_string(&config)?)?;
     let keys = Keys::generate();
