@@ -98,6 +98,63 @@ async fn wait_reloads(http: SocketAddr, result: &str, n: u64) -> Result<()> {
     .await
 }
 
+/// nats-server waiting up to 5 s for the callout, and a callout config (plus `extra`)
+/// sending anonymous clients to a plugin busy for `ms` first (less than 4 s, so neither
+/// the plugin's deadline nor nats-server's runs out).
+fn slow_deployment(ms: u32, extra: &str) -> Result<(Keys, NatsServer, String)> {
+    let keys = Keys::generate();
+    let server = NatsServer::start(
+        &callout_server_config(&keys, false)
+            .replace("authorization {", "authorization {\n  timeout: 5"),
+    )?;
+    let yaml = format!(
+        "nats:\n  - url: {}\n    nkey_seed_file: nkey-seed\nissuer_seed_file: issuer-seed\n\
+         plugins:\n  - {{ mode: noauth, path: misbehave.wasm, settings: {{ behaviour: \"slow:{ms}\" }} }}\n\
+         limits: {{ plugin_timeout: 4s }}\n{extra}",
+        server.url()
+    );
+    Ok((keys, server, yaml))
+}
+
+/// Wait until the callout at `http` is deciding exactly one request.
+async fn one_in_flight(http: SocketAddr) -> Result<()> {
+    eventually("a request in the slow plugin", WAIT, || async {
+        Ok((count(&scrape(http).await?, "auth_requests_in_flight") == 1).then_some(()))
+    })
+    .await
+}
+
+/// `nats-callout run` as a child process on `yaml` (plus the test defaults and an
+/// `http_listen` of its own) in a new folder holding `keys` and `files`, with `env`
+/// set. The folder lives as long as the returned guard.
+async fn run_binary(
+    keys: &Keys,
+    yaml: &str,
+    files: &[(&str, &str)],
+    env: &[(&str, &str)],
+) -> Result<(CalloutProcess, tempfile::TempDir)> {
+    let dir = tempfile::tempdir()?;
+    keys.write(dir.path())?;
+    for (name, text) in files {
+        std::fs::write(dir.path().join(name), text)?;
+    }
+    let http: SocketAddr = format!("127.0.0.1:{}", free_port()?).parse()?;
+    let config_path = dir.path().join("callout.yaml");
+    std::fs::write(
+        &config_path,
+        with_test_defaults(&format!("{yaml}http_listen: {http}\n")),
+    )?;
+    let cfg = config_path.to_str().context("utf-8 path")?;
+    let callout = CalloutProcess::start_with_env(
+        &["run", "--config", cfg],
+        env,
+        http,
+        &dir.path().join("log"),
+    )
+    .await?;
+    Ok((callout, dir))
+}
+
 fn password_connect(user: &str, pass: &str) -> serde_json::Value {
     serde_json::json!({ "user": user, "pass": pass })
 }
@@ -425,30 +482,13 @@ async fn reload_follows_plugin_files_and_refuses_a_broken_plugin() -> Result<()>
 #[tokio::test]
 async fn reload_lets_in_flight_requests_finish_on_the_old_set() -> Result<()> {
     init_tracing();
-    let keys = Keys::generate();
-    // nats-server waits up to 5 s for the callout, so the slow plugin below is no timeout.
-    let server_config = callout_server_config(&keys, false)
-        .replace("authorization {", "authorization {\n  timeout: 5");
-    let server = NatsServer::start(&server_config)?;
-    let slow = format!(
-        "nats:\n  - url: {}\n    nkey_seed_file: nkey-seed\nissuer_seed_file: issuer-seed\n\
-         plugins:\n  - {{ mode: noauth, path: misbehave.wasm, settings: {{ behaviour: \"slow:2000\" }} }}\n\
-         limits: {{ plugin_timeout: 4s }}\nreload_interval: 200ms\n",
-        server.url()
-    );
+    let (keys, server, slow) = slow_deployment(2000, "reload_interval: 200ms\n")?;
     let callout = Callout::start(&keys, &slow).await?;
     let http = callout.app().http_addr;
     let port = server.port;
 
     let in_flight = tokio::spawn(raw::connect(port, |_| serde_json::json!({})));
-    eventually(
-        "the anonymous request to be in the slow plugin",
-        WAIT,
-        || async {
-            Ok((count(&scrape(http).await?, "auth_requests_in_flight") == 1).then_some(()))
-        },
-    )
-    .await?;
+    one_in_flight(http).await?;
     // The new set has no anonymous mode at all.
     let without_noauth = with_test_defaults(&config(
         &server.url(),
@@ -495,24 +535,17 @@ async fn a_password_login_is_kept_when_an_nkey_seed_is_in_the_environment() -> R
         "{server_config}"
     );
     let server = NatsServer::start(&server_config)?;
-    let dir = tempfile::tempdir()?;
-    keys.write(dir.path())?;
-    std::fs::write(dir.path().join("password"), "s3cret\n")?;
-    let http: SocketAddr = format!("127.0.0.1:{}", free_port()?).parse()?;
     let yaml = format!(
         "nats:\n  - url: {}\n    user: callout\n    password_file: password\n\
-         issuer_seed_file: issuer-seed\nhttp_listen: {http}\npermissions:\n{NOAUTH}",
+         issuer_seed_file: issuer-seed\npermissions:\n{NOAUTH}",
         server.url()
     );
-    let config_path = dir.path().join("callout.yaml");
-    std::fs::write(&config_path, with_test_defaults(&yaml))?;
-    let cfg = config_path.to_str().context("utf-8 path")?;
     let seed = keys.callout.seed()?;
-    let _callout = CalloutProcess::start_with_env(
-        &["run", "--config", cfg],
+    let _callout = run_binary(
+        &keys,
+        &yaml,
+        &[("password", "s3cret\n")],
         &[("AUTH_CALLOUT_NKEY_SEED", seed.as_str())],
-        http,
-        &dir.path().join("log"),
     )
     .await?;
     assert_eq!(
@@ -555,34 +588,11 @@ async fn readiness_needs_the_jwks_only_for_oauth2() -> Result<()> {
 #[tokio::test]
 async fn sigterm_answers_the_requests_in_flight_then_exits() -> Result<()> {
     init_tracing();
-    let keys = Keys::generate();
-    let server_config = callout_server_config(&keys, false)
-        .replace("authorization {", "authorization {\n  timeout: 5");
-    let server = NatsServer::start(&server_config)?;
-    let dir = tempfile::tempdir()?;
-    keys.write(dir.path())?;
-    let http: SocketAddr = format!("127.0.0.1:{}", free_port()?).parse()?;
-    let yaml = format!(
-        "nats:\n  - url: {}\n    nkey_seed_file: nkey-seed\nissuer_seed_file: issuer-seed\n\
-         plugins:\n  - {{ mode: noauth, path: misbehave.wasm, settings: {{ behaviour: \"slow:1500\" }} }}\n\
-         limits: {{ plugin_timeout: 4s }}\nhttp_listen: {http}\n",
-        server.url()
-    );
-    let config_path = dir.path().join("callout.yaml");
-    std::fs::write(&config_path, with_test_defaults(&yaml))?;
-    let cfg = config_path.to_str().context("utf-8 path")?;
-    let mut callout =
-        CalloutProcess::start(&["run", "--config", cfg], http, &dir.path().join("log")).await?;
+    let (keys, server, yaml) = slow_deployment(1500, "")?;
+    let (mut callout, _dir) = run_binary(&keys, &yaml, &[], &[]).await?;
 
     let in_flight = tokio::spawn(raw::connect(server.port, |_| serde_json::json!({})));
-    eventually(
-        "the anonymous request to be in the slow plugin",
-        WAIT,
-        || async {
-            Ok((count(&scrape(http).await?, "auth_requests_in_flight") == 1).then_some(()))
-        },
-    )
-    .await?;
+    one_in_flight(callout.http).await?;
     callout.signal(libc::SIGTERM)?;
     assert_eq!(
         in_flight.await??,
