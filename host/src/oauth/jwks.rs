@@ -328,7 +328,11 @@ impl Jwks {
     /// Verify a token. Called from a plugin's host call; may wait up to
     /// `unknown_kid_wait` for an on-demand refetch of a rotated key (the plugin's fiber
     /// is suspended meanwhile, its deadline credited with the wait).
-    pub async fn verify(&self, token: &str, now: i64) -> Result<VerifiedJwt, TokenError> {
+    pub async fn verify(
+        self: &Arc<Self>,
+        token: &str,
+        now: i64,
+    ) -> Result<VerifiedJwt, TokenError> {
         let checked = self.rules.check_header(token)?;
         let key = match self.find(&checked)? {
             Some(k) => k,
@@ -380,7 +384,7 @@ impl Jwks {
     }
 
     /// Refetch for an unknown kid, at most once per cool-down, waiting a bounded time.
-    async fn refetch_for_unknown_kid(&self) {
+    async fn refetch_for_unknown_kid(self: &Arc<Self>) {
         {
             let Ok(mut last) = self.last_on_demand.lock() else {
                 return;
@@ -390,7 +394,15 @@ impl Jwks {
             }
             *last = Some(Instant::now());
         }
-        let _ = tokio::time::timeout(self.cfg.unknown_kid_wait, self.refresh()).await;
+        // The fetch runs on its own task: a provider slower than `unknown_kid_wait`
+        // makes this token wait no longer, but its answer still lands for the next one
+        // (a fetch cut off with the wait would leave the rotated key unknown for the
+        // whole cool-down).
+        let jwks = Arc::clone(self);
+        let fetch = tokio::spawn(async move {
+            let _ = jwks.refresh().await;
+        });
+        let _ = tokio::time::timeout(self.cfg.unknown_kid_wait, fetch).await;
     }
 }
 
@@ -702,5 +714,63 @@ mod tests {
         let addr = provider("", "http://{addr}/moved").await;
         let e = fetch(addr, Some("/moved")).await.unwrap_err().to_string();
         assert!(e.contains("too many redirects"), "{e}");
+    }
+
+    /// A provider slower than `unknown_kid_wait`: the token that asked for the rotated
+    /// key is refused (it waited long enough), but the fetch it started completes, so
+    /// the next token with that key verifies, without waiting out the cool-down.
+    #[tokio::test]
+    async fn a_slow_refetch_still_lands() {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        let (old, new) = (
+            Ed25519KeyPair::generate().unwrap(),
+            Ed25519KeyPair::generate().unwrap(),
+        );
+        let jwk = |kid: &str, k: &Ed25519KeyPair| json!({"kty": "OKP", "crv": "Ed25519", "kid": kid, "x": b64(k.public_key().as_ref())});
+        let first = json!({"keys": [jwk("old", &old)]}).to_string();
+        let rotated = json!({"keys": [jwk("old", &old), jwk("new", &new)]}).to_string();
+        let served = Arc::new(AtomicUsize::new(0));
+        let app = axum::Router::new().route(
+            "/jwks",
+            axum::routing::get(move || {
+                let (first, rotated) = (first.clone(), rotated.clone());
+                let n = served.fetch_add(1, Ordering::SeqCst);
+                async move {
+                    if n == 0 {
+                        return first;
+                    }
+                    tokio::time::sleep(Duration::from_millis(1500)).await;
+                    rotated
+                }
+            }),
+        );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        let cfg: JwksConfig = serde_yaml_ng::from_str(&format!(
+            "url: \"http://{addr}/jwks\"\nissuer: \"https://idp\"\naudience: nats\n\
+             unknown_kid_wait: 300ms\nunknown_kid_cooldown: 60s\nfetch_timeout: 5s"
+        ))
+        .unwrap();
+        let jwks = Jwks::new(&cfg, &Metrics::new()).unwrap();
+        assert_eq!(jwks.refresh().await.unwrap(), 1);
+
+        let header = b64(json!({"alg": "EdDSA", "kid": "new"}).to_string().as_bytes());
+        let claims = json!({"iss": "https://idp", "aud": "nats", "exp": NOW + 60});
+        let signed = format!("{header}.{}", b64(claims.to_string().as_bytes()));
+        let token = format!("{signed}.{}", b64(new.sign(signed.as_bytes()).as_ref()));
+        assert!(matches!(
+            jwks.verify(&token, NOW).await,
+            Err(TokenError::UnknownKid(_))
+        ));
+        let mut verified = false;
+        for _ in 0..100 {
+            if jwks.verify(&token, NOW).await.is_ok() {
+                verified = true;
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        assert!(verified, "the rotated key never arrived");
     }
 }
