@@ -79,7 +79,7 @@ pub struct Config {
     pub base_dir: PathBuf,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct NatsConfig {
     /// Name used in logs and metrics.
@@ -107,7 +107,7 @@ pub struct NatsConfig {
 }
 
 /// TLS settings of one NATS connection. Relative paths are relative to the config file.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct NatsTlsConfig {
     /// CA bundle that issued the server's certificate; default: the system roots.
@@ -653,6 +653,26 @@ impl Config {
             .collect()
     }
 
+    /// The settings that differ from `old` and take effect only on a restart: the
+    /// connections, the listener and the reload loop are set up once.
+    pub fn restart_only_changes(&self, old: &Config) -> Vec<&'static str> {
+        [
+            ("nats", self.nats != old.nats),
+            ("http_listen", self.http_listen != old.http_listen),
+            (
+                "limits.max_concurrent",
+                self.limits.max_concurrent != old.limits.max_concurrent,
+            ),
+            (
+                "reload_interval",
+                self.reload_interval != old.reload_interval,
+            ),
+        ]
+        .into_iter()
+        .filter_map(|(key, changed)| changed.then_some(key))
+        .collect()
+    }
+
     /// Absolute-or-config-relative directory of plugins.
     pub fn plugin_dir(&self) -> PathBuf {
         if let Ok(dir) = std::env::var(PLUGIN_DIR_ENV)
@@ -844,6 +864,24 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("unknown field `ca`"), "{e}");
+    }
+
+    #[test]
+    fn restart_only_changes_are_named() {
+        let base = "nats: [{url: x}]\npermissions: {noauth: {}}\n";
+        let old = parse(base).unwrap();
+        assert!(parse(base).unwrap().restart_only_changes(&old).is_empty());
+        let new = parse(&format!(
+            "{base}limits: {{max_concurrent: 8, plugin_timeout: 1s}}\nreload_interval: 5s"
+        ))
+        .unwrap();
+        assert_eq!(
+            new.restart_only_changes(&old),
+            ["limits.max_concurrent", "reload_interval"],
+            "plugin_timeout applies on reload"
+        );
+        let new = parse(&base.replace("{url: x}", "{url: x, user: u}")).unwrap();
+        assert_eq!(new.restart_only_changes(&old), ["nats"]);
     }
 
     #[test]

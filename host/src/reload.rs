@@ -164,14 +164,11 @@ pub fn spawn(
             let current = shared.load_full();
             match load(&config_path, &metrics, Some(&current)).await {
                 Ok((cfg, authorizer)) => {
-                    if cfg
-                        .nats
-                        .iter()
-                        .map(|n| (&n.name, &n.url))
-                        .ne(last_cfg.nats.iter().map(|n| (&n.name, &n.url)))
-                    {
+                    let ignored = cfg.restart_only_changes(&last_cfg);
+                    if !ignored.is_empty() {
                         tracing::warn!(
-                            "the nats section changed: connections are kept as they are until a restart"
+                            changed = ?ignored,
+                            "these settings changed and take effect only after a restart"
                         );
                     }
                     shared.store(Arc::new(authorizer));
