@@ -323,7 +323,7 @@ impl Authorizer {
         };
         let now = unix_now();
         let (verdict, outcome) = match decision {
-            Ok(grant) => match crate::decision::check(&grant, now) {
+            Ok(mut grant) => match crate::decision::check(&mut grant, now) {
                 Ok(()) => match self.signer.user_jwt(&grant, &target.user_nkey, now) {
                     Ok(jwt) => (
                         Verdict::Allowed {
@@ -372,13 +372,18 @@ impl Authorizer {
             .and_then(|t| t.verified_chains.first())
             .map(Vec::as_slice)
             .unwrap_or(&[]);
-        // Enforced here, not only by the plugin: a configured CA bundle binds every plugin
-        // of the mode, a partner's too, whether or not it calls the capability.
+        // Enforced here, for every plugin of the mode, a partner's too: the credential is
+        // genuine before any plugin decides who it belongs to. mtls: a configured CA
+        // bundle issued the chain. nkey: the client signed the nonce nats-server sent it
+        // with the key it names.
         if mode == Mode::Mtls
             && let Some(ca) = &self.ca
         {
             ca.verify(chain_pems, unix_now())
                 .map_err(|e| format!("{mode}: client certificate rejected: {e}"))?;
+        }
+        if mode == Mode::Nkey {
+            nkey_proof(&req).map_err(|e| format!("{mode}: {e}"))?;
         }
         let parsed = x509::parse_chain(chain_pems).map_err(|e| format!("{mode}: {e}"))?;
         Ok(Prepared::Run {
@@ -402,7 +407,11 @@ impl Authorizer {
             let result = link.runner.authenticate(request).await;
             count_call(&link.metrics, &result, started.elapsed());
             match result {
-                Ok(Decision::Allow(grant)) => {
+                Ok(Decision::Allow(mut grant)) => {
+                    // mtls: no later than the first certificate of the chain to expire.
+                    let chain = request.tls.as_ref().map(|t| &t.verified_chain);
+                    let until = chain.and_then(|c| c.iter().map(|c| c.not_after).min());
+                    crate::decision::bound_expiry(&mut grant, until);
                     if let (Some(cache), Some(key)) = (&self.cache, key) {
                         cache.put(key, &grant, unix_now());
                     }
@@ -455,6 +464,24 @@ impl Authorizer {
             user_nkey,
         }
     }
+}
+
+/// The client's proof of its NKey: `sig` over the nonce nats-server sent it.
+fn nkey_proof(req: &AuthorizationRequest) -> Result<(), String> {
+    let (connect, nonce) = (&req.connect_opts, &req.client_info.nonce);
+    if connect.sig.is_empty() {
+        return Err("nkey signature (sig) missing from CONNECT".into());
+    }
+    if nonce.is_empty() {
+        return Err(
+            "server nonce missing from the request; cannot check the nkey signature \
+             (nats-server sends nonces only when it has an nkey user of its own: make the \
+             callout's NATS user an nkey user)"
+                .into(),
+        );
+    }
+    crate::capabilities::verify_nkey_signature(&connect.nkey, nonce.as_bytes(), &connect.sig)
+        .map_err(|why| format!("invalid nkey signature: {why}"))
 }
 
 fn count_call(m: &PluginMetrics, result: &Result<Decision, CallError>, took: Duration) {

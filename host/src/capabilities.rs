@@ -51,25 +51,14 @@ impl Capabilities {
         self
     }
 
-    /// NKey signature as nats-server checks it: URL-safe base64 without padding is
-    /// what clients send; standard and padded encodings are accepted as the server does.
+    /// The `verify-nkey-signature` capability: [`verify_nkey_signature`].
     pub fn verify_nkey_signature(
         &self,
         public_key: &str,
         payload: &[u8],
         signature: &str,
     ) -> Result<(), String> {
-        let key = crate::keys::public_key(public_key)
-            .map_err(|_| "nkey is not a valid public key".to_owned())?;
-        if key.kind() != KeyPairType::User {
-            return Err("nkey is not a user key (U...)".into());
-        }
-        let sig = [URL_SAFE_NO_PAD, STANDARD, URL_SAFE, STANDARD_NO_PAD]
-            .iter()
-            .find_map(|engine| engine.decode(signature.trim()).ok())
-            .ok_or_else(|| "signature is not valid base64".to_owned())?;
-        key.verify(payload, &sig)
-            .map_err(|_| "signature does not verify".to_owned())
+        verify_nkey_signature(public_key, payload, signature)
     }
 
     /// An access token, verified against the configured JWKS with strict rules.
@@ -100,6 +89,26 @@ impl Capabilities {
             )),
         }
     }
+}
+
+/// A user NKey's signature as nats-server checks it: URL-safe base64 without padding is
+/// what clients send; standard and padded encodings are accepted as the server does.
+pub fn verify_nkey_signature(
+    public_key: &str,
+    payload: &[u8],
+    signature: &str,
+) -> Result<(), String> {
+    let key = crate::keys::public_key(public_key)
+        .map_err(|_| "nkey is not a valid public key".to_owned())?;
+    if key.kind() != KeyPairType::User {
+        return Err("nkey is not a user key (U...)".into());
+    }
+    let sig = [URL_SAFE_NO_PAD, STANDARD, URL_SAFE, STANDARD_NO_PAD]
+        .iter()
+        .find_map(|engine| engine.decode(signature.trim()).ok())
+        .ok_or_else(|| "signature is not valid base64".to_owned())?;
+    key.verify(payload, &sig)
+        .map_err(|_| "signature does not verify".to_owned())
 }
 
 #[cfg(test)]

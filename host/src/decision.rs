@@ -40,8 +40,11 @@ pub enum GrantError {
 pub const MAX_SUBJECT_BYTES: usize = 64 * 1024;
 
 /// Host-side bounds on any plugin's grant: whatever a (third-party) plugin returns,
-/// nats-server only ever sees well-formed subjects and a real account name.
-pub fn check(grant: &Grant, now: i64) -> Result<(), GrantError> {
+/// nats-server only ever sees well-formed subjects and a real account name, and a
+/// direction the grant leaves empty allows nothing. nats-server reads an empty direction
+/// as "everything"; the SDK's entries never produce one, and a hand-built grant that
+/// lists only what to publish must not open every subscription in the account.
+pub fn check(grant: &mut Grant, now: i64) -> Result<(), GrantError> {
     validate_account(&grant.account).map_err(|_| GrantError::Account(grant.account.clone()))?;
     let lists = [
         ("pub.allow", &grant.publish.allow, SubjectKind::Publish),
@@ -65,6 +68,11 @@ pub fn check(grant: &Grant, now: i64) -> Result<(), GrantError> {
     if bytes == 0 && grant.response.is_none() {
         return Err(GrantError::NoPermissions);
     }
+    for direction in [&mut grant.publish, &mut grant.subscribe] {
+        if direction.allow.is_empty() && direction.deny.is_empty() {
+            direction.deny.push(">".into());
+        }
+    }
     if let Some(exp) = grant.expires_at
         && exp <= now
     {
@@ -73,9 +81,33 @@ pub fn check(grant: &Grant, now: i64) -> Result<(), GrantError> {
     Ok(())
 }
 
+/// End a grant no later than the credential it was made for (`until`: the verified
+/// token's `exp`, the certificate chain's earliest `not_after`). Built-in plugins set
+/// that expiry themselves; this holds it for any plugin, so a client is never left
+/// connected past its credential.
+pub fn bound_expiry(grant: &mut Grant, until: Option<i64>) {
+    grant.expires_at = match (grant.expires_at, until) {
+        (Some(own), Some(until)) => Some(own.min(until)),
+        (own, until) => own.or(until),
+    };
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_grant_ends_with_its_credential() {
+        let mut g = Grant::default();
+        bound_expiry(&mut g, None);
+        assert_eq!(g.expires_at, None);
+        bound_expiry(&mut g, Some(100));
+        assert_eq!(g.expires_at, Some(100), "set when the plugin left it open");
+        bound_expiry(&mut g, Some(200));
+        assert_eq!(g.expires_at, Some(100), "never extended");
+        bound_expiry(&mut g, Some(50));
+        assert_eq!(g.expires_at, Some(50), "lowered");
+    }
 
     #[test]
     fn grant_checks() {
@@ -83,36 +115,47 @@ mod tests {
             account: "DEVICES".into(),
             ..Default::default()
         };
-        assert_eq!(check(&g, 10), Err(GrantError::NoPermissions));
+        assert_eq!(check(&mut g, 10), Err(GrantError::NoPermissions));
         g.publish.allow.push(">".into());
-        assert_eq!(check(&g, 10), Ok(()), "everything, when asked for");
+        assert_eq!(
+            check(&mut g, 10),
+            Ok(()),
+            "publish everything, when asked for"
+        );
+        assert_eq!(
+            g.subscribe.deny,
+            [">"],
+            "the direction left empty allows nothing, not everything"
+        );
+        assert!(g.publish.deny.is_empty());
         g.publish.allow.clear();
+        g.subscribe.deny.clear();
         g.response = Some(ResponsePermission {
             max_msgs: 1,
             ttl_millis: 0,
         });
-        assert_eq!(check(&g, 10), Ok(()), "only replies");
+        assert_eq!(check(&mut g, 10), Ok(()), "only replies");
         g.response = None;
         g.subscribe.deny.push(">".into());
-        assert_eq!(check(&g, 10), Ok(()), "nothing at all");
+        assert_eq!(check(&mut g, 10), Ok(()), "nothing at all");
         g.subscribe.allow = vec!["a".repeat(200); MAX_SUBJECT_BYTES / 200 + 1];
-        assert!(matches!(check(&g, 10), Err(GrantError::TooLarge(_))));
+        assert!(matches!(check(&mut g, 10), Err(GrantError::TooLarge(_))));
         g.subscribe.allow.clear();
         g.publish.allow.push("a..b".into());
-        assert!(matches!(check(&g, 10), Err(GrantError::Subject { .. })));
+        assert!(matches!(check(&mut g, 10), Err(GrantError::Subject { .. })));
         g.publish.allow = vec!["jobs.> workers".into()];
         assert!(
-            matches!(check(&g, 10), Err(GrantError::Subject { .. })),
+            matches!(check(&mut g, 10), Err(GrantError::Subject { .. })),
             "queue groups only on subscribe"
         );
         g.publish.allow.clear();
         g.subscribe.allow = vec!["jobs.> workers".into()];
-        assert_eq!(check(&g, 10), Ok(()));
+        assert_eq!(check(&mut g, 10), Ok(()));
         g.expires_at = Some(5);
-        assert_eq!(check(&g, 10), Err(GrantError::Expired(5)));
+        assert_eq!(check(&mut g, 10), Err(GrantError::Expired(5)));
         g.account = "A.B".into();
-        assert!(matches!(check(&g, 1), Err(GrantError::Account(_))));
+        assert!(matches!(check(&mut g, 1), Err(GrantError::Account(_))));
         g.account = String::new();
-        assert!(matches!(check(&g, 1), Err(GrantError::Account(_))));
+        assert!(matches!(check(&mut g, 1), Err(GrantError::Account(_))));
     }
 }

@@ -167,6 +167,68 @@ async fn hostile_requests_get_clear_errors_and_service_continues() -> Result<()>
     s.anonymous_is_admitted().await
 }
 
+/// In nkey mode the host checks the client's signature over the nonce before any
+/// plugin runs: even a plugin that admits every request (as a careless partner plugin
+/// might) never sees a forged or missing signature.
+#[tokio::test]
+async fn the_host_checks_the_nkey_signature_before_any_plugin() -> Result<()> {
+    let s = setup(
+        "plugins:\n  - { mode: nkey, path: misbehave.wasm, settings: { behaviour: allow } }\n",
+    )
+    .await?;
+    let device = nkeys::KeyPair::new_user();
+    let pk = device.public_key();
+    let signed = |key: &nkeys::KeyPair, nonce: &str| {
+        raw::nkey_connect(&pk, key, nonce)["sig"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned()
+    };
+    let ask = |nonce: &str, sig: String| {
+        let (pk, nonce) = (pk.clone(), nonce.to_owned());
+        s.inject.error_for(move |c| {
+            c["nats"]["connect_opts"]["nkey"] = pk.into();
+            c["nats"]["connect_opts"]["sig"] = sig.into();
+            c["nats"]["client_info"]["nonce"] = nonce.into();
+        })
+    };
+    // The control: a genuine signature reaches the plugin, which admits.
+    assert_eq!(ask("nonce-1", signed(&device, "nonce-1")).await?, "");
+    for (nonce, sig, why) in [
+        (
+            "nonce-1",
+            signed(&device, "nonce-2"),
+            "invalid nkey signature",
+        ),
+        (
+            "nonce-1",
+            signed(&nkeys::KeyPair::new_user(), "nonce-1"),
+            "invalid nkey signature",
+        ),
+        (
+            "nonce-1",
+            "not base64!".to_owned(),
+            "invalid nkey signature",
+        ),
+        ("nonce-1", String::new(), "sig) missing"),
+        ("", signed(&device, ""), "nonce missing"),
+    ] {
+        let e = ask(nonce, sig).await?;
+        assert!(e.contains(why), "{why}: {e}");
+    }
+    // And end to end: a real client signing with the wrong key is refused.
+    let thief = nkeys::KeyPair::new_user();
+    let outcome =
+        raw::connect(s.server.port, |nonce| raw::nkey_connect(&pk, &thief, nonce)).await?;
+    assert_eq!(outcome, Outcome::Refused("Authorization Violation".into()));
+    let outcome = raw::connect(s.server.port, |nonce| {
+        raw::nkey_connect(&pk, &device, nonce)
+    })
+    .await?;
+    assert_eq!(outcome, Outcome::Admitted);
+    Ok(())
+}
+
 /// With xkey on, a request sealed to another key, a broken seal, or a seal without
 /// the server's key in its header cannot be opened: an empty answer, at once, so
 /// nats-server refuses the client instead of waiting out its auth timeout.

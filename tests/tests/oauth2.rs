@@ -5,7 +5,7 @@
 
 use std::time::Duration;
 
-use anyhow::{Result, bail};
+use anyhow::{Context, Result, bail};
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use futures::StreamExt;
@@ -718,6 +718,33 @@ async fn a_reload_during_a_provider_outage_keeps_the_keys() -> Result<()> {
     .await?;
     let reason = d.reason(&token).await?;
     assert!(reason.contains("JWKS unavailable"), "{reason}");
+    Ok(())
+}
+
+/// Whatever an oauth2 plugin grants ends with the token it had the host verify: a
+/// partner plugin that sets no expiry of its own (`misbehave`'s `verify-jwt`) still
+/// gets the token's `exp` on the user JWT.
+#[tokio::test]
+async fn a_grant_never_outlives_the_verified_token() -> Result<()> {
+    let d = deploy("").await?;
+    d.reload_with(|yaml| {
+        yaml + "plugins:\n  - { mode: oauth2, path: misbehave.wasm, \
+                settings: { behaviour: verify-jwt, account: CSC } }\n"
+    })
+    .await?;
+    let token = d.oidc.token("mqtt-client").await?;
+    let pass = token.clone();
+    let claims = d
+        .inject
+        .decide(move |c| {
+            c["nats"]["connect_opts"]["user"] = "oauthtoken".into();
+            c["nats"]["connect_opts"]["pass"] = pass.into();
+        })
+        .await?;
+    let user_jwt = claims["nats"]["jwt"].as_str().context("admitted")?;
+    let token_exp = decode_parts(&token)?.1["exp"].as_i64();
+    assert!(token_exp.is_some());
+    assert_eq!(decode_parts(user_jwt)?.1["exp"].as_i64(), token_exp);
     Ok(())
 }
 

@@ -85,11 +85,21 @@ pub struct State {
     limits: StoreLimits,
     caps: Arc<Capabilities>,
     deadline: Deadline,
+    /// The earliest expiry of the tokens the current call had verified: its grant ends
+    /// no later ([`crate::decision::bound_expiry`]).
+    credential_expires: Option<i64>,
 }
 
 impl State {
     fn credit_host_time(&mut self, waited: Duration) {
         self.deadline.credit(waited);
+    }
+
+    fn note_credential_expiry(&mut self, expires_at: i64) {
+        self.credential_expires = Some(
+            self.credential_expires
+                .map_or(expires_at, |e| e.min(expires_at)),
+        );
     }
 }
 
@@ -300,6 +310,7 @@ impl LoadedPlugin {
                 .build(),
             caps: self.caps.clone(),
             deadline: Deadline::new(Duration::ZERO, Duration::ZERO),
+            credential_expires: None,
         };
         let mut store = Store::new(&self.engine, state);
         store.limiter(|s| &mut s.limits);
@@ -329,7 +340,9 @@ impl LoadedPlugin {
 
     /// Start the clock for one call: its deadline, and a deadline check at the next tick.
     fn arm(&self, store: &mut Store<State>) {
-        store.data_mut().deadline = Deadline::new(self.limits.timeout, self.caps.max_host_wait());
+        let state = store.data_mut();
+        state.deadline = Deadline::new(self.limits.timeout, self.caps.max_host_wait());
+        state.credential_expires = None;
         store.set_epoch_deadline(1);
     }
 
@@ -367,7 +380,11 @@ impl LoadedPlugin {
         self.arm(&mut instance.store);
         self.refuel(&mut instance.store);
         match v0_1_0::authenticate(&instance.world, &mut instance.store, request).await {
-            Ok(decision) => {
+            Ok(mut decision) => {
+                if let Decision::Allow(grant) = &mut decision {
+                    let until = instance.store.data().credential_expires;
+                    crate::decision::bound_expiry(grant, until);
+                }
                 self.release(instance);
                 Ok(decision)
             }

@@ -3,6 +3,8 @@
 //! capabilities. The benchmark runs it beside the component to measure what
 //! WebAssembly costs; it is not a way to load third-party code.
 
+use std::cell::Cell;
+
 use nats_callout_sdk::{self as sdk, Plugin, PluginConfig};
 
 use crate::capabilities::Capabilities;
@@ -33,12 +35,18 @@ impl NativePlugin {
     }
 
     pub fn authenticate(&self, request: &sdk::AuthRequest) -> Decision {
-        (self.decide)(request, &NativeHost(&self.caps))
+        let host = NativeHost(&self.caps, Cell::new(None));
+        let mut decision = (self.decide)(request, &host);
+        if let Decision::Allow(grant) = &mut decision {
+            crate::decision::bound_expiry(grant, host.1.get());
+        }
+        decision
     }
 }
 
-/// The host capabilities as the SDK's `Host` trait.
-struct NativeHost<'a>(&'a Capabilities);
+/// The host capabilities as the SDK's `Host` trait, and the earliest expiry of the
+/// tokens verified during the call, as the component's store keeps it.
+struct NativeHost<'a>(&'a Capabilities, Cell<Option<i64>>);
 
 impl sdk::Host for NativeHost<'_> {
     fn log(&self, level: sdk::LogLevel, message: &str) {
@@ -65,7 +73,13 @@ impl sdk::Host for NativeHost<'_> {
         // The SDK's `Host` is synchronous. Only an unknown `kid` makes this wait (for a
         // JWKS refetch driven by the runtime's other threads); the benchmark's tokens
         // always carry known ones.
-        futures::executor::block_on(self.0.verify_jwt(token))
+        let verified = futures::executor::block_on(self.0.verify_jwt(token))?;
+        let earliest = self
+            .1
+            .get()
+            .map_or(verified.expires_at, |e| e.min(verified.expires_at));
+        self.1.set(Some(earliest));
+        Ok(verified)
     }
 
     fn verify_certificate_chain(&self, chain: &[String]) -> Result<(), String> {

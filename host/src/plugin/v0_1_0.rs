@@ -60,6 +60,9 @@ impl self::nats_callout::plugin::host::Host for State {
         let started = std::time::Instant::now();
         let result = self.caps.verify_jwt(&token).await;
         self.credit_host_time(started.elapsed());
+        if let Ok(v) = &result {
+            self.note_credential_expiry(v.expires_at);
+        }
         result.map(|v| wit::VerifiedJwt {
             claims_json: v.claims_json,
             expires_at: v.expires_at,

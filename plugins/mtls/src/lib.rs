@@ -3,10 +3,11 @@
 //! permissions, for no longer than the certificate is valid.
 //!
 //! Only the verified chain counts: the host passes plugins `verified_chains[0]` and never
-//! the unverified `certs`. On top of nats-server's verification this plugin checks the
-//! leaf's validity window itself and, when the operator configured a CA bundle, has the
-//! host verify the chain against it (`verify-certificate-chain`): defence in depth against
-//! a server whose `ca_file` trusts more CAs than device identities should come from.
+//! the unverified `certs`. On top of nats-server's verification, the host has checked
+//! the chain against the operator's CA bundle, when one is configured, before any mtls
+//! plugin runs (defence in depth against a server whose `ca_file` trusts more CAs than
+//! device identities should come from), and this plugin checks the leaf's validity
+//! window itself.
 //!
 //! Matching rule (see README): an `identity` of the form `CN=<name>` alone matches a
 //! certificate whose only CN is `<name>`, whatever else its subject holds; any other
@@ -139,8 +140,6 @@ pub struct MtlsPlugin {
     by_cn: BTreeMap<String, Vec<usize>>,
     /// Entries that match certificates of any CN (SAN-only, or a DN without CN).
     any_cn: Vec<usize>,
-    /// The host has a CA bundle for this plugin: verify every chain against it.
-    verify_chain: bool,
 }
 
 impl Plugin for MtlsPlugin {
@@ -238,7 +237,6 @@ impl Plugin for MtlsPlugin {
             entries,
             by_cn,
             any_cn,
-            verify_chain: config.host().ca_bundle,
         })
     }
 
@@ -281,13 +279,6 @@ impl MtlsPlugin {
                 "client certificate \"{subject}\" expired at {}",
                 nats_callout_sdk::cert::rfc3339(leaf.not_after)
             ));
-        }
-        if self.verify_chain {
-            let pems: Vec<String> = chain.iter().map(|c| c.pem.clone()).collect();
-            if let Err(why) = host.verify_certificate_chain(&pems) {
-                host.info(&format!("certificate \"{subject}\": chain rejected: {why}"));
-                return Decision::deny(format!("client certificate \"{subject}\" rejected: {why}"));
-            }
         }
         let parsed = dn::parse(&leaf.subject);
         if let Err(e) = &parsed {
@@ -448,8 +439,8 @@ nats_callout_sdk::export_plugin!(MtlsPlugin);
 
 #[cfg(test)]
 mod tests {
+    use nats_callout_sdk::ClientTls;
     use nats_callout_sdk::testing::{RequestBuilder, TestHost, config};
-    use nats_callout_sdk::{ClientTls, HostContext};
     use serde_json::{Value, json};
 
     use super::*;
@@ -663,43 +654,6 @@ mod tests {
         );
         allowed(p.authenticate_at(&r, &host, NOT_AFTER));
         allowed(p.authenticate_at(&r, &host, leaf.not_before));
-    }
-
-    #[test]
-    fn chain_is_verified_by_the_host_when_it_has_a_ca_bundle() {
-        let permissions = json!({"gw": entry(json!({"identity": "CN=bms.cpc-1"}))});
-        let with_ca = MtlsPlugin::init(config(permissions.clone(), Value::Null).with_host(
-            HostContext {
-                ca_bundle: true,
-                jwks: false,
-            },
-        ))
-        .unwrap();
-        let r = request(cert("CN=bms.cpc-1"));
-        let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
-        let record = seen.clone();
-        let trusting = TestHost::new().with_verify_certificate_chain(move |chain| {
-            record.lock().unwrap().push(chain.to_vec());
-            Ok(())
-        });
-        allowed(with_ca.authenticate_at(&r, &trusting, NOW));
-        let chain = seen.lock().unwrap().pop().unwrap();
-        assert_eq!(chain.len(), 2, "the whole verified chain, leaf first");
-        assert!(chain[0].contains("CN=bms.cpc-1"));
-
-        let refusing = TestHost::new().with_verify_certificate_chain(|_| {
-            Err("the client certificate is not issued by a CA in the configured CA bundle".into())
-        });
-        assert_eq!(
-            deny_reason(with_ca.authenticate_at(&r, &refusing, NOW)),
-            "client certificate \"CN=bms.cpc-1\" rejected: the client certificate is not issued by a CA in the configured CA bundle"
-        );
-        assert!(refusing.logged("chain rejected"));
-
-        // Without a CA bundle the capability could not answer: it is not called (the
-        // default TestHost would refuse), and nats-server's verification stands.
-        let without = plugin(permissions);
-        allowed(without.authenticate_at(&r, &TestHost::new(), NOW));
     }
 
     #[test]

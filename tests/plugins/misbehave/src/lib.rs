@@ -1,7 +1,9 @@
 //! A plugin that misbehaves on purpose, to prove the host contains it. Its one setting,
 //! `behaviour`, picks how: `trap` (panics, i.e. `unreachable`), `loop` (never returns),
 //! `alloc` (grows memory until the limit), `slow:<ms>` (busy-waits, then allows),
-//! `allow` (behaves: admits into `account`, default `ANONYMOUS`, with `public.>`).
+//! `allow` (behaves: admits into `account`, default `ANONYMOUS`, with `public.>`),
+//! `verify-jwt` (has the host verify the password as a token, then admits as `allow`,
+//! setting no expiry of its own: the careless partner plugin).
 
 use nats_callout_sdk::{
     AuthRequest, Decision, Grant, Host, InitError, Permission, Plugin, PluginConfig,
@@ -27,6 +29,7 @@ enum Behaviour {
     Alloc,
     Slow(u64),
     Allow,
+    VerifyJwt,
 }
 
 impl Plugin for Misbehave {
@@ -37,6 +40,7 @@ impl Plugin for Misbehave {
             "loop" => Behaviour::Loop,
             "alloc" => Behaviour::Alloc,
             "allow" => Behaviour::Allow,
+            "verify-jwt" => Behaviour::VerifyJwt,
             other => match other.strip_prefix("slow:").and_then(|ms| ms.parse().ok()) {
                 Some(ms) => Behaviour::Slow(ms),
                 None => return Err(format!("settings.behaviour: unknown {other:?}").into()),
@@ -48,7 +52,7 @@ impl Plugin for Misbehave {
         })
     }
 
-    fn authenticate(&self, _request: &AuthRequest, _host: &dyn Host) -> Decision {
+    fn authenticate(&self, request: &AuthRequest, host: &dyn Host) -> Decision {
         match self.behaviour {
             Behaviour::Trap => panic!("misbehave: deliberate trap"),
             Behaviour::Loop => loop {
@@ -69,6 +73,13 @@ impl Plugin for Misbehave {
                 self.allow()
             }
             Behaviour::Allow => self.allow(),
+            Behaviour::VerifyJwt => {
+                let token = request.connect.pass.as_deref().unwrap_or_default();
+                match host.verify_jwt(token) {
+                    Ok(_) => self.allow(),
+                    Err(e) => Decision::deny(e),
+                }
+            }
         }
     }
 }
