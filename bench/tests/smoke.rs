@@ -49,7 +49,9 @@ async fn pipeline_part_produces_numbers() -> Result<()> {
 #[test]
 fn connect_part_runs_every_scenario() -> Result<()> {
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_nats-callout-bench"))
-        .args(["--quick", "--only", "connect"])
+        // 8 clients, not the benchmark's 32: debug builds on a shared machine, and this
+        // checks that every scenario runs and admits, not how fast.
+        .args(["--quick", "--only", "connect", "--concurrency", "8"])
         .output()?;
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(
@@ -61,7 +63,7 @@ fn connect_part_runs_every_scenario() -> Result<()> {
         "| null callout | RS256 token | 1 |",
         "| nats-callout oauth2 RS256 | RS256 token | 1 |",
         "| nats-callout oauth2 RS256, native plugin | RS256 token | 1 |",
-        "| nats-callout oauth2 RS256, cache on | RS256 token | 32 |",
+        "| nats-callout oauth2 RS256, cache on | RS256 token | 8 |",
     ] {
         assert!(stdout.contains(scenario), "{scenario} missing:\n{stdout}");
     }

@@ -99,7 +99,8 @@ impl Injector {
         Ok(client.flush().await?)
     }
 
-    /// Publish raw bytes on the request subject; the reply, if any within 2 s.
+    /// Publish raw bytes on the request subject; the reply, if any within 10 s (far
+    /// longer than a decision takes, even on a slow machine).
     pub async fn ask(&self, payload: Vec<u8>) -> Result<Option<Vec<u8>>> {
         self.ask_with(payload, async_nats::HeaderMap::new()).await
     }
@@ -117,11 +118,13 @@ impl Injector {
             .publish_with_reply_and_headers("$SYS.REQ.USER.AUTH", inbox, headers, payload.into())
             .await?;
         client.flush().await?;
-        Ok(tokio::time::timeout(Duration::from_secs(2), replies.next())
-            .await
-            .ok()
-            .flatten()
-            .map(|m| m.payload.to_vec()))
+        Ok(
+            tokio::time::timeout(Duration::from_secs(10), replies.next())
+                .await
+                .ok()
+                .flatten()
+                .map(|m| m.payload.to_vec()),
+        )
     }
 
     /// Send a forged request with `edit` applied; the decoded response claims, after

@@ -333,7 +333,7 @@ pub async fn expect_server_error(
     errors: &mut tokio::sync::mpsc::UnboundedReceiver<String>,
     needle: &str,
 ) -> Result<String> {
-    let deadline = Duration::from_secs(5);
+    let deadline = Duration::from_secs(15);
     loop {
         match tokio::time::timeout(deadline, errors.recv()).await {
             Ok(Some(e)) if e.to_lowercase().contains(&needle.to_lowercase()) => return Ok(e),

@@ -135,18 +135,17 @@ impl Deployment {
         }
     }
 
-    /// Rewrite the callout's config with `edit` and wait for the hot reload to succeed.
+    /// Rewrite the callout's config with `edit` (write beside, then rename) and wait
+    /// for the hot reload to succeed.
     async fn reload_with(&self, edit: impl FnOnce(String) -> String) -> Result<()> {
-        let path = self.callout.config_path();
-        std::fs::write(&path, edit(std::fs::read_to_string(&path)?))?;
-        let reloads = self
-            .callout
-            .app()
-            .metrics
-            .reloads
-            .with_label_values(&["ok"]);
+        let metrics = &self.callout.app().metrics;
+        let reloads = metrics.reloads.with_label_values(&["ok"]);
         let before = reloads.get();
-        for _ in 0..50 {
+        let path = self.callout.config_path();
+        let tmp = path.with_extension("tmp");
+        std::fs::write(&tmp, edit(std::fs::read_to_string(&path)?))?;
+        std::fs::rename(&tmp, &path)?;
+        for _ in 0..150 {
             if reloads.get() > before {
                 return Ok(());
             }
@@ -625,7 +624,7 @@ async fn connection_is_dropped_when_its_token_expires() -> Result<()> {
         json!({
             "generate": [ { "kid": "rsa-1", "alg": "RS256" }, { "kid": "ec-1", "alg": "ES256" } ],
             "audience": AUDIENCE,
-            "ttl": 2,
+            "ttl": 5,
             "clients": clients(),
         }),
         0,
@@ -635,7 +634,7 @@ async fn connection_is_dropped_when_its_token_expires() -> Result<()> {
     let (client, mut errors) = connect_watching(&d.server.url(), token_options(token)).await?;
     client.flush().await?;
     // nats-server enforces the user JWT's exp, which is the token's: the connection is
-    // closed with an expiry error a couple of seconds in.
+    // closed with an expiry error a few seconds in.
     let e = expect_server_error(&mut errors, "expired").await?;
     assert!(e.to_lowercase().contains("authentication expired"), "{e}");
     Ok(())
@@ -648,7 +647,7 @@ async fn cached_grants_never_outlive_the_token_or_a_reload() -> Result<()> {
         json!({
             "generate": [ { "kid": "rsa-1", "alg": "RS256" }, { "kid": "ec-1", "alg": "ES256" } ],
             "audience": AUDIENCE,
-            "ttl": 3,
+            "ttl": 6,
             "clients": clients(),
         }),
         0,

@@ -17,7 +17,7 @@ use nats_callout_tests::raw::{self, Outcome};
 use nats_callout_tests::relay::DelayRelay;
 use nats_callout_tests::{
     Callout, Keys, NatsServer, callout_server_config, connect, connect_watching,
-    expect_server_error, free_port, init_tracing, plugin_dir, with_test_defaults,
+    expect_server_error, free_port, init_tracing, plugin_dir, synced, with_test_defaults,
 };
 
 const WAIT: Duration = Duration::from_secs(15);
@@ -98,20 +98,23 @@ async fn wait_reloads(http: SocketAddr, result: &str, n: u64) -> Result<()> {
     .await
 }
 
-/// nats-server waiting up to 5 s for the callout, and a callout config (plus `extra`)
-/// sending anonymous clients to a plugin busy for `ms` first (less than 4 s, so neither
-/// the plugin's deadline nor nats-server's runs out).
-fn slow_deployment(ms: u32, extra: &str) -> Result<(Keys, NatsServer, String)> {
+/// A callout config (plus `extra`) sending anonymous clients to a plugin busy for `ms`
+/// first, and nats-server waiting for it: the busy time is what a test does something
+/// during (a reload, a SIGTERM), so both deadlines leave seconds to spare beyond it
+/// on a slow machine.
+fn slow_deployment(ms: u64, extra: &str) -> Result<(Keys, NatsServer, String)> {
     let keys = Keys::generate();
-    let server = NatsServer::start(
-        &callout_server_config(&keys, false)
-            .replace("authorization {", "authorization {\n  timeout: 5"),
-    )?;
+    let server_timeout = ms / 1000 + 8;
+    let server = NatsServer::start(&callout_server_config(&keys, false).replace(
+        "authorization {",
+        &format!("authorization {{\n  timeout: {server_timeout}"),
+    ))?;
     let yaml = format!(
         "nats:\n  - url: {}\n    nkey_seed_file: nkey-seed\nissuer_seed_file: issuer-seed\n\
          plugins:\n  - {{ mode: noauth, path: misbehave.wasm, settings: {{ behaviour: \"slow:{ms}\" }} }}\n\
-         limits: {{ plugin_timeout: 4s }}\n{extra}",
-        server.url()
+         limits: {{ plugin_timeout: {}ms }}\n{extra}",
+        server.url(),
+        ms + 4000
     );
     Ok((keys, server, yaml))
 }
@@ -208,11 +211,12 @@ async fn metrics_count_every_decision_by_mode() -> Result<()> {
         ("auth_oauth2_failures_total", 0),
         ("auth_mtls_attempts_total", 0),
         ("auth_mtls_failures_total", 0),
-        ("plugin_calls_total{plugin=\"nkey/nkey\"}", good + forged),
-        ("plugin_denies_total{plugin=\"nkey/nkey\"}", forged),
+        // A forged signature is refused by the host before any nkey plugin runs.
+        ("plugin_calls_total{plugin=\"nkey/nkey\"}", good),
+        ("plugin_denies_total{plugin=\"nkey/nkey\"}", 0),
         (
             "plugin_call_duration_seconds_count{plugin=\"nkey/nkey\"}",
-            good + forged,
+            good,
         ),
         ("plugin_calls_total{plugin=\"noauth/noauth\"}", anonymous),
         (
@@ -361,7 +365,7 @@ async fn reload_swaps_config_while_clients_connect() -> Result<()> {
     )
     .await?;
     let mut states = platform.subscribe("state.>").await?;
-    platform.flush().await?;
+    synced(&platform).await?;
     let (client, mut errors) = connect_watching(
         &url,
         async_nats::ConnectOptions::with_nkey(steady.key.seed()?),
@@ -482,7 +486,7 @@ async fn reload_follows_plugin_files_and_refuses_a_broken_plugin() -> Result<()>
 #[tokio::test]
 async fn reload_lets_in_flight_requests_finish_on_the_old_set() -> Result<()> {
     init_tracing();
-    let (keys, server, slow) = slow_deployment(2000, "reload_interval: 200ms\n")?;
+    let (keys, server, slow) = slow_deployment(6000, "reload_interval: 200ms\n")?;
     let callout = Callout::start(&keys, &slow).await?;
     let http = callout.app().http_addr;
     let port = server.port;
@@ -500,7 +504,7 @@ async fn reload_lets_in_flight_requests_finish_on_the_old_set() -> Result<()> {
     wait_reloads(http, "ok", 1).await?;
     ensure!(
         !in_flight.is_finished(),
-        "precondition: the swap must happen while the 2 s call runs (the reload was slower)"
+        "precondition: the swap must happen while the 6 s call runs (the reload was slower)"
     );
     assert_eq!(
         in_flight.await??,
@@ -588,7 +592,7 @@ async fn readiness_needs_the_jwks_only_for_oauth2() -> Result<()> {
 #[tokio::test]
 async fn sigterm_answers_the_requests_in_flight_then_exits() -> Result<()> {
     init_tracing();
-    let (keys, server, yaml) = slow_deployment(1500, "")?;
+    let (keys, server, yaml) = slow_deployment(3000, "")?;
     let (mut callout, _dir) = run_binary(&keys, &yaml, &[], &[]).await?;
 
     let in_flight = tokio::spawn(raw::connect(server.port, |_| serde_json::json!({})));
