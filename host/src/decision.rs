@@ -135,9 +135,13 @@ mod tests {
             ttl_millis: 0,
         });
         assert_eq!(check(&mut g, 10), Ok(()), "only replies");
+        assert_eq!(
+            (&g.publish.deny, &g.subscribe.deny),
+            (&vec![">".to_owned()], &vec![">".to_owned()])
+        );
         g.response = None;
-        g.subscribe.deny.push(">".into());
-        assert_eq!(check(&mut g, 10), Ok(()), "nothing at all");
+        g.publish.deny.clear();
+        assert_eq!(check(&mut g, 10), Ok(()), "nothing at all, when asked for");
         g.subscribe.allow = vec!["a".repeat(200); MAX_SUBJECT_BYTES / 200 + 1];
         assert!(matches!(check(&mut g, 10), Err(GrantError::TooLarge(_))));
         g.subscribe.allow.clear();
