@@ -586,6 +586,41 @@ async fn readiness_needs_the_jwks_only_for_oauth2() -> Result<()> {
     Ok(())
 }
 
+/// A plugin logging in a loop writes a bounded number of lines per call, each one
+/// line: its line breaks are escaped, so it cannot forge log lines of its own.
+#[tokio::test]
+async fn a_plugin_cannot_flood_or_forge_the_log() -> Result<()> {
+    init_tracing();
+    let keys = Keys::generate();
+    let server = NatsServer::start(&callout_server_config(&keys, false))?;
+    let yaml = format!(
+        "nats:\n  - url: {}\n    nkey_seed_file: nkey-seed\nissuer_seed_file: issuer-seed\n\
+         plugins:\n  - {{ mode: noauth, path: misbehave.wasm, settings: {{ behaviour: log-flood }} }}\n",
+        server.url()
+    );
+    let (callout, _dir) = run_binary(&keys, &yaml, &[], &[]).await?;
+    for _ in 0..2 {
+        assert_eq!(
+            raw::connect(server.port, |_| serde_json::json!({})).await?,
+            Outcome::Admitted
+        );
+    }
+    let log = callout.log();
+    let flood = log.lines().filter(|l| l.contains("flood ")).count();
+    assert_eq!(flood, 2 * 32, "32 lines per call:\n{log}");
+    assert!(
+        !log.lines()
+            .any(|l| l.trim_start().starts_with("FORGED-LINE")),
+        "a forged line:\n{log}"
+    );
+    assert_eq!(
+        log.matches("further lines of this call are dropped")
+            .count(),
+        2
+    );
+    Ok(())
+}
+
 /// SIGTERM drains: the binary unsubscribes, answers the request it is deciding (a
 /// slow plugin), then exits cleanly, where it used to drop it and leave the client to
 /// nats-server's auth timeout.

@@ -88,7 +88,13 @@ pub struct State {
     /// The earliest expiry of the tokens the current call had verified: its grant ends
     /// no later ([`crate::decision::bound_expiry`]).
     credential_expires: Option<i64>,
+    /// Log lines the current call may still write.
+    log_lines_left: u32,
 }
+
+/// Log lines one call may write: plenty for a diagnosis, and a plugin logging in a loop
+/// until its deadline cannot flood the service's log.
+pub(crate) const LOG_LINES_PER_CALL: u32 = 32;
 
 impl State {
     fn credit_host_time(&mut self, waited: Duration) {
@@ -311,6 +317,7 @@ impl LoadedPlugin {
             caps: self.caps.clone(),
             deadline: Deadline::new(Duration::ZERO, Duration::ZERO),
             credential_expires: None,
+            log_lines_left: LOG_LINES_PER_CALL,
         };
         let mut store = Store::new(&self.engine, state);
         store.limiter(|s| &mut s.limits);
@@ -343,6 +350,7 @@ impl LoadedPlugin {
         let state = store.data_mut();
         state.deadline = Deadline::new(self.limits.timeout, self.caps.max_host_wait());
         state.credential_expires = None;
+        state.log_lines_left = LOG_LINES_PER_CALL;
         store.set_epoch_deadline(1);
     }
 

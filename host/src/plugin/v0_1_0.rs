@@ -33,15 +33,29 @@ impl wit::Host for State {}
 
 impl self::nats_callout::plugin::host::Host for State {
     fn log(&mut self, level: wit::LogLevel, message: String) {
+        // Plugins are untrusted: a bounded number of lines per call, each cut to 2 KiB,
+        // with line breaks and control characters escaped so that no plugin can write
+        // what looks like another log line.
+        if self.log_lines_left == 0 {
+            return;
+        }
+        self.log_lines_left -= 1;
         let plugin = &self.caps.plugin;
-        // Plugins are untrusted: cap what one line may put into our logs.
-        let message = super::truncate(&message, 2048);
+        let cut = super::truncate(&message, 2048);
+        let message = cut.escape_debug();
         match level {
             wit::LogLevel::Trace => tracing::trace!(plugin, "{message}"),
             wit::LogLevel::Debug => tracing::debug!(plugin, "{message}"),
             wit::LogLevel::Info => tracing::info!(plugin, "{message}"),
             wit::LogLevel::Warn => tracing::warn!(plugin, "{message}"),
             wit::LogLevel::Error => tracing::error!(plugin, "{message}"),
+        }
+        if self.log_lines_left == 0 {
+            tracing::warn!(
+                plugin,
+                "plugin wrote {} log lines in one call; further lines of this call are dropped",
+                super::LOG_LINES_PER_CALL
+            );
         }
     }
 

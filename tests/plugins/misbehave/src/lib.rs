@@ -3,7 +3,8 @@
 //! `alloc` (grows memory until the limit), `slow:<ms>` (busy-waits, then allows),
 //! `allow` (behaves: admits into `account`, default `ANONYMOUS`, with `public.>`),
 //! `verify-jwt` (has the host verify the password as a token, then admits as `allow`,
-//! setting no expiry of its own: the careless partner plugin).
+//! setting no expiry of its own: the careless partner plugin), `log-flood` (logs 1000
+//! lines, each trying to forge a second line, then admits as `allow`).
 
 use nats_callout_sdk::{
     AuthRequest, Decision, Grant, Host, InitError, Permission, Plugin, PluginConfig,
@@ -30,6 +31,7 @@ enum Behaviour {
     Slow(u64),
     Allow,
     VerifyJwt,
+    LogFlood,
 }
 
 impl Plugin for Misbehave {
@@ -41,6 +43,7 @@ impl Plugin for Misbehave {
             "alloc" => Behaviour::Alloc,
             "allow" => Behaviour::Allow,
             "verify-jwt" => Behaviour::VerifyJwt,
+            "log-flood" => Behaviour::LogFlood,
             other => match other.strip_prefix("slow:").and_then(|ms| ms.parse().ok()) {
                 Some(ms) => Behaviour::Slow(ms),
                 None => return Err(format!("settings.behaviour: unknown {other:?}").into()),
@@ -73,6 +76,12 @@ impl Plugin for Misbehave {
                 self.allow()
             }
             Behaviour::Allow => self.allow(),
+            Behaviour::LogFlood => {
+                for i in 0..1000 {
+                    host.info(&format!("flood {i}\nFORGED-LINE level=ERROR all is lost"));
+                }
+                self.allow()
+            }
             Behaviour::VerifyJwt => {
                 let token = request.connect.pass.as_deref().unwrap_or_default();
                 match host.verify_jwt(token) {
