@@ -113,17 +113,20 @@ fn token_options(token: String) -> async_nats::ConnectOptions {
 }
 
 impl Deployment {
-    /// The callout's answer to `token` as an oauthtoken password, read from its signed
-    /// response: the deny reason, or "" when it admits.
-    async fn answer(&self, token: &str) -> Result<String> {
+    /// The callout's signed response claims for `token` as an oauthtoken password.
+    async fn response(&self, token: &str) -> Result<Value> {
         let token = token.to_owned();
-        let claims = self
-            .inject
+        self.inject
             .decide(move |c| {
                 c["nats"]["connect_opts"]["user"] = "oauthtoken".into();
                 c["nats"]["connect_opts"]["pass"] = token.into();
             })
-            .await?;
+            .await
+    }
+
+    /// The callout's answer to `token`: the deny reason, or "" when it admits.
+    async fn answer(&self, token: &str) -> Result<String> {
+        let claims = self.response(token).await?;
         Ok(claims["nats"]["error"].as_str().unwrap_or("").to_owned())
     }
 
@@ -732,14 +735,7 @@ async fn a_grant_never_outlives_the_verified_token() -> Result<()> {
     })
     .await?;
     let token = d.oidc.token("mqtt-client").await?;
-    let pass = token.clone();
-    let claims = d
-        .inject
-        .decide(move |c| {
-            c["nats"]["connect_opts"]["user"] = "oauthtoken".into();
-            c["nats"]["connect_opts"]["pass"] = pass.into();
-        })
-        .await?;
+    let claims = d.response(&token).await?;
     let user_jwt = claims["nats"]["jwt"].as_str().context("admitted")?;
     let token_exp = decode_parts(&token)?.1["exp"].as_i64();
     assert!(token_exp.is_some());
