@@ -407,11 +407,7 @@ impl Authorizer {
             let result = link.runner.authenticate(request).await;
             count_call(&link.metrics, &result, started.elapsed());
             match result {
-                Ok(Decision::Allow(mut grant)) => {
-                    // mtls: no later than the first certificate of the chain to expire.
-                    let chain = request.tls.as_ref().map(|t| &t.verified_chain);
-                    let until = chain.and_then(|c| c.iter().map(|c| c.not_after).min());
-                    crate::decision::bound_expiry(&mut grant, until);
+                Ok(Decision::Allow(grant)) => {
                     if let (Some(cache), Some(key)) = (&self.cache, key) {
                         cache.put(key, &grant, unix_now());
                     }

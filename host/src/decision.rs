@@ -81,15 +81,13 @@ pub fn check(grant: &mut Grant, now: i64) -> Result<(), GrantError> {
     Ok(())
 }
 
-/// End a grant no later than the credential it was made for (`until`: the verified
-/// token's `exp`, the certificate chain's earliest `not_after`). Built-in plugins set
-/// that expiry themselves; this holds it for any plugin, so a client is never left
-/// connected past its credential.
-pub fn bound_expiry(grant: &mut Grant, until: Option<i64>) {
-    grant.expires_at = match (grant.expires_at, until) {
-        (Some(own), Some(until)) => Some(own.min(until)),
-        (own, until) => own.or(until),
-    };
+/// The earlier of two expiries, either of which may be open (`None`): how a grant is
+/// bounded by its credential, and how the expiries of several credentials combine.
+pub fn earliest(a: Option<i64>, b: Option<i64>) -> Option<i64> {
+    match (a, b) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    }
 }
 
 #[cfg(test)]
@@ -97,16 +95,12 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_grant_ends_with_its_credential() {
-        let mut g = Grant::default();
-        bound_expiry(&mut g, None);
-        assert_eq!(g.expires_at, None);
-        bound_expiry(&mut g, Some(100));
-        assert_eq!(g.expires_at, Some(100), "set when the plugin left it open");
-        bound_expiry(&mut g, Some(200));
-        assert_eq!(g.expires_at, Some(100), "never extended");
-        bound_expiry(&mut g, Some(50));
-        assert_eq!(g.expires_at, Some(50), "lowered");
+    fn earliest_of_two_expiries() {
+        assert_eq!(earliest(None, None), None);
+        assert_eq!(earliest(None, Some(100)), Some(100), "set when left open");
+        assert_eq!(earliest(Some(100), Some(200)), Some(100), "never extended");
+        assert_eq!(earliest(Some(100), Some(50)), Some(50), "lowered");
+        assert_eq!(earliest(Some(100), None), Some(100));
     }
 
     #[test]

@@ -28,7 +28,7 @@ use nats_callout_sdk as sdk;
 
 use crate::capabilities::Capabilities;
 use crate::claims::AuthorizationRequest;
-use crate::decision::Decision;
+use crate::decision::{Decision, earliest};
 use crate::routing::Mode;
 
 /// Epoch tick: how often a running plugin yields to the scheduler and has its deadline
@@ -86,7 +86,7 @@ pub struct State {
     caps: Arc<Capabilities>,
     deadline: Deadline,
     /// The earliest expiry of the tokens the current call had verified: its grant ends
-    /// no later ([`crate::decision::bound_expiry`]).
+    /// no later ([`Runner::authenticate`]).
     credential_expires: Option<i64>,
     /// Log lines the current call may still write.
     log_lines_left: u32,
@@ -102,10 +102,7 @@ impl State {
     }
 
     fn note_credential_expiry(&mut self, expires_at: i64) {
-        self.credential_expires = Some(
-            self.credential_expires
-                .map_or(expires_at, |e| e.min(expires_at)),
-        );
+        self.credential_expires = earliest(self.credential_expires, Some(expires_at));
     }
 }
 
@@ -250,6 +247,7 @@ impl PluginEngine {
             engine: self.engine.clone(),
             pre,
             init_config,
+            host_wait: caps.max_host_wait(),
             caps: Arc::new(caps),
             idle: Mutex::new(Vec::with_capacity(limits.instances)),
             permits: tokio::sync::Semaphore::new(limits.instances),
@@ -303,6 +301,8 @@ pub struct LoadedPlugin {
     /// Fuel per call, when the engine meters fuel: then every store needs some, and a
     /// plugin without a limit gets an unlimited tank.
     tank: Option<u64>,
+    /// How far host calls may move a call's deadline ([`Capabilities::max_host_wait`]).
+    host_wait: Duration,
 }
 
 impl LoadedPlugin {
@@ -348,7 +348,7 @@ impl LoadedPlugin {
     /// Start the clock for one call: its deadline, and a deadline check at the next tick.
     fn arm(&self, store: &mut Store<State>) {
         let state = store.data_mut();
-        state.deadline = Deadline::new(self.limits.timeout, self.caps.max_host_wait());
+        state.deadline = Deadline::new(self.limits.timeout, self.host_wait);
         state.credential_expires = None;
         state.log_lines_left = LOG_LINES_PER_CALL;
         store.set_epoch_deadline(1);
@@ -368,9 +368,13 @@ impl LoadedPlugin {
         }
     }
 
-    /// Decide one request. Waits for a free instance for at most the call deadline,
-    /// then runs the call on this task.
-    pub async fn authenticate(&self, request: &sdk::AuthRequest) -> Result<Decision, CallError> {
+    /// Decide one request, and the earliest expiry of the tokens it had the host
+    /// verify. Waits for a free instance for at most the call deadline, then runs the
+    /// call on this task.
+    pub async fn authenticate(
+        &self,
+        request: &sdk::AuthRequest,
+    ) -> Result<(Decision, Option<i64>), CallError> {
         let _permit = tokio::time::timeout(self.limits.timeout, self.permits.acquire())
             .await
             .map_err(|_| CallError::Busy(self.name.clone()))?
@@ -388,13 +392,10 @@ impl LoadedPlugin {
         self.arm(&mut instance.store);
         self.refuel(&mut instance.store);
         match v0_1_0::authenticate(&instance.world, &mut instance.store, request).await {
-            Ok(mut decision) => {
-                if let Decision::Allow(grant) = &mut decision {
-                    let until = instance.store.data().credential_expires;
-                    crate::decision::bound_expiry(grant, until);
-                }
+            Ok(decision) => {
+                let expires = instance.store.data().credential_expires;
                 self.release(instance);
-                Ok(decision)
+                Ok((decision, expires))
             }
             // The instance is poisoned: drop it; the next call instantiates afresh.
             Err(e) => Err(self.classify(&e)),
@@ -431,11 +432,20 @@ impl Runner {
         }
     }
 
+    /// Decide one request. Whatever the plugin grants ends no later than the
+    /// credential: the tokens it had the host verify, and the certificate chain. The
+    /// built-in plugins set that expiry themselves; this holds it for any plugin.
     pub async fn authenticate(&self, request: &sdk::AuthRequest) -> Result<Decision, CallError> {
-        match self {
-            Runner::Wasm(p) => p.authenticate(request).await,
-            Runner::Native(p) => Ok(p.authenticate(request)),
+        let (mut decision, tokens_expire) = match self {
+            Runner::Wasm(p) => p.authenticate(request).await?,
+            Runner::Native(p) => p.authenticate(request),
+        };
+        if let Decision::Allow(grant) = &mut decision {
+            let chain = request.tls.iter().flat_map(|t| &t.verified_chain);
+            let chain_expires = chain.map(|c| c.not_after).min();
+            grant.expires_at = earliest(grant.expires_at, earliest(tokens_expire, chain_expires));
         }
+        Ok(decision)
     }
 }
 

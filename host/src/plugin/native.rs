@@ -8,7 +8,7 @@ use std::cell::Cell;
 use nats_callout_sdk::{self as sdk, Plugin, PluginConfig};
 
 use crate::capabilities::Capabilities;
-use crate::decision::Decision;
+use crate::decision::{Decision, earliest};
 
 type Decide = dyn Fn(&sdk::AuthRequest, &dyn sdk::Host) -> Decision + Send + Sync;
 
@@ -34,13 +34,12 @@ impl NativePlugin {
         })
     }
 
-    pub fn authenticate(&self, request: &sdk::AuthRequest) -> Decision {
+    /// Decide one request, and the earliest expiry of the tokens it had the host verify
+    /// (as the component's store keeps it).
+    pub fn authenticate(&self, request: &sdk::AuthRequest) -> (Decision, Option<i64>) {
         let host = NativeHost(&self.caps, Cell::new(None));
-        let mut decision = (self.decide)(request, &host);
-        if let Decision::Allow(grant) = &mut decision {
-            crate::decision::bound_expiry(grant, host.1.get());
-        }
-        decision
+        let decision = (self.decide)(request, &host);
+        (decision, host.1.get())
     }
 }
 
@@ -74,11 +73,8 @@ impl sdk::Host for NativeHost<'_> {
         // JWKS refetch driven by the runtime's other threads); the benchmark's tokens
         // always carry known ones.
         let verified = futures::executor::block_on(self.0.verify_jwt(token))?;
-        let earliest = self
-            .1
-            .get()
-            .map_or(verified.expires_at, |e| e.min(verified.expires_at));
-        self.1.set(Some(earliest));
+        self.1
+            .set(earliest(self.1.get(), Some(verified.expires_at)));
         Ok(verified)
     }
 
