@@ -462,10 +462,12 @@ mod tests {
         let json = json!({"iss": "https://idp", "aud": "nats", "exp": now + 60, "iat": now,
                           "client_id": "allowed", "azp": "other"})
         .to_string();
-        assert!(
-            listed
-                .check_claims(&Claims::parse(&json).unwrap(), now)
-                .is_err()
+        assert_eq!(
+            listed.check_claims(&Claims::parse(&json).unwrap(), now),
+            Err(TokenError::AmbiguousClient(
+                nats_callout_sdk::AmbiguousClient
+            )),
+            "an allowed client_id does not carry another azp"
         );
         // Times at the ends of the range do not wrap into a short lifetime.
         assert_eq!(
