@@ -63,6 +63,11 @@ async fn connect_inner(
     bail!("connection closed without PONG or -ERR")
 }
 
+/// [`connect`] presenting no credential at all (the noauth mode).
+pub async fn anonymous(port: u16) -> Result<Outcome> {
+    connect(port, |_| serde_json::json!({})).await
+}
+
 /// CONNECT options of an NKey client signing `nonce` with `key`, claiming `nkey`.
 pub fn nkey_connect(nkey: &str, key: &nkeys::KeyPair, nonce: &str) -> serde_json::Value {
     use base64::Engine as _;

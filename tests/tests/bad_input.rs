@@ -57,7 +57,7 @@ impl Setup {
     }
 
     async fn anonymous_is_admitted(&self) -> Result<()> {
-        let outcome = raw::connect(self.server.port, |_| serde_json::json!({})).await?;
+        let outcome = raw::anonymous(self.server.port).await?;
         assert_eq!(outcome, Outcome::Admitted);
         Ok(())
     }
@@ -296,7 +296,7 @@ async fn trapping_plugin_denies_with_cause_and_host_keeps_serving() -> Result<()
             .error_for(request(&server, &issuer, |_| {}).into_bytes())
             .await?;
         assert!(e.contains("trapped"), "{e}");
-        let outcome = raw::connect(s.server.port, |_| serde_json::json!({})).await?;
+        let outcome = raw::anonymous(s.server.port).await?;
         assert_eq!(outcome, Outcome::Refused("Authorization Violation".into()));
         let outcome = raw::connect(s.server.port, |nonce| {
             raw::nkey_connect(&device.public_key(), &device, nonce)

@@ -186,10 +186,7 @@ async fn metrics_count_every_decision_by_mode() -> Result<()> {
         assert_eq!(outcome, Outcome::Refused(REFUSED.into()));
     }
     for _ in 0..anonymous {
-        assert_eq!(
-            raw::connect(port, |_| serde_json::json!({})).await?,
-            Outcome::Admitted
-        );
+        assert_eq!(raw::anonymous(port).await?, Outcome::Admitted);
     }
     for _ in 0..passwords {
         let outcome = raw::connect(port, |_| password_connect("bob", "secret")).await?;
@@ -259,7 +256,7 @@ async fn readiness_follows_the_nats_connection() -> Result<()> {
     let callout = Callout::start(&keys, &config(&relay.url(), "", true, "")).await?;
     let http = callout.app().http_addr;
     assert_eq!(
-        raw::connect(server.port, |_| serde_json::json!({})).await?,
+        raw::anonymous(server.port).await?,
         Outcome::Admitted,
         "right after start"
     );
@@ -287,7 +284,7 @@ async fn readiness_follows_the_nats_connection() -> Result<()> {
     .await?;
     // Ready means subscribed again: the very next client is answered.
     assert_eq!(
-        raw::connect(server.port, |_| serde_json::json!({})).await?,
+        raw::anonymous(server.port).await?,
         Outcome::Admitted,
         "right after reconnect"
     );
@@ -311,10 +308,7 @@ async fn a_least_privilege_callout_user_still_becomes_ready() -> Result<()> {
     ensure!(conf.contains(&callout_user), "{conf}");
     let server = NatsServer::start(&conf.replace(&callout_user, &restricted))?;
     let _callout = Callout::start(&keys, &config(&server.url(), "", true, "")).await?;
-    assert_eq!(
-        raw::connect(server.port, |_| serde_json::json!({})).await?,
-        Outcome::Admitted
-    );
+    assert_eq!(raw::anonymous(server.port).await?, Outcome::Admitted);
     Ok(())
 }
 
@@ -441,7 +435,7 @@ async fn reload_follows_plugin_files_and_refuses_a_broken_plugin() -> Result<()>
     let callout = Callout::start(&keys, &yaml).await?;
     let http = callout.app().http_addr;
     let port = server.port;
-    let anonymous = || raw::connect(port, |_| serde_json::json!({}));
+    let anonymous = || raw::anonymous(port);
 
     // A new plugin file (same bytes, new file) is picked up.
     write_atomically(&noauth, &good)?;
@@ -491,7 +485,7 @@ async fn reload_lets_in_flight_requests_finish_on_the_old_set() -> Result<()> {
     let http = callout.app().http_addr;
     let port = server.port;
 
-    let in_flight = tokio::spawn(raw::connect(port, |_| serde_json::json!({})));
+    let in_flight = tokio::spawn(raw::anonymous(port));
     one_in_flight(http).await?;
     // The new set has no anonymous mode at all.
     let without_noauth = with_test_defaults(&config(
@@ -512,7 +506,7 @@ async fn reload_lets_in_flight_requests_finish_on_the_old_set() -> Result<()> {
         "decided by the old set"
     );
     assert_eq!(
-        raw::connect(port, |_| serde_json::json!({})).await?,
+        raw::anonymous(port).await?,
         Outcome::Refused(REFUSED.into()),
         "decided by the new set"
     );
@@ -552,10 +546,7 @@ async fn a_password_login_is_kept_when_an_nkey_seed_is_in_the_environment() -> R
         &[("AUTH_CALLOUT_NKEY_SEED", seed.as_str())],
     )
     .await?;
-    assert_eq!(
-        raw::connect(server.port, |_| serde_json::json!({})).await?,
-        Outcome::Admitted
-    );
+    assert_eq!(raw::anonymous(server.port).await?, Outcome::Admitted);
     Ok(())
 }
 
@@ -600,10 +591,7 @@ async fn a_plugin_cannot_flood_or_forge_the_log() -> Result<()> {
     );
     let (callout, _dir) = run_binary(&keys, &yaml, &[], &[]).await?;
     for _ in 0..2 {
-        assert_eq!(
-            raw::connect(server.port, |_| serde_json::json!({})).await?,
-            Outcome::Admitted
-        );
+        assert_eq!(raw::anonymous(server.port).await?, Outcome::Admitted);
     }
     let log = callout.log();
     let flood = log.lines().filter(|l| l.contains("flood ")).count();
@@ -630,7 +618,7 @@ async fn sigterm_answers_the_requests_in_flight_then_exits() -> Result<()> {
     let (keys, server, yaml) = slow_deployment(3000, "")?;
     let (mut callout, _dir) = run_binary(&keys, &yaml, &[], &[]).await?;
 
-    let in_flight = tokio::spawn(raw::connect(server.port, |_| serde_json::json!({})));
+    let in_flight = tokio::spawn(raw::anonymous(server.port));
     one_in_flight(callout.http).await?;
     callout.signal(libc::SIGTERM)?;
     assert_eq!(
@@ -782,10 +770,7 @@ async fn keys_generate_and_server_config_make_a_working_deployment() -> Result<(
     client.publish("device-state.other", "no".into()).await?;
     client.flush().await?;
     expect_server_error(&mut errors, "permissions violation for publish").await?;
-    assert_eq!(
-        raw::connect(server.port, |_| serde_json::json!({})).await?,
-        Outcome::Admitted
-    );
+    assert_eq!(raw::anonymous(server.port).await?, Outcome::Admitted);
     Ok(())
 }
 
@@ -941,7 +926,7 @@ async fn binary_logs_json_decisions_without_secrets() -> Result<()> {
     ];
     ensure!(signatures.len() == 2, "signatures: {signatures:?}");
     secrets.append(&mut signatures);
-    sent.push(raw::connect(port, |_| serde_json::json!({})).await?);
+    sent.push(raw::anonymous(port).await?);
     let password = "pa55-word-that-must-not-be-logged";
     sent.push(raw::connect(port, |_| password_connect("bob", password)).await?);
     let token = "eyJhbGciOiJSUzI1NiJ9.eyJzdWIiOiJsb2cifQ.c2lnbmF0dXJlLW11c3Qtbm90LWJlLWxvZ2dlZA";

@@ -227,7 +227,7 @@ async fn xkey_sealed_requests_and_responses() -> Result<()> {
     let device = Device::new("sensor-sealed");
     let d = deploy(&[&device], true).await?;
     device_round_trip(&d.server.url(), &device).await?;
-    let outcome = raw::connect(d.server.port, |_| serde_json::json!({})).await?;
+    let outcome = raw::anonymous(d.server.port).await?;
     assert_eq!(outcome, Outcome::Admitted);
     Ok(())
 }
