@@ -8,9 +8,10 @@
 //! client's name, host, kind, type and MQTT id), not from the clock or outside state
 //! beyond the credential's own expiry, nor from the rest of the request (which server
 //! asks, the client's tags, lang or version). The built-in plugins hold to that; a
-//! partner plugin that does not must run with the cache off (`ttl: 0`). Only grants are cached, never denies (a deny may be
-//! transient: the JWKS was unreachable); the cache lives inside one [`Authorizer`], so
-//! a reload (new permissions, removed identities) starts with an empty one.
+//! partner plugin that does not must run with the cache off (`ttl: 0`). Only grants are
+//! cached, never denies (a deny may be transient: the JWKS was unreachable); the cache
+//! lives inside one [`Authorizer`], so a reload (new permissions, removed identities)
+//! starts with an empty one.
 //!
 //! [`Authorizer`]: crate::authorizer::Authorizer
 
