@@ -7,12 +7,12 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, bail, ensure};
 use futures::StreamExt;
-use nats_callout::app::App;
-use nats_callout::decision::{Grant, Permission};
-use nats_callout::jwt;
-use nats_callout::request::{ReplyTarget, unix_now};
-use nats_callout::respond::Signer;
-use nats_callout::service;
+use nats_callout::nats::jwt;
+use nats_callout::nats::service;
+use nats_callout::ops::app::App;
+use nats_callout::pipeline::decision::{Grant, Permission};
+use nats_callout::pipeline::request::{ReplyTarget, unix_now};
+use nats_callout::pipeline::respond::Signer;
 
 /// Subject nats-server sends authorization requests on.
 const AUTH_SUBJECT: &str = "$SYS.REQ.USER.AUTH";

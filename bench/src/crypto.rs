@@ -119,7 +119,7 @@ pub async fn run(fx: &Fixture, batches: usize, n: usize) -> Result<Vec<Primitive
     let msg = vec![b'x'; 600]; // about the size of a signed request/response JWT body
     let sig = kp.sign(&msg)?;
     // The key exactly as the host parses and caches it.
-    let host_key = nats_callout::keys::PublicKey::parse(&kp.public_key())?;
+    let host_key = nats_callout::nats::keys::PublicKey::parse(&kp.public_key())?;
     let backends = [
         (
             "aws-lc-rs, key parsed once",
@@ -156,7 +156,7 @@ pub async fn run(fx: &Fixture, batches: usize, n: usize) -> Result<Vec<Primitive
             "NKey public key parse (aws-lc-rs)",
             "a client's NKey or a server id, once: the host caches them",
             time(batches, n, || {
-                nats_callout::keys::PublicKey::parse(&user).is_ok()
+                nats_callout::nats::keys::PublicKey::parse(&user).is_ok()
             })?,
         ),
         (
@@ -170,7 +170,7 @@ pub async fn run(fx: &Fixture, batches: usize, n: usize) -> Result<Vec<Primitive
             "NKey type check (base32, CRC, prefix)",
             "the fresh user_nkey of every request (what the host does now)",
             time(batches, n, || {
-                nats_callout::keys::is_public_key_of(&user, nkeys::KeyPairType::User)
+                nats_callout::nats::keys::is_public_key_of(&user, nkeys::KeyPairType::User)
             })?,
         ),
     ] {
@@ -240,7 +240,8 @@ pub async fn run(fx: &Fixture, batches: usize, n: usize) -> Result<Vec<Primitive
             })?,
         });
         // The key exactly as the host's JWKS loader builds it.
-        let parsed = nats_callout::oauth::jwks::usable_key(jwk).context("JWK not usable")?;
+        let parsed =
+            nats_callout::identity::oauth::jwks::usable_key(jwk).context("JWK not usable")?;
         out.push(Primitive {
             operation: format!("{} verify (aws-lc-rs, key parsed once)", alg.as_str()),
             used_for: "oauth2 access token (what the host uses)".into(),

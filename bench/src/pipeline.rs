@@ -7,13 +7,13 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, anyhow, bail};
-use nats_callout::authorizer::{Authorizer, Verdict};
-use nats_callout::claims::RequestClaims;
-use nats_callout::config::Config;
-use nats_callout::metrics::Metrics;
-use nats_callout::plugin::{self, CallLimits, NativePlugin, PluginEngine, Runner};
-use nats_callout::request::unix_now;
-use nats_callout::routing::Mode;
+use nats_callout::nats::claims::RequestClaims;
+use nats_callout::ops::config::Config;
+use nats_callout::ops::metrics::Metrics;
+use nats_callout::pipeline::authorizer::{Authorizer, Verdict};
+use nats_callout::pipeline::request::unix_now;
+use nats_callout::pipeline::routing::Mode;
+use nats_callout::runtime::{self, CallLimits, NativePlugin, PluginEngine, Runner};
 use nats_callout_sdk as sdk;
 use nats_callout_tests::Keys;
 use nats_callout_tests::inject;
@@ -351,7 +351,7 @@ pub async fn run(fx: &Fixture, opts: Options) -> Result<Report> {
     let engine = PluginEngine::new(
         s.cfg.limits.plugin_memory_bytes,
         false,
-        plugin::precompiled::default_dir(),
+        runtime::precompiled::default_dir(),
     )?;
     let mut plugin_call = Vec::new();
     for (case, reqs) in &cases {
@@ -370,8 +370,8 @@ pub async fn run(fx: &Fixture, opts: Options) -> Result<Report> {
         let plain = reqs
             .iter()
             .map(|t| {
-                let claims: RequestClaims = nats_callout::jwt::decode_verified(t)?;
-                Ok(plugin::plain_request(claims.nats, mode, vec![]))
+                let claims: RequestClaims = nats_callout::nats::jwt::decode_verified(t)?;
+                Ok(runtime::plain_request(claims.nats, mode, vec![]))
             })
             .collect::<Result<Vec<_>>>()?;
         let (w, n) = interleaved(

@@ -20,7 +20,7 @@ use crate::{
 pub mod bindings {
     wit_bindgen::generate!({
         world: "plugin",
-        path: "../wit/v0.1.0",
+        path: "wit/v0.1.0",
         pub_export_macro: true,
         export_macro_name: "__export_plugin_world",
         default_bindings_module: "::nats_callout_sdk::__private::bindings",

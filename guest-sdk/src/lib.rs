@@ -33,6 +33,7 @@ extern crate self as nats_callout_sdk;
 pub mod cert;
 mod claims;
 mod config;
+pub mod format;
 // Used by the wasm export only, but compiled and unit-tested natively too.
 #[cfg_attr(not(target_arch = "wasm32"), allow(dead_code))]
 mod glue;

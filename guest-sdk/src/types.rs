@@ -1,4 +1,4 @@
-//! Plain Rust mirrors of the WIT types (`wit/v0.1.0/plugin.wit`, interface `types`).
+//! Plain Rust mirrors of the WIT types (`guest-sdk/wit/v0.1.0/plugin.wit`, interface `types`).
 //!
 //! Plugins see only these, never wit-bindgen's generated types, so the same plugin code
 //! compiles natively (unit tests, benchmarks) and to a component. Field meanings are the

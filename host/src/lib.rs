@@ -1,28 +1,21 @@
 //! nats-callout: a NATS auth-callout service whose authentication modes are
 //! WebAssembly component plugins.
 //!
-//! The flow of one request, module by module: [`service`] receives it from NATS,
-//! [`request`] opens and verifies it, [`routing`] picks the mode, [`plugin`] runs the
-//! mode's plugin chain (with [`capabilities`] as their native helpers), [`decision`]
-//! bounds the grant, and [`respond`] signs the answer. [`authorizer`] ties the steps
-//! together independently of NATS I/O.
+//! The folders follow one request through the service:
+//!
+//! - [`nats`]: NATS I/O and the callout protocol's wire formats: connections and the
+//!   queue subscription ([`nats::service`]), the exchange's JWT claims, NKeys.
+//! - [`pipeline`]: the decision for one request, independent of NATS I/O: verify the
+//!   request, route it, ask the route's plugin chain, bound the grant, sign the answer
+//!   ([`pipeline::authorizer`] ties the steps together).
+//! - [`runtime`]: the WebAssembly plugin runtime: pooled instances with limits, one
+//!   module per contract version, one module per host capability.
+//! - [`identity`]: what the capabilities verify against: the OpenID provider's keys,
+//!   client-certificate CAs.
+//! - [`ops`]: running it: configuration, metrics and probes, hot reload.
 
-pub mod app;
-pub mod authorizer;
-pub mod cache;
-pub mod capabilities;
-pub mod claims;
-pub mod config;
-pub mod decision;
-pub mod http;
-pub mod jwt;
-pub mod keys;
-pub mod metrics;
-pub mod oauth;
-pub mod plugin;
-pub mod reload;
-pub mod request;
-pub mod respond;
-pub mod routing;
-pub mod service;
-pub mod x509;
+pub mod identity;
+pub mod nats;
+pub mod ops;
+pub mod pipeline;
+pub mod runtime;

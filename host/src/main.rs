@@ -5,11 +5,11 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand, ValueEnum};
-use nats_callout::app::App;
-use nats_callout::authorizer::Authorizer;
-use nats_callout::config::Config;
-use nats_callout::metrics::Metrics;
-use nats_callout::service::Service;
+use nats_callout::nats::service::Service;
+use nats_callout::ops::app::App;
+use nats_callout::ops::config::Config;
+use nats_callout::ops::metrics::Metrics;
+use nats_callout::pipeline::authorizer::Authorizer;
 
 #[derive(Parser)]
 #[command(

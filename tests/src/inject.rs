@@ -9,8 +9,8 @@ use std::time::Duration;
 
 use anyhow::{Context, Result};
 use futures::StreamExt;
-use nats_callout::jwt::{self, WithJti};
-use nats_callout::request::unix_now;
+use nats_callout::nats::jwt::{self, WithJti};
+use nats_callout::pipeline::request::unix_now;
 use serde::Serialize;
 
 use crate::{NatsServer, connect};

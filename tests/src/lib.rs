@@ -21,8 +21,8 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
-use nats_callout::app::App;
-use nats_callout::service;
+use nats_callout::nats::service;
+use nats_callout::ops::app::App;
 
 /// Ask the kernel to kill the child `cmd` spawns when this process dies (SIGKILL), so
 /// no server outlives a crashed or aborted test or benchmark run.
@@ -53,7 +53,7 @@ pub fn nats_server_bin() -> PathBuf {
 
 /// Built plugins (`target/plugins/<name>.wasm`), or `AUTH_CALLOUT_PLUGIN_DIR`.
 pub fn plugin_dir() -> PathBuf {
-    std::env::var_os(nats_callout::config::PLUGIN_DIR_ENV)
+    std::env::var_os(nats_callout::ops::config::PLUGIN_DIR_ENV)
         .map(PathBuf::from)
         .unwrap_or_else(|| workspace_root().join("target/plugins"))
 }

@@ -4,7 +4,7 @@
 //! the next good connection still succeeds.
 
 use anyhow::Result;
-use nats_callout::request::unix_now;
+use nats_callout::pipeline::request::unix_now;
 use nats_callout_tests::inject::{Injector, request};
 use nats_callout_tests::raw::{self, Outcome};
 use nats_callout_tests::{Callout, Keys, NatsServer, callout_server_config, init_tracing};

@@ -16,7 +16,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result};
 use async_nats::ConnectErrorKind;
 use futures::StreamExt;
-use nats_callout::routing::Mode;
+use nats_callout::pipeline::routing::Mode;
 use nats_callout_tests::pki::{self, Ca, Files, rcgen::DnType, rcgen::SanType};
 use nats_callout_tests::{
     Callout, Keys, NatsServer, connect, connect_watching, expect_server_error, free_port,

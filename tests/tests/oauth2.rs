@@ -9,7 +9,7 @@ use anyhow::{Context, Result, bail};
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use futures::StreamExt;
-use nats_callout::request::unix_now;
+use nats_callout::pipeline::request::unix_now;
 use nats_callout_tests::inject::Injector;
 use nats_callout_tests::oidc::{Oidc, client, decode_parts};
 use nats_callout_tests::raw::{self, Outcome};

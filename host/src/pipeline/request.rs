@@ -5,10 +5,10 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use nkeys::{KeyPairType, XKey};
 
-use crate::claims::{
+use crate::nats::claims::{
     AuthorizationRequest, CLAIMS_VERSION, REQUEST_AUDIENCE, REQUEST_TYPE, RequestClaims,
 };
-use crate::jwt::{self, JwtError};
+use crate::nats::jwt::{self, JwtError};
 
 /// Header in which nats-server names its own xkey when it sealed the request.
 pub const XKEY_HEADER: &str = "Nats-Server-Xkey";
@@ -145,7 +145,7 @@ impl Verifier<'_> {
             return Err(RequestError::NotSealed);
         }
         // The key `decode_verified` just verified the request with, from the cache.
-        if !crate::keys::public_key(&c.iss).is_ok_and(|k| k.kind() == KeyPairType::Server) {
+        if !crate::nats::keys::public_key(&c.iss).is_ok_and(|k| k.kind() == KeyPairType::Server) {
             return Err(RequestError::IssuerNotServer(c.iss.clone()));
         }
         if c.iss != c.nats.server_id.id {
@@ -172,7 +172,7 @@ impl Verifier<'_> {
                 self.issuer.to_owned(),
             ));
         }
-        if !crate::keys::is_public_key_of(&c.nats.user_nkey, KeyPairType::User) {
+        if !crate::nats::keys::is_public_key_of(&c.nats.user_nkey, KeyPairType::User) {
             return Err(RequestError::UserNkey(c.nats.user_nkey.clone()));
         }
         Ok(())

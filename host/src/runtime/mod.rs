@@ -6,6 +6,7 @@
 //! would; a plugin that runs long yields to the scheduler every epoch tick, so it
 //! never holds a runtime thread, and is interrupted at its deadline.
 
+pub mod capabilities;
 mod native;
 pub mod precompiled;
 pub mod v0_1_0;
@@ -26,10 +27,10 @@ use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
 use nats_callout_sdk as sdk;
 
-use crate::capabilities::Capabilities;
-use crate::claims::AuthorizationRequest;
-use crate::decision::{Decision, earliest};
-use crate::routing::Mode;
+use crate::nats::claims::AuthorizationRequest;
+use crate::pipeline::decision::{Decision, earliest};
+use crate::pipeline::routing::Mode;
+use crate::runtime::capabilities::Capabilities;
 
 /// Epoch tick: how often a running plugin yields to the scheduler and has its deadline
 /// checked, so the deadline's resolution. 5 ms keeps the ticker thread's cost

@@ -8,8 +8,8 @@ use std::sync::Arc;
 
 use nkeys::KeyPairType;
 
-use crate::oauth::Jwks;
-use crate::x509::CaBundle;
+use crate::identity::oauth::Jwks;
+use crate::identity::x509::CaBundle;
 
 /// A JWT the host verified: payload JSON and `exp`.
 pub use nats_callout_sdk::VerifiedJwt;
@@ -65,7 +65,7 @@ impl Capabilities {
     pub async fn verify_jwt(&self, token: &str) -> Result<VerifiedJwt, String> {
         match &self.jwks {
             Some(jwks) => jwks
-                .verify(token, crate::request::unix_now())
+                .verify(token, crate::pipeline::request::unix_now())
                 .await
                 .map_err(|e| e.to_string()),
             None => Err(format!(
@@ -81,7 +81,7 @@ impl Capabilities {
     pub fn verify_certificate_chain(&self, chain: &[String]) -> Result<(), String> {
         match &self.ca {
             Some(ca) => ca
-                .verify(chain, crate::request::unix_now())
+                .verify(chain, crate::pipeline::request::unix_now())
                 .map_err(|e| e.to_string()),
             None => Err(format!(
                 "no CA bundle is configured for plugin {:?} (set mtls.ca_file or AUTH_CALLOUT_MTLS_CA_PATH)",
@@ -98,7 +98,7 @@ pub fn verify_nkey_signature(
     payload: &[u8],
     signature: &str,
 ) -> Result<(), String> {
-    let key = crate::keys::public_key(public_key)
+    let key = crate::nats::keys::public_key(public_key)
         .map_err(|_| "nkey is not a valid public key".to_owned())?;
     if key.kind() != KeyPairType::User {
         return Err("nkey is not a user key (U...)".into());

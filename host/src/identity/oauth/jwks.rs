@@ -14,10 +14,10 @@ use jsonwebtoken::jwk::{AlgorithmParameters, EllipticCurve, Jwk, KeyAlgorithm, P
 use prometheus::IntCounter;
 use serde::Deserialize as _;
 
+use super::JwksConfig;
 use super::token::{Key, Rules, TokenError};
-use crate::capabilities::VerifiedJwt;
-use crate::config::JwksConfig;
-use crate::metrics::Metrics;
+use crate::ops::metrics::Metrics;
+use nats_callout_sdk::VerifiedJwt;
 
 #[derive(Debug, thiserror::Error, Clone)]
 pub enum JwksError {
@@ -485,7 +485,7 @@ mod tests {
     use serde_json::{Value, json};
 
     use super::*;
-    use crate::oauth::token::Rules;
+    use crate::identity::oauth::token::Rules;
 
     const NOW: i64 = 1_000_000;
 

@@ -8,11 +8,11 @@ use futures::StreamExt;
 use tokio::sync::{Semaphore, watch};
 use tokio::task::JoinHandle;
 
-use crate::authorizer::{Shared, Verdict};
-use crate::config::{Config, NatsConfig};
-use crate::keys::{KeyError, SeedSource};
-use crate::request::XKEY_HEADER;
-use crate::routing::Mode;
+use crate::nats::keys::{KeyError, SeedSource};
+use crate::ops::config::{Config, NatsConfig};
+use crate::pipeline::authorizer::{Shared, Verdict};
+use crate::pipeline::request::XKEY_HEADER;
+use crate::pipeline::routing::Mode;
 
 /// Environment overrides of the NATS credentials: the seed for entries without `user`,
 /// the password for entries with one.
@@ -108,7 +108,7 @@ impl Service {
     }
 
     /// A readiness probe for the operations listener, naming the servers not subscribed.
-    pub fn readiness(&self, names: Vec<String>) -> crate::http::Readiness {
+    pub fn readiness(&self, names: Vec<String>) -> crate::ops::http::Readiness {
         let ready = self.ready.clone();
         Arc::new(move || {
             let down: Vec<&str> = ready

@@ -7,19 +7,19 @@ use std::time::Duration;
 
 use nkeys::KeyPairType;
 
-use crate::cache::{DecisionCache, Key};
-use crate::capabilities::Capabilities;
-use crate::claims::AuthorizationRequest;
-use crate::config::Config;
-use crate::decision::{Decision, Grant};
-use crate::keys::{KeyError, SeedSource};
-use crate::metrics::{Metrics, PluginMetrics};
-use crate::plugin::CallError;
-use crate::plugin::{CallLimits, PluginEngine, PluginError, Runner};
-use crate::request::{ReplyTarget, Verifier, unix_now};
-use crate::respond::Signer;
-use crate::routing::{self, Mode};
-use crate::x509;
+use crate::identity::x509;
+use crate::nats::claims::AuthorizationRequest;
+use crate::nats::keys::{KeyError, SeedSource};
+use crate::ops::config::Config;
+use crate::ops::metrics::{Metrics, PluginMetrics};
+use crate::pipeline::cache::{DecisionCache, Key};
+use crate::pipeline::decision::{Decision, Grant};
+use crate::pipeline::request::{ReplyTarget, Verifier, unix_now};
+use crate::pipeline::respond::Signer;
+use crate::pipeline::routing::{self, Mode};
+use crate::runtime::CallError;
+use crate::runtime::capabilities::Capabilities;
+use crate::runtime::{CallLimits, PluginEngine, PluginError, Runner};
 
 /// Environment variables that override the seed files.
 pub const ISSUER_SEED_ENV: &str = "AUTH_CALLOUT_ISSUER_SEED";
@@ -32,11 +32,11 @@ pub enum LoadError {
     #[error(transparent)]
     Plugin(#[from] PluginError),
     #[error(transparent)]
-    Jwks(#[from] crate::oauth::JwksError),
+    Jwks(#[from] crate::identity::oauth::JwksError),
     #[error(transparent)]
     Ca(#[from] x509::CaError),
     #[error("issuer key: {0}")]
-    Signer(#[from] crate::jwt::JwtError),
+    Signer(#[from] crate::nats::jwt::JwtError),
 }
 
 /// How one request ended, for logs and metrics.
@@ -91,7 +91,7 @@ pub struct Authorizer {
     signer: Signer,
     leeway: Duration,
     chains: HashMap<Mode, Vec<Link>>,
-    jwks: Option<Arc<crate::oauth::Jwks>>,
+    jwks: Option<Arc<crate::identity::oauth::Jwks>>,
     /// The operator's client-certificate CAs; when set, every mtls request's chain must
     /// verify against it before any plugin sees the request.
     ca: Option<Arc<x509::CaBundle>>,
@@ -120,7 +120,7 @@ impl Authorizer {
         .xkey()?;
 
         let plugins = cfg.plugin_list();
-        let limits_of = |p: &crate::config::PluginConfig| CallLimits {
+        let limits_of = |p: &crate::ops::config::PluginConfig| CallLimits {
             timeout: p.limits.timeout.unwrap_or(cfg.limits.plugin_timeout),
             memory_bytes: p
                 .limits
@@ -135,7 +135,7 @@ impl Authorizer {
         let jwks = cfg
             .jwks
             .as_ref()
-            .map(|j| crate::oauth::Jwks::new(j, &metrics))
+            .map(|j| crate::identity::oauth::Jwks::new(j, &metrics))
             .transpose()?;
         let ca = match cfg.mtls_ca_file() {
             Some(path) => {
@@ -149,7 +149,7 @@ impl Authorizer {
             tracing::warn!(
                 "mtls mode without a CA bundle (mtls.ca_file / {}): client certificates are \
                  trusted as nats-server verified them, with no second check here",
-                crate::config::MTLS_CA_ENV
+                crate::ops::config::MTLS_CA_ENV
             );
         }
         let engine = Arc::new(PluginEngine::new(
@@ -159,7 +159,7 @@ impl Authorizer {
                 .max()
                 .unwrap_or(cfg.limits.plugin_memory_bytes),
             plugins.iter().any(|p| p.limits.fuel.is_some()),
-            crate::plugin::precompiled::default_dir(),
+            crate::runtime::precompiled::default_dir(),
         )?);
         let dir = cfg.plugin_dir();
         let mut chains: HashMap<Mode, Vec<Link>> = HashMap::new();
@@ -247,7 +247,7 @@ impl Authorizer {
     }
 
     /// The JWKS cache, when a `jwks` section is configured.
-    pub fn jwks(&self) -> Option<&Arc<crate::oauth::Jwks>> {
+    pub fn jwks(&self) -> Option<&Arc<crate::identity::oauth::Jwks>> {
         self.jwks.as_ref()
     }
 
@@ -323,7 +323,7 @@ impl Authorizer {
         };
         let now = unix_now();
         let (verdict, outcome) = match decision {
-            Ok(mut grant) => match crate::decision::check(&mut grant, now) {
+            Ok(mut grant) => match crate::pipeline::decision::check(&mut grant, now) {
                 Ok(()) => match self.signer.user_jwt(&grant, &target.user_nkey, now) {
                     Ok(jwt) => (
                         Verdict::Allowed {
@@ -388,7 +388,7 @@ impl Authorizer {
         let parsed = x509::parse_chain(chain_pems).map_err(|e| format!("{mode}: {e}"))?;
         Ok(Prepared::Run {
             chain,
-            request: Box::new(crate::plugin::plain_request(req, mode, parsed)),
+            request: Box::new(crate::runtime::plain_request(req, mode, parsed)),
             key,
         })
     }
@@ -416,13 +416,16 @@ impl Authorizer {
                 // Bounded: a plugin's text (its reason, or the error its init returned)
                 // goes into the response and the log.
                 Ok(Decision::Deny(reason)) => {
-                    return Err(format!("{mode}: {}", crate::plugin::truncate(&reason, 512)));
+                    return Err(format!(
+                        "{mode}: {}",
+                        crate::runtime::truncate(&reason, 512)
+                    ));
                 }
                 Ok(Decision::Abstain) => continue,
                 Err(e) => {
                     return Err(format!(
                         "{mode}: {}",
-                        crate::plugin::truncate(&e.to_string(), 512)
+                        crate::runtime::truncate(&e.to_string(), 512)
                     ));
                 }
             }
@@ -476,8 +479,12 @@ fn nkey_proof(req: &AuthorizationRequest) -> Result<(), String> {
                 .into(),
         );
     }
-    crate::capabilities::verify_nkey_signature(&connect.nkey, nonce.as_bytes(), &connect.sig)
-        .map_err(|why| format!("invalid nkey signature: {why}"))
+    crate::runtime::capabilities::verify_nkey_signature(
+        &connect.nkey,
+        nonce.as_bytes(),
+        &connect.sig,
+    )
+    .map_err(|why| format!("invalid nkey signature: {why}"))
 }
 
 fn count_call(m: &PluginMetrics, result: &Result<Decision, CallError>, took: Duration) {

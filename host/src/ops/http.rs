@@ -11,7 +11,7 @@ use axum::routing::get;
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 
-use crate::metrics::Metrics;
+use crate::ops::metrics::Metrics;
 
 /// Answers "why not ready?" with `Err(reason)`, or `Ok(())`.
 pub type Readiness = Arc<dyn Fn() -> Result<(), String> + Send + Sync>;

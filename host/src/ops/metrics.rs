@@ -7,7 +7,7 @@ use prometheus::{
     Registry, TextEncoder,
 };
 
-use crate::routing::Mode;
+use crate::pipeline::routing::Mode;
 
 /// Decision latency buckets: a warm decision takes tens of microseconds, a cold one
 /// (fresh instance, JWKS fetch) milliseconds, and nats-server gives up at 2 s.

@@ -10,7 +10,9 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use crate::routing::Mode;
+pub use crate::identity::oauth::JwksConfig;
+
+use crate::pipeline::routing::Mode;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -72,7 +74,10 @@ pub struct Config {
     /// How often the config and plugin files are checked for changes (hot reload).
     /// Polling, not inotify: Kubernetes updates a mounted ConfigMap by swapping a
     /// symlink, which file-event watchers routinely miss.
-    #[serde(default = "default_reload_interval", with = "duration")]
+    #[serde(
+        default = "default_reload_interval",
+        with = "nats_callout_sdk::format::duration"
+    )]
     pub reload_interval: Duration,
     /// Where to find the config's relative paths; set by [`Config::load`].
     #[serde(skip)]
@@ -151,7 +156,7 @@ pub struct PluginConfig {
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct PluginLimits {
-    #[serde(default, with = "duration::option")]
+    #[serde(default, with = "nats_callout_sdk::format::duration::option")]
     pub timeout: Option<Duration>,
     #[serde(default)]
     pub memory_bytes: Option<usize>,
@@ -170,7 +175,7 @@ pub struct DecisionCacheConfig {
     /// Upper bound of an entry's life; the credential's own expiry bounds it further.
     /// A minute absorbs reconnect storms while a revoked token (that still verifies)
     /// is honoured at most this long after revocation at the provider.
-    #[serde(with = "duration")]
+    #[serde(with = "nats_callout_sdk::format::duration")]
     pub ttl: Duration,
     /// Entries kept (least recently used evicted): ~1 KiB each.
     pub max_entries: usize,
@@ -185,144 +190,6 @@ impl Default for DecisionCacheConfig {
     }
 }
 
-/// Where the OpenID provider's keys come from and how strictly tokens are checked.
-/// Only `issuer` and `audience` are required; the rest are strict defaults.
-#[derive(Debug, Clone, Deserialize, PartialEq)]
-#[serde(deny_unknown_fields)]
-pub struct JwksConfig {
-    /// JWKS URL. Without it, `jwks_uri` is discovered from the issuer's
-    /// `/.well-known/openid-configuration`.
-    #[serde(default)]
-    pub url: Option<String>,
-    /// Expected `iss`, exactly.
-    pub issuer: String,
-    /// Accepted `aud` values; a token must name at least one.
-    #[serde(deserialize_with = "one_or_many")]
-    pub audience: Vec<String>,
-    /// Clock skew allowed on `exp`, `nbf` and `iat`. Small: a token a minute past its
-    /// expiry is expired.
-    #[serde(default = "JwksConfig::default_leeway", with = "duration")]
-    pub leeway: Duration,
-    /// Longest accepted `exp - iat`. Access tokens live minutes to hours; a token valid
-    /// for longer is a leaked refresh-token-like credential or a misconfigured provider.
-    #[serde(default = "JwksConfig::default_max_lifetime", with = "duration")]
-    pub max_token_lifetime: Duration,
-    /// Tokens longer than this are refused before any decoding. NATS CONNECT lines are
-    /// 4 KiB by default; 8 KiB leaves room for MQTT passwords and raised limits while
-    /// keeping hostile inputs (a megabyte of dots) from costing anything.
-    #[serde(default = "JwksConfig::default_max_token_bytes")]
-    pub max_token_bytes: usize,
-    /// Require this JOSE `typ`, e.g. `at+jwt` (RFC 9068 access tokens).
-    #[serde(default)]
-    pub require_typ: Option<String>,
-    /// Only these `client_id` (else `azp`) values are accepted.
-    #[serde(default)]
-    pub allowed_clients: Option<Vec<String>>,
-    /// Background refresh period of the key set.
-    #[serde(default = "JwksConfig::default_refresh", with = "duration")]
-    pub refresh_interval: Duration,
-    /// At most one on-demand refetch per this period when a token names an unknown
-    /// `kid`: key rotation is picked up, a flood of made-up kids is not amplified.
-    #[serde(default = "JwksConfig::default_cooldown", with = "duration")]
-    pub unknown_kid_cooldown: Duration,
-    /// How long a request may wait for that refetch. Part of nats-server's 2 s budget.
-    #[serde(default = "JwksConfig::default_kid_wait", with = "duration")]
-    pub unknown_kid_wait: Duration,
-    /// The last good keys keep verifying this long after the last successful fetch
-    /// when the provider is unreachable; after that, tokens are denied.
-    #[serde(default = "JwksConfig::default_max_stale", with = "duration")]
-    pub max_stale: Duration,
-    #[serde(default = "JwksConfig::default_fetch_timeout", with = "duration")]
-    pub fetch_timeout: Duration,
-    /// Caps on what a (possibly compromised) provider can make us parse.
-    #[serde(default = "JwksConfig::default_max_bytes")]
-    pub max_jwks_bytes: usize,
-    #[serde(default = "JwksConfig::default_max_keys")]
-    pub max_keys: usize,
-}
-
-impl JwksConfig {
-    fn default_leeway() -> Duration {
-        Duration::from_secs(10)
-    }
-    fn default_max_lifetime() -> Duration {
-        Duration::from_secs(24 * 3600)
-    }
-    fn default_max_token_bytes() -> usize {
-        8 * 1024
-    }
-    fn default_refresh() -> Duration {
-        Duration::from_secs(300)
-    }
-    fn default_cooldown() -> Duration {
-        Duration::from_secs(30)
-    }
-    fn default_kid_wait() -> Duration {
-        Duration::from_millis(1000)
-    }
-    fn default_max_stale() -> Duration {
-        Duration::from_secs(3600)
-    }
-    fn default_fetch_timeout() -> Duration {
-        Duration::from_secs(5)
-    }
-    fn default_max_bytes() -> usize {
-        256 * 1024
-    }
-    fn default_max_keys() -> usize {
-        32
-    }
-
-    pub fn rules(&self) -> crate::oauth::Rules {
-        crate::oauth::Rules {
-            issuer: self.issuer.clone(),
-            audiences: self.audience.clone(),
-            leeway: self.leeway,
-            max_lifetime: self.max_token_lifetime,
-            max_token_bytes: self.max_token_bytes,
-            required_typ: self.require_typ.clone(),
-            allowed_clients: self
-                .allowed_clients
-                .as_ref()
-                .map(|v| v.iter().cloned().collect()),
-        }
-    }
-
-    fn validate(&self) -> Result<(), (String, String)> {
-        let bad = |k: &str, m: &str| Err((format!("jwks.{k}"), m.to_owned()));
-        if self.issuer.trim().is_empty() {
-            return bad("issuer", "must not be empty");
-        }
-        if self.audience.iter().all(|a| a.trim().is_empty()) {
-            return bad("audience", "at least one audience is required");
-        }
-        for (key, url) in [
-            ("url", self.url.as_deref()),
-            ("issuer", Some(self.issuer.as_str())),
-        ] {
-            if let Some(u) = url {
-                let problem = match url::Url::parse(u) {
-                    Ok(parsed) => crate::oauth::jwks::url_problem(&parsed),
-                    Err(_) => Some("is not a URL"),
-                };
-                if let Some(problem) = problem {
-                    return bad(key, problem);
-                }
-            }
-        }
-        if self.max_token_bytes < 512 {
-            return bad("max_token_bytes", "must be at least 512");
-        }
-        if self.max_keys == 0 {
-            return bad("max_keys", "must be at least 1");
-        }
-        if self.refresh_interval.is_zero() {
-            return bad("refresh_interval", "must be greater than zero");
-        }
-        Ok(())
-    }
-}
-
 /// `user[:password]@` in a URL's authority.
 fn url_has_userinfo(url: &str) -> bool {
     let rest = url.trim().split_once("://").map_or(url, |(_, r)| r);
@@ -330,19 +197,6 @@ fn url_has_userinfo(url: &str) -> bool {
         .next()
         .unwrap_or("")
         .contains('@')
-}
-
-fn one_or_many<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
-    #[derive(Deserialize)]
-    #[serde(untagged)]
-    enum OneOrMany {
-        One(String),
-        Many(Vec<String>),
-    }
-    Ok(match OneOrMany::deserialize(d)? {
-        OneOrMany::One(s) => vec![s],
-        OneOrMany::Many(v) => v,
-    })
 }
 
 /// Each mode's section is opaque to the host: the plugin owns its schema.
@@ -383,13 +237,13 @@ pub struct Limits {
     pub instances_per_plugin: usize,
     /// Wall-clock budget of one plugin call. nats-server gives the whole exchange 2 s
     /// by default; a plugin that needs more than a fraction of it is broken.
-    #[serde(with = "duration")]
+    #[serde(with = "nats_callout_sdk::format::duration")]
     pub plugin_timeout: Duration,
     /// Linear memory a plugin instance may grow to. The built-in plugins need under
     /// 2 MiB; 64 MiB leaves room for large policies while bounding a runaway plugin.
     pub plugin_memory_bytes: usize,
     /// Accepted clock skew between nats-server and this host on the request's `exp`.
-    #[serde(with = "duration")]
+    #[serde(with = "nats_callout_sdk::format::duration")]
     pub request_leeway: Duration,
 }
 
@@ -419,40 +273,6 @@ fn default_queue_group() -> String {
 }
 fn default_subject() -> String {
     "$SYS.REQ.USER.AUTH".into()
-}
-
-/// Durations as `"250ms"`, `"2s"`, `"1m30s"`, or a bare number of milliseconds: the
-/// same syntax plugins accept, from the guest SDK.
-pub mod duration {
-    use std::time::Duration;
-
-    use serde::{Deserialize, Deserializer};
-
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
-        #[derive(Deserialize)]
-        #[serde(untagged)]
-        enum Raw {
-            Millis(u64),
-            Text(String),
-        }
-        match Raw::deserialize(d)? {
-            Raw::Millis(n) => Ok(Duration::from_millis(n)),
-            Raw::Text(s) => {
-                nats_callout_sdk::policy::parse_duration(&s).map_err(serde::de::Error::custom)
-            }
-        }
-    }
-
-    /// The same, for optional fields.
-    pub mod option {
-        use std::time::Duration;
-
-        use serde::Deserializer;
-
-        pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
-            super::deserialize(d).map(Some)
-        }
-    }
 }
 
 /// `limits.max_concurrent` at most: past a few thousand requests in flight per
@@ -582,7 +402,7 @@ impl Config {
         count(
             "limits.instances_per_plugin".into(),
             l.instances_per_plugin,
-            crate::plugin::MAX_INSTANCES,
+            crate::runtime::MAX_INSTANCES,
         )?;
         timeout("limits.plugin_timeout".into(), l.plugin_timeout)?;
         memory("limits.plugin_memory_bytes".into(), l.plugin_memory_bytes)?;
@@ -591,7 +411,7 @@ impl Config {
             let key = |k: &str| format!("plugins[{i}].limits.{k}");
             let pl = &p.limits;
             if let Some(n) = pl.instances {
-                count(key("instances"), n, crate::plugin::MAX_INSTANCES)?;
+                count(key("instances"), n, crate::runtime::MAX_INSTANCES)?;
             }
             if let Some(m) = pl.memory_bytes {
                 memory(key("memory_bytes"), m)?;
@@ -604,13 +424,13 @@ impl Config {
             }
             instances += pl.instances.unwrap_or(l.instances_per_plugin);
         }
-        if instances > crate::plugin::MAX_INSTANCES {
+        if instances > crate::runtime::MAX_INSTANCES {
             return Err(invalid(
                 "limits".into(),
                 &format!(
                     "{instances} warm instances over all plugins, more than the {} the \
                      runtime has room for: lower instances_per_plugin or plugins[].limits.instances",
-                    crate::plugin::MAX_INSTANCES
+                    crate::runtime::MAX_INSTANCES
                 ),
             ));
         }

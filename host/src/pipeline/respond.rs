@@ -3,13 +3,13 @@
 
 use nkeys::{KeyPair, XKey};
 
-use crate::claims::{
+use crate::nats::claims::{
     AuthorizationResponse, CLAIMS_VERSION, Permission, RESPONSE_TYPE, ResponseClaims,
     ResponsePermission, USER_TYPE, User, UserClaims,
 };
-use crate::decision::{Grant, Limits, UNLIMITED};
-use crate::jwt::{self, JwtError, SigningKey};
-use crate::request::ReplyTarget;
+use crate::nats::jwt::{self, JwtError, SigningKey};
+use crate::pipeline::decision::{Grant, Limits, UNLIMITED};
+use crate::pipeline::request::ReplyTarget;
 
 /// The keys that sign and seal responses.
 pub struct Signer {
@@ -116,7 +116,7 @@ mod tests {
     use serde_json::json;
 
     use super::*;
-    use crate::decision::{Permission as Subjects, ResponsePermission as Reply};
+    use crate::pipeline::decision::{Permission as Subjects, ResponsePermission as Reply};
 
     fn signer() -> Signer {
         Signer::new(&KeyPair::new_account(), None).expect("a generated key has a seed")

@@ -4,7 +4,7 @@
 //! Written here rather than taken from a crate: `jsonwebtoken` has no `ed25519-nkey`
 //! algorithm, and the NATS JWT crates on crates.io cover user/account claims only, not
 //! the authorization request/response claims this service lives on. The crypto itself
-//! is aws-lc-rs' for both: verifying through [`crate::keys::PublicKey`], signing with
+//! is aws-lc-rs' for both: verifying through [`crate::nats::keys::PublicKey`], signing with
 //! [`SigningKey`].
 
 use base64::Engine as _;
@@ -83,7 +83,8 @@ pub fn decode_verified<T: DeserializeOwned>(token: &str) -> Result<T, JwtError> 
         .map_err(|_| JwtError::Base64("signature"))?;
     let iss: IssuerOnly =
         serde_json::from_slice(&payload).map_err(|e| JwtError::Json("payload", e.to_string()))?;
-    let key = crate::keys::public_key(&iss.iss).map_err(|_| JwtError::Issuer(iss.iss.clone()))?;
+    let key =
+        crate::nats::keys::public_key(&iss.iss).map_err(|_| JwtError::Issuer(iss.iss.clone()))?;
     let signed = &token[..h.len() + 1 + p.len()];
     key.verify(signed.as_bytes(), &sig)
         .map_err(|_| JwtError::Signature(iss.iss))?;

@@ -7,8 +7,8 @@ use std::cell::Cell;
 
 use nats_callout_sdk::{self as sdk, Plugin, PluginConfig};
 
-use crate::capabilities::Capabilities;
-use crate::decision::{Decision, earliest};
+use crate::pipeline::decision::{Decision, earliest};
+use crate::runtime::capabilities::Capabilities;
 
 type Decide = dyn Fn(&sdk::AuthRequest, &dyn sdk::Host) -> Decision + Send + Sync;
 

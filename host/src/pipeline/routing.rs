@@ -5,7 +5,7 @@
 
 use serde::Deserialize;
 
-use crate::claims::AuthorizationRequest;
+use crate::nats::claims::AuthorizationRequest;
 
 /// Username that marks an OAuth2 access token in the password (and MQTT password).
 pub const OAUTH_USERNAME: &str = "oauthtoken";
@@ -83,7 +83,7 @@ pub fn route(req: &AuthorizationRequest) -> Result<Mode, RouteError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::claims::{ClientTls, ConnectOptions};
+    use crate::nats::claims::{ClientTls, ConnectOptions};
 
     fn req(c: ConnectOptions) -> AuthorizationRequest {
         AuthorizationRequest {

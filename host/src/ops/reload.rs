@@ -9,17 +9,17 @@ use std::time::SystemTime;
 
 use tokio::task::JoinHandle;
 
-use crate::authorizer::{Authorizer, Shared};
-use crate::config::Config;
-use crate::metrics::Metrics;
+use crate::ops::config::Config;
+use crate::ops::metrics::Metrics;
+use crate::pipeline::authorizer::{Authorizer, Shared};
 
 /// What a reload attempt found wrong.
 #[derive(Debug, thiserror::Error)]
 pub enum ReloadError {
     #[error(transparent)]
-    Config(#[from] crate::config::ConfigError),
+    Config(#[from] crate::ops::config::ConfigError),
     #[error(transparent)]
-    Load(#[from] crate::authorizer::LoadError),
+    Load(#[from] crate::pipeline::authorizer::LoadError),
     #[error("reload task failed: {0}")]
     Join(String),
 }

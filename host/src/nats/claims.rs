@@ -3,7 +3,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::jwt::WithJti;
+use crate::nats::jwt::WithJti;
 
 /// `aud` of every authorization request.
 pub const REQUEST_AUDIENCE: &str = "nats-authorization-request";

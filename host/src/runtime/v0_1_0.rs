@@ -4,11 +4,11 @@
 use wasmtime::component::HasSelf;
 
 use super::State;
-use crate::decision;
+use crate::pipeline::decision;
 use nats_callout_sdk as sdk;
 
 wasmtime::component::bindgen!({
-    path: "../wit/v0.1.0",
+    path: "../guest-sdk/wit/v0.1.0",
     world: "plugin",
     // Plugins run on fibers (`call_async`) on the service's own threads: no hop to a
     // blocking pool per call. `verify-jwt` may wait for a JWKS refetch, so it is the

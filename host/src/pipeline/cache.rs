@@ -13,7 +13,7 @@
 //! lives inside one [`Authorizer`], so a reload (new permissions, removed identities)
 //! starts with an empty one.
 //!
-//! [`Authorizer`]: crate::authorizer::Authorizer
+//! [`Authorizer`]: crate::pipeline::authorizer::Authorizer
 
 use std::num::NonZeroUsize;
 use std::sync::Mutex;
@@ -22,9 +22,9 @@ use std::time::Duration;
 use lru::LruCache;
 use sha2::{Digest, Sha256};
 
-use crate::claims::AuthorizationRequest;
-use crate::decision::Grant;
-use crate::routing::Mode;
+use crate::nats::claims::AuthorizationRequest;
+use crate::pipeline::decision::Grant;
+use crate::pipeline::routing::Mode;
 
 /// Cache key: SHA-256 over the request's decision-relevant parts.
 pub type Key = [u8; 32];
@@ -126,7 +126,7 @@ impl DecisionCache {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::claims::ConnectOptions;
+    use crate::nats::claims::ConnectOptions;
 
     fn req(token: &str) -> AuthorizationRequest {
         AuthorizationRequest {

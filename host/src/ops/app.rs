@@ -7,12 +7,12 @@ use std::sync::Arc;
 
 use tokio::task::JoinHandle;
 
-use crate::authorizer::Shared;
-use crate::config::Config;
-use crate::metrics::Metrics;
-use crate::reload::{self, ReloadError};
-use crate::routing::Mode;
-use crate::service::{Service, ServiceError};
+use crate::nats::service::{Service, ServiceError};
+use crate::ops::config::Config;
+use crate::ops::metrics::Metrics;
+use crate::ops::reload::{self, ReloadError};
+use crate::pipeline::authorizer::Shared;
+use crate::pipeline::routing::Mode;
 
 #[derive(Debug, thiserror::Error)]
 pub enum AppError {
@@ -52,7 +52,7 @@ impl App {
         let names = config.nats.iter().map(|n| n.name.clone()).collect();
         let nats_ready = service.readiness(names);
         let current = shared.clone();
-        let ready: crate::http::Readiness = Arc::new(move || {
+        let ready: crate::ops::http::Readiness = Arc::new(move || {
             nats_ready()?;
             // The keys matter only where oauth2 clients are served: a `jwks` section
             // left in a config without oauth2 must not hold readiness hostage.
@@ -64,12 +64,13 @@ impl App {
                 _ => Ok(()),
             }
         });
-        let (http_addr, http) = crate::http::serve(&config.http_listen, metrics.clone(), ready)
-            .await
-            .map_err(|source| AppError::Listen {
-                addr: config.http_listen.clone(),
-                source,
-            })?;
+        let (http_addr, http) =
+            crate::ops::http::serve(&config.http_listen, metrics.clone(), ready)
+                .await
+                .map_err(|source| AppError::Listen {
+                    addr: config.http_listen.clone(),
+                    source,
+                })?;
         tracing::info!(%http_addr, "operations listener (/metrics, /healthz, /readyz)");
         let reloader = reload::spawn(
             config_path.to_path_buf(),
