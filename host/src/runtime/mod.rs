@@ -7,9 +7,9 @@
 //! never holds a runtime thread, and is interrupted at its deadline.
 
 pub mod capabilities;
+pub mod contract;
 mod native;
 pub mod precompiled;
-pub mod v0_1_0;
 
 pub use native::NativePlugin;
 
@@ -193,7 +193,7 @@ impl PluginEngine {
         let engine = Engine::new(&config).map_err(err)?;
         let mut linker = Linker::new(&engine);
         wasmtime_wasi::p2::add_to_linker_async(&mut linker).map_err(err)?;
-        v0_1_0::add_to_linker(&mut linker).map_err(err)?;
+        contract::add_to_linker(&mut linker).map_err(err)?;
 
         let stop = Arc::new(AtomicBool::new(false));
         let (ticker, flag) = (engine.clone(), stop.clone());
@@ -240,8 +240,14 @@ impl PluginEngine {
             .linker
             .instantiate_pre(&component)
             .map_err(|e| load_err(format!("{e:#}")))?;
-        let pre = v0_1_0::WorldPre::new(pre)
-            .map_err(|e| load_err(format!("not a nats-callout:plugin@0.1.0 component: {e:#}")))?;
+        let version = contract::detect(&self.engine, &component).map_err(load_err)?;
+        let pre = contract::Pre::new(version, pre).map_err(|e| {
+            load_err(format!(
+                "not a nats-callout:plugin@{} component: {e:#}",
+                version.as_str()
+            ))
+        })?;
+        tracing::debug!(plugin = name, contract = version.as_str(), "contract");
         let plugin = Arc::new(LoadedPlugin {
             name: name.to_owned(),
             mode,
@@ -277,7 +283,7 @@ impl Drop for PluginEngine {
 
 struct Instance {
     store: Store<State>,
-    world: v0_1_0::World,
+    bindings: contract::Bindings,
 }
 
 enum InstantiateError {
@@ -290,7 +296,7 @@ pub struct LoadedPlugin {
     pub name: String,
     pub mode: Mode,
     engine: Engine,
-    pre: v0_1_0::WorldPre<State>,
+    pre: contract::Pre,
     init_config: String,
     caps: Arc<Capabilities>,
     /// Initialised instances not in use.
@@ -333,14 +339,14 @@ impl LoadedPlugin {
             })
         });
         self.arm(&mut store);
-        let world = self
+        let bindings = self
             .pre
-            .instantiate_async(&mut store)
+            .instantiate(&mut store)
             .await
             .map_err(|e| InstantiateError::Other(format!("{e:#}")))?;
         self.arm(&mut store);
-        match world.call_init(&mut store, &self.init_config).await {
-            Ok(Ok(())) => Ok(Instance { store, world }),
+        match bindings.init(&mut store, &self.init_config).await {
+            Ok(Ok(())) => Ok(Instance { store, bindings }),
             Ok(Err(message)) => Err(InstantiateError::Init(message)),
             Err(e) => Err(InstantiateError::Other(format!("init trapped: {e:#}"))),
         }
@@ -392,7 +398,11 @@ impl LoadedPlugin {
         };
         self.arm(&mut instance.store);
         self.refuel(&mut instance.store);
-        match v0_1_0::authenticate(&instance.world, &mut instance.store, request).await {
+        match instance
+            .bindings
+            .authenticate(&mut instance.store, request)
+            .await
+        {
             Ok(decision) => {
                 let expires = instance.store.data().credential_expires;
                 self.release(instance);

@@ -1,10 +1,11 @@
-//! Bindings of `nats-callout:plugin@0.1.0` and conversions to and from the host's types.
-//! A later WIT version gets a sibling module; this one stays, so old plugins keep loading.
+//! `nats-callout:plugin@0.1.0`: its bindings, its host imports, and the conversions
+//! between its types and the SDK's. Frozen with the contract; plugins built against it
+//! keep loading.
 
 use wasmtime::component::HasSelf;
 
-use super::State;
 use crate::pipeline::decision;
+use crate::runtime::State;
 use nats_callout_sdk as sdk;
 
 wasmtime::component::bindgen!({
@@ -22,9 +23,6 @@ wasmtime::component::bindgen!({
 
 use self::nats_callout::plugin::types as wit;
 
-pub use Plugin as World;
-pub use PluginPre as WorldPre;
-
 pub fn add_to_linker(linker: &mut wasmtime::component::Linker<State>) -> wasmtime::Result<()> {
     Plugin::add_to_linker::<State, HasSelf<State>>(linker, |s| s)
 }
@@ -41,7 +39,7 @@ impl self::nats_callout::plugin::host::Host for State {
         }
         self.log_lines_left -= 1;
         let plugin = &self.caps.plugin;
-        let cut = super::truncate(&message, 2048);
+        let cut = crate::runtime::truncate(&message, 2048);
         let message = cut.escape_debug();
         match level {
             wit::LogLevel::Trace => tracing::trace!(plugin, "{message}"),
@@ -54,7 +52,7 @@ impl self::nats_callout::plugin::host::Host for State {
             tracing::warn!(
                 plugin,
                 "plugin wrote {} log lines in one call; further lines of this call are dropped",
-                super::LOG_LINES_PER_CALL
+                crate::runtime::LOG_LINES_PER_CALL
             );
         }
     }
@@ -92,7 +90,7 @@ impl self::nats_callout::plugin::host::Host for State {
 /// copies each string once, straight into the component's memory; only `list<string>`
 /// fields need a small `Vec<&str>` (none is allocated for an empty list).
 pub async fn authenticate(
-    world: &World,
+    world: &Plugin,
     store: &mut wasmtime::Store<State>,
     req: &sdk::AuthRequest,
 ) -> wasmtime::Result<decision::Decision> {

@@ -1,0 +1,83 @@
+//! Plugin contract versions: components built against an older contract keep loading
+//! and deciding end to end (the committed 0.1.0 fixtures), and a component of no
+//! contract this host knows is refused at load with a reason that says so.
+
+use std::path::PathBuf;
+
+use anyhow::Result;
+use nats_callout_tests::raw::{self, Outcome};
+use nats_callout_tests::{
+    Callout, Keys, NatsServer, callout_server_config, connect_watching, expect_server_error,
+    init_tracing, platform, synced, workspace_root,
+};
+use sha2::{Digest, Sha256};
+
+/// A plugin built against `nats-callout:plugin@0.1.0`, as committed in tests/fixtures.
+fn v0_1_0(name: &str) -> PathBuf {
+    workspace_root().join(format!("tests/fixtures/v0.1.0/{name}.wasm"))
+}
+
+fn sha256_hex(text: &str) -> String {
+    Sha256::digest(text.as_bytes())
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+#[tokio::test]
+async fn plugins_built_against_contract_0_1_0_keep_deciding() -> Result<()> {
+    init_tracing();
+    let keys = Keys::generate();
+    let server = NatsServer::start(&callout_server_config(&keys, false))?;
+    let yaml = format!(
+        "nats:\n  - {{ url: {url}, nkey_seed_file: nkey-seed }}\nissuer_seed_file: issuer-seed\n\
+         plugins:\n  - mode: noauth\n    path: {noauth}\n  - mode: oauth2\n    path: {apikey}\n    \
+         settings:\n      keys:\n        billing:\n          sha256: {digest}\n          \
+         account: DEVICES\n          permissions:\n            pub: {{ allow: [\"billing.{{{{name}}}}.>\"] }}\n            \
+         sub: {{ allow: [\"_INBOX.>\"] }}\n\
+         permissions:\n  noauth:\n    account: ANONYMOUS\n    permissions:\n      \
+         pub: {{ allow: [\"public.>\"] }}\n      sub: {{ allow: [\"public.>\"] }}\n",
+        url = server.url(),
+        noauth = v0_1_0("noauth").display(),
+        apikey = v0_1_0("apikey").display(),
+        digest = sha256_hex("billing-key-1"),
+    );
+    let _callout = Callout::start(&keys, &yaml).await?;
+
+    // noauth 0.1.0: anonymous clients get exactly the public grant.
+    let (anonymous, mut errors) =
+        connect_watching(&server.url(), async_nats::ConnectOptions::new()).await?;
+    anonymous.publish("public.hello", "1".into()).await?;
+    anonymous.publish("private.hello", "1".into()).await?;
+    anonymous.flush().await?;
+    let e = expect_server_error(&mut errors, "permissions violation").await?;
+    assert!(e.contains("private.hello"), "{e}");
+
+    // apikey 0.1.0: its service gets its entry, an unknown key nothing.
+    let token = |t: &'static str| move |_: &str| serde_json::json!({ "auth_token": t });
+    assert_eq!(
+        raw::connect(server.port, token("billing-key-1")).await?,
+        Outcome::Admitted
+    );
+    assert_eq!(
+        raw::connect(server.port, token("guessed-key")).await?,
+        Outcome::Refused("Authorization Violation".into())
+    );
+    let watcher = platform(&server.url()).await?;
+    let mut invoices = watcher.subscribe("billing.>").await?;
+    synced(&watcher).await?;
+    let options = async_nats::ConnectOptions::with_token("billing-key-1".into());
+    let (service, _errors) = connect_watching(&server.url(), options).await?;
+    service
+        .publish("billing.billing.invoice", "42".into())
+        .await?;
+    service.flush().await?;
+    let got = tokio::time::timeout(std::time::Duration::from_secs(5), async {
+        use futures::StreamExt;
+        invoices.next().await
+    })
+    .await?
+    .map(|m| m.subject.to_string());
+    assert_eq!(got.as_deref(), Some("billing.billing.invoice"));
+    Ok(())
+}
