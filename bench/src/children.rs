@@ -61,12 +61,11 @@ pub async fn null_responder(
         allow: vec!["public.>".into()],
         deny: vec![],
     };
-    let grant = Arc::new(Grant {
-        account: account.to_owned(),
-        publish: public.clone(),
-        subscribe: public,
-        ..Default::default()
-    });
+    let mut grant = Grant::default();
+    grant.account = account.to_owned();
+    grant.publish = public.clone();
+    grant.subscribe = public;
+    let grant = Arc::new(grant);
     let client = async_nats::ConnectOptions::with_nkey(read(nkey_seed)?)
         .subscription_capacity(64 * 1024)
         .connect(url)

@@ -11,9 +11,10 @@ use nats_callout::nats::claims::RequestClaims;
 use nats_callout::ops::config::Config;
 use nats_callout::ops::metrics::Metrics;
 use nats_callout::pipeline::authorizer::{Authorizer, Verdict};
+use nats_callout::pipeline::credential;
 use nats_callout::pipeline::request::unix_now;
 use nats_callout::pipeline::routing::Mode;
-use nats_callout::runtime::{self, CallLimits, NativePlugin, PluginEngine, Runner};
+use nats_callout::runtime::{self, CallLimits, NativePlugin, PluginEngine, PluginRequest, Runner};
 use nats_callout_sdk as sdk;
 use nats_callout_tests::Keys;
 use nats_callout_tests::inject;
@@ -160,7 +161,7 @@ fn requests(
 /// The init JSON the host gives a plugin (see `Authorizer::from_config`).
 fn init_json(cfg: &Config, mode: Mode, jwks: bool) -> String {
     serde_json::json!({
-        "permissions": cfg.permissions.for_mode(mode),
+        "permissions": cfg.permissions.section(mode.as_str()),
         "settings": serde_json::Value::Null,
         "host": { "ca_bundle": false, "jwks": jwks },
     })
@@ -177,12 +178,12 @@ fn native_plugin(cfg: &Config, auth: &Authorizer, mode: Mode) -> Result<NativePl
         Mode::Oauth2 => {
             NativePlugin::new::<nats_callout_plugin_oauth2::OauthPlugin>(name, &init, caps)
         }
-        Mode::Mtls => Err("mtls is not benchmarked".into()),
+        Mode::Mtls | Mode::Password => Err(format!("{mode} is not benchmarked here")),
     }
     .map_err(|e| anyhow!("native {mode} plugin: {e}"))
 }
 
-/// An authorizer built from `cfg` whose noauth, nkey and oauth2 chains run the plugin
+/// An authorizer built from `cfg` whose noauth, nkey and oauth2 plugins run the plugin
 /// crates natively instead of their WebAssembly builds, its JWKS (if any) loaded.
 pub async fn native_authorizer(cfg: &Config, metrics: Metrics) -> Result<Authorizer> {
     let mut auth = Authorizer::from_config(cfg, metrics)?;
@@ -191,7 +192,10 @@ pub async fn native_authorizer(cfg: &Config, metrics: Metrics) -> Result<Authori
     }
     for mode in [Mode::Noauth, Mode::Nkey, Mode::Oauth2] {
         let p = native_plugin(cfg, &auth, mode)?;
-        auth.replace_chain(mode, vec![Runner::Native(Arc::new(p))]);
+        let name = format!("{mode}/{mode}");
+        if !auth.replace_plugin(&name, Runner::Native(Arc::new(p))) {
+            bail!("the benchmark config has no plugin {name}");
+        }
     }
     Ok(auth)
 }
@@ -249,7 +253,7 @@ async fn decide(auth: &Authorizer, request: &str) -> Result<()> {
 }
 
 /// One plugin call; it must allow.
-async fn call(runner: &Runner, request: &sdk::AuthRequest) -> Result<()> {
+async fn call(runner: &Runner, request: &PluginRequest) -> Result<()> {
     match std::hint::black_box(runner.authenticate(request).await) {
         Ok(sdk::Decision::Allow(_)) => Ok(()),
         other => bail!("a plugin call did not allow: {other:?}"),
@@ -359,7 +363,6 @@ pub async fn run(fx: &Fixture, opts: Options) -> Result<Report> {
         let name = format!("{mode}/wasm");
         let loaded = engine.load(
             &name,
-            mode,
             &plugin_path(mode.as_str()),
             init_json(&s.cfg, mode, true),
             s.wasm.capabilities(&name),
@@ -370,8 +373,15 @@ pub async fn run(fx: &Fixture, opts: Options) -> Result<Report> {
         let plain = reqs
             .iter()
             .map(|t| {
-                let claims: RequestClaims = nats_callout::nats::jwt::decode_verified(t)?;
-                Ok(runtime::plain_request(claims.nats, mode, vec![]))
+                let mut claims: RequestClaims = nats_callout::nats::jwt::decode_verified(t)?;
+                let kind = credential::kind(&claims.nats)?;
+                let credential = credential::take(&mut claims.nats.connect_opts, kind);
+                let request =
+                    runtime::plain_request(claims.nats, mode.as_str(), credential, vec![]);
+                Ok(PluginRequest {
+                    request,
+                    legacy: None,
+                })
             })
             .collect::<Result<Vec<_>>>()?;
         let (w, n) = interleaved(

@@ -1,5 +1,6 @@
-//! Component glue, compiled only for wasm32: the wit-bindgen bindings of world `plugin`,
-//! conversions between its types and the SDK's, and the `Host` that calls the imports.
+//! Component glue, compiled only for wasm32: the wit-bindgen bindings of world `plugin`
+//! (contract 0.2.0), conversions between its types and the SDK's, and the `Host` that
+//! calls the imports.
 //!
 //! Nothing here is public API; [`crate::export_plugin!`] reaches it through
 //! `nats_callout_sdk::__private`.
@@ -9,8 +10,9 @@ use std::sync::OnceLock;
 pub use wit_bindgen;
 
 use crate::{
-    AuthMode, AuthRequest, Certificate, ClientInfo, ClientTls, ConnectOpts, Decision, Grant, Host,
-    Limits, LogLevel, Permission, Plugin, ResponsePermission, ServerInfo, VerifiedJwt,
+    AuthRequest, Certificate, ClientInfo, ClientTls, ConnectOpts, ConnectionType, Credential,
+    CredentialKind, Decision, Grant, Host, LogLevel, Permission, Plugin, ResponsePermission,
+    Secret, ServerInfo, VerifiedJwt,
 };
 
 /// Generated bindings. The export macro is public so that it can be expanded in the
@@ -20,7 +22,7 @@ use crate::{
 pub mod bindings {
     wit_bindgen::generate!({
         world: "plugin",
-        path: "wit/v0.1.0",
+        path: "wit/v0.2.0",
         pub_export_macro: true,
         export_macro_name: "__export_plugin_world",
         default_bindings_module: "::nats_callout_sdk::__private::bindings",
@@ -28,17 +30,22 @@ pub mod bindings {
     });
 }
 
-pub use bindings::Guest;
+pub use bindings::exports::nats_callout::plugin::authenticator::Guest;
 use bindings::nats_callout::plugin::{host as wit_host, types as wit};
-pub use wit::{AuthRequest as WitAuthRequest, Decision as WitDecision};
+pub use wit::{
+    AuthRequest as WitAuthRequest, Decision as WitDecision, PluginInfo as WitPluginInfo,
+};
 
 /// `init` export. Also routes panics to the host's log first: a panic traps the
 /// instance, and the trap alone does not say why.
-pub fn init<P: Plugin>(slot: &OnceLock<P>, config: String) -> Result<(), String> {
+pub fn init<P: Plugin>(slot: &OnceLock<P>, config: String) -> Result<WitPluginInfo, String> {
     std::panic::set_hook(Box::new(|info| {
         wit_host::log(wit::LogLevel::Error, &format!("plugin panicked: {info}"));
     }));
-    crate::glue::init(slot, &config)
+    let credentials = crate::glue::init(slot, &config)?;
+    Ok(WitPluginInfo {
+        credentials: credentials.into_iter().map(wit_kind).collect(),
+    })
 }
 
 /// `authenticate` export: convert, decide, convert back.
@@ -75,6 +82,17 @@ impl Host for ComponentHost {
     }
 }
 
+fn wit_kind(kind: CredentialKind) -> wit::CredentialKind {
+    match kind {
+        CredentialKind::None => wit::CredentialKind::None,
+        CredentialKind::BearerToken => wit::CredentialKind::BearerToken,
+        CredentialKind::UserPassword => wit::CredentialKind::UserPassword,
+        CredentialKind::Nkey => wit::CredentialKind::Nkey,
+        CredentialKind::Certificate => wit::CredentialKind::Certificate,
+        CredentialKind::UserJwt => wit::CredentialKind::UserJwt,
+    }
+}
+
 impl From<LogLevel> for wit::LogLevel {
     fn from(level: LogLevel) -> Self {
         match level {
@@ -87,76 +105,79 @@ impl From<LogLevel> for wit::LogLevel {
     }
 }
 
-impl From<wit::AuthMode> for AuthMode {
-    fn from(mode: wit::AuthMode) -> Self {
-        match mode {
-            wit::AuthMode::Oauth2 => AuthMode::Oauth2,
-            wit::AuthMode::Mtls => AuthMode::Mtls,
-            wit::AuthMode::Nkey => AuthMode::Nkey,
-            wit::AuthMode::Noauth => AuthMode::Noauth,
+impl From<wit::Credential> for Credential {
+    fn from(c: wit::Credential) -> Self {
+        match c {
+            wit::Credential::None => Credential::None,
+            wit::Credential::BearerToken(t) => Credential::BearerToken(Secret::new(t)),
+            wit::Credential::UserPassword(up) => Credential::UserPassword {
+                username: up.username,
+                password: Secret::new(up.password),
+            },
+            wit::Credential::Nkey(key) => Credential::Nkey(key),
+            wit::Credential::Certificate => Credential::Certificate,
+            wit::Credential::UserJwt(jwt) => Credential::UserJwt(Secret::new(jwt)),
         }
     }
 }
 
 impl From<wit::AuthRequest> for AuthRequest {
     fn from(r: wit::AuthRequest) -> Self {
-        AuthRequest {
-            mode: r.mode.into(),
-            server: ServerInfo {
-                name: r.server.name,
-                host: r.server.host,
-                id: r.server.id,
-                version: r.server.version,
-                cluster: r.server.cluster,
-                tags: r.server.tags,
-            },
-            user_nkey: r.user_nkey,
-            client: ClientInfo {
-                host: r.client.host,
-                id: r.client.id,
-                user: r.client.user,
-                name: r.client.name,
-                tags: r.client.tags,
-                name_tag: r.client.name_tag,
-                kind: r.client.kind,
-                client_type: r.client.client_type,
-                mqtt_id: r.client.mqtt_id,
-                nonce: r.client.nonce,
-            },
-            connect: ConnectOpts {
-                jwt: r.connect.jwt,
-                nkey: r.connect.nkey,
-                sig: r.connect.sig,
-                auth_token: r.connect.auth_token,
-                user: r.connect.user,
-                pass: r.connect.pass,
-                name: r.connect.name,
-                lang: r.connect.lang,
-                version: r.connect.version,
-                protocol: r.connect.protocol,
-            },
-            tls: r.tls.map(|t| ClientTls {
-                version: t.version,
-                cipher: t.cipher,
-                verified_chain: t
-                    .verified_chain
-                    .into_iter()
-                    .map(|c| Certificate {
-                        pem: c.pem,
-                        subject: c.subject,
-                        common_names: c.common_names,
-                        dns_sans: c.dns_sans,
-                        uri_sans: c.uri_sans,
-                        email_sans: c.email_sans,
-                        ip_sans: c.ip_sans,
-                        not_before: c.not_before,
-                        not_after: c.not_after,
-                        fingerprint_sha256: c.fingerprint_sha256,
-                    })
-                    .collect(),
-            }),
-        }
+        let mut server = ServerInfo::default();
+        server.name = r.server.name;
+        server.host = r.server.host;
+        server.id = r.server.id;
+        server.version = r.server.version;
+        server.cluster = r.server.cluster;
+        server.tags = r.server.tags;
+        let mut client = ClientInfo::default();
+        client.host = r.client.host;
+        client.id = r.client.id;
+        client.user = r.client.user;
+        client.name = r.client.name;
+        client.tags = r.client.tags;
+        client.name_tag = r.client.name_tag;
+        client.kind = r.client.kind;
+        client.client_type = r.client.client_type;
+        client.mqtt_id = r.client.mqtt_id;
+        client.nonce = r.client.nonce;
+        let mut connect = ConnectOpts::default();
+        connect.name = r.connect.name;
+        connect.lang = r.connect.lang;
+        connect.version = r.connect.version;
+        connect.protocol = r.connect.protocol;
+        let tls = r.tls.map(|t| {
+            let mut tls = ClientTls::default();
+            tls.version = t.version;
+            tls.cipher = t.cipher;
+            tls.verified_chain = t.verified_chain.into_iter().map(certificate).collect();
+            tls
+        });
+        let mut request = AuthRequest::default();
+        request.route = r.route;
+        request.credential = r.credential.into();
+        request.server = server;
+        request.user_nkey = r.user_nkey;
+        request.client = client;
+        request.connect = connect;
+        request.tls = tls;
+        request
     }
+}
+
+fn certificate(c: wit::Certificate) -> Certificate {
+    let mut out = Certificate::default();
+    out.pem = c.pem;
+    out.subject = c.subject;
+    out.common_names = c.common_names;
+    out.dns_sans = c.dns_sans;
+    out.uri_sans = c.uri_sans;
+    out.email_sans = c.email_sans;
+    out.ip_sans = c.ip_sans;
+    out.not_before = c.not_before;
+    out.not_after = c.not_after;
+    out.fingerprint_sha256 = c.fingerprint_sha256;
+    out
 }
 
 impl From<Permission> for wit::Permission {
@@ -182,12 +203,27 @@ impl From<Grant> for wit::Grant {
                     ttl_millis: r.ttl_millis,
                 }),
             expires_at: g.expires_at,
-            tags: g.tags,
-            limits: g.limits.map(|l: Limits| wit::Limits {
-                subs: l.subs,
-                data: l.data,
-                payload: l.payload,
-            }),
+            times: g
+                .times
+                .into_iter()
+                .map(|t| wit::TimeRange {
+                    start: t.start,
+                    end: t.end,
+                })
+                .collect(),
+            locale: g.locale,
+            allowed_connection_types: g
+                .allowed_connection_types
+                .into_iter()
+                .map(|t| match t {
+                    ConnectionType::Standard => wit::ConnectionType::Standard,
+                    ConnectionType::Websocket => wit::ConnectionType::Websocket,
+                    ConnectionType::Mqtt => wit::ConnectionType::Mqtt,
+                    ConnectionType::Leafnode => wit::ConnectionType::Leafnode,
+                })
+                .collect(),
+            source_networks: g.source_networks,
+            proxy_required: g.proxy_required,
         }
     }
 }

@@ -3,19 +3,22 @@
 
 use std::sync::OnceLock;
 
-use crate::{AuthRequest, Decision, Host, Plugin, PluginConfig};
+use crate::{AuthRequest, CredentialKind, Decision, Host, Plugin, PluginConfig};
 
 const ALREADY: &str = "plugin already initialised";
 
-/// Parses the config and builds the plugin once per instance.
-pub fn init<P: Plugin>(slot: &OnceLock<P>, config: &str) -> Result<(), String> {
+/// Parses the config and builds the plugin once per instance; the credential kinds it
+/// decides.
+pub fn init<P: Plugin>(slot: &OnceLock<P>, config: &str) -> Result<Vec<CredentialKind>, String> {
     // Checked before building, so a second init cannot repeat the plugin's init work.
     if slot.get().is_some() {
         return Err(ALREADY.into());
     }
     let config = PluginConfig::from_json(config).map_err(|e| e.to_string())?;
     let plugin = P::init(config).map_err(|e| e.to_string())?;
-    slot.set(plugin).map_err(|_| ALREADY.to_string())
+    let credentials = plugin.credentials().to_vec();
+    slot.set(plugin).map_err(|_| ALREADY.to_string())?;
+    Ok(credentials)
 }
 
 /// Decides with the plugin, or denies if `init` has not succeeded.
@@ -33,14 +36,17 @@ pub fn authenticate<P: Plugin>(
 #[cfg(all(test, feature = "testing"))]
 mod tests {
     use super::*;
+    use crate::InitError;
     use crate::testing::{RequestBuilder, TestHost};
-    use crate::{AuthMode, InitError};
 
     struct Echo(String);
 
     impl Plugin for Echo {
         fn init(config: PluginConfig) -> Result<Self, InitError> {
             Ok(Echo(config.settings::<String>()?))
+        }
+        fn credentials(&self) -> &[CredentialKind] {
+            &[CredentialKind::None]
         }
         fn authenticate(&self, _: &AuthRequest, _: &dyn Host) -> Decision {
             Decision::deny(self.0.clone())
@@ -50,7 +56,7 @@ mod tests {
     #[test]
     fn init_once_then_decide() {
         let slot = OnceLock::new();
-        let request = RequestBuilder::new(AuthMode::Noauth).build();
+        let request = RequestBuilder::new("noauth").build();
         let host = TestHost::new();
         assert_eq!(
             authenticate::<Echo>(&slot, &request, &host),
@@ -61,7 +67,10 @@ mod tests {
             Err("settings: invalid type: integer `1`, expected a string".into())
         );
         assert!(init::<Echo>(&slot, "nope").is_err());
-        init::<Echo>(&slot, r#"{"permissions": null, "settings": "hi"}"#).unwrap();
+        assert_eq!(
+            init::<Echo>(&slot, r#"{"permissions": null, "settings": "hi"}"#),
+            Ok(vec![CredentialKind::None])
+        );
         assert_eq!(
             init::<Echo>(&slot, r#"{"settings": "again"}"#),
             Err(ALREADY.into())

@@ -1,13 +1,16 @@
 //! Guest SDK for nats-callout plugins.
 //!
 //! A plugin is a Rust type implementing [`Plugin`]; [`export_plugin!`] turns it into a
-//! WebAssembly component of the WIT world `nats-callout:plugin/plugin@0.1.0` when built for
-//! `wasm32-wasip2`. Plugin code sees only this crate's plain types and the [`Host`] trait,
-//! never wit-bindgen's, so the same crate also compiles natively: unit tests run it against
-//! [`testing::TestHost`] (feature `testing`), and benchmarks can call it directly.
+//! WebAssembly component of the WIT world `nats-callout:plugin/plugin@0.2.0` (the WIT
+//! ships in this crate, `wit/v0.2.0/`) when built for `wasm32-wasip2`. Plugin code sees
+//! only this crate's plain types and the [`Host`] trait, never wit-bindgen's, so the same
+//! crate also compiles natively: unit tests run it against [`testing::TestHost`]
+//! (feature `testing`).
 //!
 //! ```
-//! use nats_callout_sdk::{AuthMode, AuthRequest, Decision, Host, InitError, Plugin, PluginConfig};
+//! use nats_callout_sdk::{
+//!     AuthRequest, Credential, CredentialKind, Decision, Host, InitError, Plugin, PluginConfig,
+//! };
 //!
 //! struct Hello;
 //!
@@ -15,9 +18,12 @@
 //!     fn init(_config: PluginConfig) -> Result<Self, InitError> {
 //!         Ok(Hello)
 //!     }
+//!     fn credentials(&self) -> &[CredentialKind] {
+//!         &[CredentialKind::None]
+//!     }
 //!     fn authenticate(&self, request: &AuthRequest, _host: &dyn Host) -> Decision {
-//!         match request.mode {
-//!             AuthMode::Noauth => Decision::deny("no anonymous clients here"),
+//!         match request.credential {
+//!             Credential::None => Decision::deny("no anonymous clients here"),
 //!             _ => Decision::Abstain,
 //!         }
 //!     }
@@ -25,6 +31,14 @@
 //!
 //! nats_callout_sdk::export_plugin!(Hello);
 //! ```
+
+/// One spelling of the contract version, for [`CONTRACT_VERSION`] and the component's
+/// `nats-callout-sdk` section (`concat!` takes literals only).
+macro_rules! contract_version {
+    () => {
+        "0.2.0"
+    };
+}
 
 // Lets the generated bindings name this crate by the same absolute path from inside it
 // and from the plugin crates that expand the export macro.
@@ -37,6 +51,8 @@ pub mod format;
 // Used by the wasm export only, but compiled and unit-tested natively too.
 #[cfg_attr(not(target_arch = "wasm32"), allow(dead_code))]
 mod glue;
+#[cfg(feature = "nkey")]
+pub mod nkey;
 pub mod policy;
 mod types;
 
@@ -52,9 +68,13 @@ pub use policy::{
     CompiledEntry, PermissionEntry, Permissions, Placeholders, PolicyError, SubjectKind,
 };
 pub use types::{
-    AuthMode, AuthRequest, Certificate, ClientInfo, ClientTls, ConnectOpts, Decision, Grant,
-    Limits, LogLevel, Permission, ResponsePermission, ServerInfo, VerifiedJwt,
+    AuthRequest, Certificate, ClientInfo, ClientTls, ConnectOpts, ConnectionType, Credential,
+    CredentialKind, Decision, Grant, LogLevel, Permission, ResponsePermission, Secret, ServerInfo,
+    TimeRange, VerifiedJwt,
 };
+
+/// The plugin contract this SDK builds components against.
+pub const CONTRACT_VERSION: &str = contract_version!();
 
 /// Error type of [`Plugin::init`]: anything displayable as an error (`ConfigError`,
 /// `PolicyError`, `String`, `&str` via `.into()`), so `?` works on all of them. The host
@@ -116,12 +136,20 @@ pub trait Plugin: Sized + Send + Sync + 'static {
     /// make it name the offending key (see [`ConfigError`]).
     fn init(config: PluginConfig) -> Result<Self, InitError>;
 
+    /// The credential kinds this plugin decides. The host asks it only about those, and
+    /// refuses (at load, and in `nats-callout check`) a config whose route sends it none
+    /// of them, or a route one of whose kinds no plugin of its chain takes.
+    fn credentials(&self) -> &[CredentialKind];
+
     /// Decides one connection: allow with a grant, deny with a reason (no secrets: it is
-    /// logged and sent to nats-server), or abstain to let the next plugin of the mode decide.
+    /// logged and sent to nats-server), or abstain to let the next plugin of the route
+    /// decide.
     fn authenticate(&self, request: &AuthRequest, host: &dyn Host) -> Decision;
 }
 
-/// Exports a [`Plugin`] type as the component's `init` and `authenticate`.
+/// Exports a [`Plugin`] type as the component's `init` and `authenticate`, and records
+/// the SDK and contract version in the component (custom section `nats-callout-sdk`,
+/// which the host logs at load).
 ///
 /// Expands to nothing on native targets, so plugin crates compile natively for tests.
 /// On wasm32: `init` parses the config JSON and stores the plugin in a static (a second
@@ -138,12 +166,18 @@ macro_rules! export_plugin {
             static PLUGIN: $crate::__private::OnceLock<$plugin> =
                 $crate::__private::OnceLock::new();
 
+            #[unsafe(link_section = "nats-callout-sdk")]
+            #[used]
+            static BUILT_WITH: [u8; $crate::__private::BUILT_WITH.len()] =
+                *$crate::__private::BUILT_WITH;
+
             struct Component;
 
             impl $crate::__private::Guest for Component {
                 fn init(
                     config: ::std::string::String,
-                ) -> ::std::result::Result<(), ::std::string::String> {
+                ) -> ::std::result::Result<$crate::__private::WitPluginInfo, ::std::string::String>
+                {
                     $crate::__private::init(&PLUGIN, config)
                 }
 
@@ -166,8 +200,28 @@ macro_rules! export_plugin {
 pub mod __private {
     pub use std::sync::OnceLock;
 
+    /// What [`export_plugin!`] writes into the component's `nats-callout-sdk` section.
+    pub const BUILT_WITH: &[u8; BUILT_WITH_TEXT.len()] = {
+        let mut out = [0u8; BUILT_WITH_TEXT.len()];
+        let text = BUILT_WITH_TEXT.as_bytes();
+        let mut i = 0;
+        while i < text.len() {
+            out[i] = text[i];
+            i += 1;
+        }
+        &{ out }
+    };
+    const BUILT_WITH_TEXT: &str = concat!(
+        "{\"sdk\":\"",
+        env!("CARGO_PKG_VERSION"),
+        "\",\"contract\":\"",
+        contract_version!(),
+        "\"}"
+    );
+
     #[cfg(target_arch = "wasm32")]
     pub use crate::export::{
-        Guest, WitAuthRequest, WitDecision, authenticate, bindings, init, wit_bindgen,
+        Guest, WitAuthRequest, WitDecision, WitPluginInfo, authenticate, bindings, init,
+        wit_bindgen,
     };
 }

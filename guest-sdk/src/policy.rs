@@ -29,7 +29,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
-use crate::types::{Grant, Permission, ResponsePermission};
+use crate::types::{ConnectionType, Grant, Permission, ResponsePermission, TimeRange};
 
 /// One named permissions entry. `I` holds the plugin's identifier fields (e.g. nkey's
 /// `public_key`), flattened into the same YAML mapping; `()` for none (noauth).
@@ -41,6 +41,19 @@ pub struct PermissionEntry<I = ()> {
     /// NATS account the client is placed into.
     pub account: String,
     pub permissions: Permissions,
+    /// How the client may connect (`standard`, `websocket`, `mqtt`, `leafnode`; the
+    /// upper-case spellings of nats-server's `allowed_connection_types` too); empty: any.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub allowed_connection_types: Vec<ConnectionType>,
+    /// CIDRs the client's address must be in; empty: any.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub source_networks: Vec<String>,
+    /// Daily windows (`{start: "08:00:00", end: "18:00:00"}`) in which it may connect.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub times: Vec<TimeRange>,
+    /// IANA time zone of `times`; default nats-server's local zone.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub locale: Option<String>,
 }
 
 /// The `permissions` mapping of an entry.
@@ -169,6 +182,16 @@ pub enum PolicyError {
     },
     #[error("resp.max must be -1 (unlimited) or more, not {0}")]
     InvalidResponseMax(i32),
+    #[error("source network {0:?} is not a CIDR such as 10.0.0.0/8 or 2001:db8::/32")]
+    InvalidNetwork(String),
+    #[error("time range {start:?}-{end:?}: {reason}")]
+    InvalidTimeRange {
+        start: String,
+        end: String,
+        reason: &'static str,
+    },
+    #[error("locale {0:?} is not an IANA time zone name such as Europe/Berlin or UTC")]
+    InvalidLocale(String),
     #[error("placeholder {{{{{name}}}}} in {subject:?} {problem}")]
     BadValue {
         subject: String,
@@ -211,6 +234,65 @@ pub fn validate_account(account: &str) -> Result<(), PolicyError> {
         return Err(PolicyError::InvalidAccount);
     }
     Ok(())
+}
+
+/// Checks that `cidr` is a network in CIDR notation (`10.0.0.0/8`, `2001:db8::/32`,
+/// or a bare address for one host), and returns it.
+pub fn parse_network(cidr: &str) -> Result<ipnet::IpNet, PolicyError> {
+    let bad = || PolicyError::InvalidNetwork(cidr.to_string());
+    let text = cidr.trim();
+    text.parse::<ipnet::IpNet>()
+        .or_else(|_| text.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
+        .map_err(|_| bad())
+}
+
+/// Checks a daily window as nats-server parses it (Go layout `15:04:05`): two-digit
+/// hours, minutes and seconds, and a start that is not its end (an empty window).
+pub fn validate_time_range(range: &TimeRange) -> Result<(), PolicyError> {
+    let bad = |reason| PolicyError::InvalidTimeRange {
+        start: range.start.clone(),
+        end: range.end.clone(),
+        reason,
+    };
+    let seconds = |t: &str| -> Option<u32> {
+        let b = t.as_bytes();
+        if b.len() != 8 || b[2] != b':' || b[5] != b':' {
+            return None;
+        }
+        let two = |i: usize| -> Option<u32> {
+            let (h, l) = (b[i], b[i + 1]);
+            (h.is_ascii_digit() && l.is_ascii_digit())
+                .then(|| u32::from(h - b'0') * 10 + u32::from(l - b'0'))
+        };
+        let (h, m, s) = (two(0)?, two(3)?, two(6)?);
+        (h < 24 && m < 60 && s < 60).then_some(h * 3600 + m * 60 + s)
+    };
+    let (Some(start), Some(end)) = (seconds(&range.start), seconds(&range.end)) else {
+        return Err(bad("start and end are times of day, HH:MM:SS"));
+    };
+    if start == end {
+        return Err(bad("start and end are the same time: the window is empty"));
+    }
+    Ok(())
+}
+
+/// Checks that `locale` looks like an IANA time zone name (`UTC`, `Europe/Berlin`,
+/// `America/Argentina/Buenos_Aires`, `Etc/GMT+2`). Whether the zone exists is
+/// nats-server's to know (its time zone database); it refuses the client otherwise.
+pub fn validate_locale(locale: &str) -> Result<(), PolicyError> {
+    let ok = !locale.is_empty()
+        && locale.len() <= 64
+        && !locale.starts_with('/')
+        && !locale.ends_with('/')
+        && !locale.contains("..")
+        && locale
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '/' | '_' | '-' | '+'));
+    if ok {
+        Ok(())
+    } else {
+        Err(PolicyError::InvalidLocale(locale.to_string()))
+    }
 }
 
 /// Checks that `subject` is a well-formed NATS subject or wildcard pattern: non-empty
@@ -477,6 +559,10 @@ pub struct CompiledEntry {
     account: String,
     publish: CompiledRules,
     subscribe: CompiledRules,
+    allowed_connection_types: Vec<ConnectionType>,
+    source_networks: Vec<String>,
+    times: Vec<TimeRange>,
+    locale: Option<String>,
     response: Option<ResponsePermission>,
     max_value_len: usize,
 }
@@ -507,6 +593,24 @@ impl<I> PermissionEntry<I> {
                 placeholders,
             )?,
             response,
+            allowed_connection_types: self.allowed_connection_types.clone(),
+            source_networks: self
+                .source_networks
+                .iter()
+                .map(|n| parse_network(n).map(|net| net.to_string()))
+                .collect::<Result<_, _>>()?,
+            times: self
+                .times
+                .iter()
+                .map(|t| validate_time_range(t).map(|()| t.clone()))
+                .collect::<Result<_, _>>()?,
+            locale: match &self.locale {
+                Some(l) => {
+                    validate_locale(l)?;
+                    Some(l.clone())
+                }
+                None => None,
+            },
             max_value_len: placeholders.max_value_len,
         })
     }
@@ -530,13 +634,17 @@ impl CompiledEntry {
     /// value fails the whole grant: a partial grant could allow more than intended (a
     /// dropped `deny`) or less than the client needs, and either is a silent surprise.
     ///
-    /// The grant's `name`, `expires_at`, `tags` and `limits` are left for the plugin.
+    /// The grant's `name`, `expires_at` and `proxy_required` are left for the plugin.
     pub fn grant(&self, fill: impl Fn(&str) -> Option<String>) -> Result<Grant, PolicyError> {
         Ok(Grant {
             account: self.account.clone(),
             publish: self.publish.render(&fill, self.max_value_len)?,
             subscribe: self.subscribe.render(&fill, self.max_value_len)?,
             response: self.response,
+            allowed_connection_types: self.allowed_connection_types.clone(),
+            source_networks: self.source_networks.clone(),
+            times: self.times.clone(),
+            locale: self.locale.clone(),
             ..Grant::default()
         })
     }

@@ -1,34 +1,33 @@
 //! Native test harness (feature `testing`): a [`Host`] double and request fixtures.
 //!
-//! [`TestHost`] verifies NKey signatures for real with the `nkeys` crate, the way the host
-//! and nats-server do, so plugin tests exercise real keys and real signatures; JWT and
+//! [`TestHost`] verifies NKey signatures for real, with the very rules the host applies
+//! ([`crate::nkey`]), so plugin tests exercise real keys and real signatures; JWT and
 //! certificate-chain verification answer whatever the test configures (the real checks
 //! live in the host and are tested there).
 //!
 //! ```
-//! use nats_callout_sdk::testing::{RequestBuilder, TestHost, nkeys::KeyPair};
-//! use nats_callout_sdk::{AuthMode, Host};
+//! use nats_callout_sdk::testing::{RequestBuilder, TestHost, sign_nonce, nkeys::KeyPair};
+//! use nats_callout_sdk::{Credential, Host};
 //!
 //! let user = KeyPair::new_user();
-//! let request = RequestBuilder::new(AuthMode::Nkey)
-//!     .signed_by(&user, "nonce-123")
-//!     .build();
+//! let request = RequestBuilder::new("nkey").nkey(user.public_key()).build();
+//! assert_eq!(request.credential, Credential::Nkey(user.public_key()));
+//! // A plugin verifying some other signature of the client's key:
 //! let host = TestHost::new();
-//! // What a plugin's `authenticate(&request, &host)` would call:
-//! let (nkey, sig) = (request.connect.nkey.unwrap(), request.connect.sig.unwrap());
-//! assert!(host.verify_nkey_signature(&nkey, b"nonce-123", &sig).is_ok());
+//! let sig = sign_nonce(&user, "challenge");
+//! assert!(host.verify_nkey_signature(&user.public_key(), b"challenge", &sig).is_ok());
 //! ```
 
 use std::sync::Mutex;
 
 use base64::Engine as _;
-use base64::engine::general_purpose::{STANDARD_NO_PAD, URL_SAFE_NO_PAD};
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 
 pub use nkeys;
-use nkeys::{KeyPair, KeyPairType};
+use nkeys::KeyPair;
 
 use crate::{
-    AuthMode, AuthRequest, ClientTls, Host, LogLevel, PluginConfig, ServerInfo, VerifiedJwt,
+    AuthRequest, ClientTls, Credential, Host, LogLevel, PluginConfig, Secret, VerifiedJwt,
 };
 
 type JwtFn = dyn Fn(&str) -> Result<VerifiedJwt, String> + Send + Sync;
@@ -109,7 +108,8 @@ impl Host for TestHost {
         payload: &[u8],
         signature: &str,
     ) -> Result<(), String> {
-        verify_nkey_signature(public_key, payload, signature)
+        crate::nkey::verify_user_signature(public_key, payload, signature)
+            .map_err(|e| e.to_string())
     }
 
     fn verify_jwt(&self, token: &str) -> Result<VerifiedJwt, String> {
@@ -119,27 +119,6 @@ impl Host for TestHost {
     fn verify_certificate_chain(&self, chain: &[String]) -> Result<(), String> {
         (self.verify_chain)(chain)
     }
-}
-
-/// What the host does for `verify-nkey-signature`: `public_key` must be a user key, and
-/// `signature` base64 in any of the four spellings nats-server accepts (URL-safe or
-/// standard alphabet, padded or not).
-pub fn verify_nkey_signature(
-    public_key: &str,
-    payload: &[u8],
-    signature: &str,
-) -> Result<(), String> {
-    let key = KeyPair::from_public_key(public_key).map_err(|_| "invalid nkey public key")?;
-    if key.key_pair_type() != KeyPairType::User {
-        return Err("nkey is not a user key".into());
-    }
-    let unpadded = signature.trim_end_matches('=');
-    let sig = URL_SAFE_NO_PAD
-        .decode(unpadded)
-        .or_else(|_| STANDARD_NO_PAD.decode(unpadded))
-        .map_err(|_| "signature is not base64")?;
-    key.verify(payload, &sig)
-        .map_err(|_| "signature does not match".to_string())
 }
 
 /// Signs `nonce` the way NATS clients do (raw URL-safe base64 of the ed25519 signature).
@@ -167,79 +146,67 @@ pub struct RequestBuilder {
 }
 
 impl RequestBuilder {
-    pub fn new(mode: AuthMode) -> Self {
-        Self {
-            request: AuthRequest {
-                mode,
-                server: ServerInfo {
-                    name: "test-server".into(),
-                    host: "127.0.0.1".into(),
-                    id: KeyPair::new_server().public_key(),
-                    version: "2.15.1".into(),
-                    cluster: None,
-                    tags: Vec::new(),
-                },
-                user_nkey: KeyPair::new_user().public_key(),
-                client: crate::ClientInfo {
-                    host: Some("127.0.0.1".into()),
-                    id: 1,
-                    kind: Some("Client".into()),
-                    client_type: Some("nats".into()),
-                    ..Default::default()
-                },
-                connect: crate::ConnectOpts {
-                    lang: Some("rust".into()),
-                    version: Some("0.0.0".into()),
-                    protocol: Some(1),
-                    ..Default::default()
-                },
-                tls: None,
-            },
-        }
+    /// A request routed to `route` (the default routes are named `oauth2`, `mtls`,
+    /// `nkey`, `password` and `noauth`), presenting no credential until one is set.
+    pub fn new(route: impl Into<String>) -> Self {
+        let mut request = AuthRequest {
+            route: route.into(),
+            ..AuthRequest::default()
+        };
+        request.server.name = "test-server".into();
+        request.server.host = "127.0.0.1".into();
+        request.server.id = KeyPair::new_server().public_key();
+        request.server.version = "2.15.1".into();
+        request.user_nkey = KeyPair::new_user().public_key();
+        request.client.host = Some("127.0.0.1".into());
+        request.client.id = 1;
+        request.client.kind = Some("Client".into());
+        request.client.client_type = Some("nats".into());
+        request.connect.lang = Some("rust".into());
+        request.connect.version = Some("0.0.0".into());
+        request.connect.protocol = Some(1);
+        Self { request }
     }
 
-    /// `connect.nkey`.
-    pub fn nkey(mut self, public_key: impl Into<String>) -> Self {
-        self.request.connect.nkey = Some(public_key.into());
+    /// The credential.
+    pub fn credential(mut self, credential: Credential) -> Self {
+        self.request.credential = credential;
         self
     }
 
-    /// `connect.sig`.
-    pub fn sig(mut self, signature: impl Into<String>) -> Self {
-        self.request.connect.sig = Some(signature.into());
-        self
+    /// An NKey credential (the host has checked its signature before a plugin runs).
+    pub fn nkey(self, public_key: impl Into<String>) -> Self {
+        self.credential(Credential::Nkey(public_key.into()))
+    }
+
+    /// A bearer token (an `auth_token`, or the password of user `oauthtoken`).
+    pub fn bearer_token(self, token: impl Into<String>) -> Self {
+        self.credential(Credential::BearerToken(Secret::new(token)))
+    }
+
+    /// Username and password (also `client.user`, as the server reports it).
+    pub fn user_password(mut self, user: impl Into<String>, pass: impl Into<String>) -> Self {
+        let username = user.into();
+        self.request.client.user = Some(username.clone());
+        self.credential(Credential::UserPassword {
+            username,
+            password: Secret::new(pass),
+        })
+    }
+
+    /// A NATS user JWT.
+    pub fn user_jwt(self, jwt: impl Into<String>) -> Self {
+        self.credential(Credential::UserJwt(Secret::new(jwt)))
+    }
+
+    /// A verified certificate chain (leaf first) as the credential, in `tls`.
+    pub fn certificate(self, tls: ClientTls) -> Self {
+        self.credential(Credential::Certificate).tls(tls)
     }
 
     /// `client.nonce`.
     pub fn nonce(mut self, nonce: impl Into<String>) -> Self {
         self.request.client.nonce = Some(nonce.into());
-        self
-    }
-
-    /// Sets `nkey`, `nonce` and a real `sig` of `nonce` by `key`, as a NATS client would.
-    pub fn signed_by(self, key: &KeyPair, nonce: &str) -> Self {
-        let sig = sign_nonce(key, nonce);
-        self.nkey(key.public_key()).nonce(nonce).sig(sig)
-    }
-
-    /// `connect.jwt`.
-    pub fn jwt(mut self, jwt: impl Into<String>) -> Self {
-        self.request.connect.jwt = Some(jwt.into());
-        self
-    }
-
-    /// `connect.auth_token`.
-    pub fn auth_token(mut self, token: impl Into<String>) -> Self {
-        self.request.connect.auth_token = Some(token.into());
-        self
-    }
-
-    /// `connect.user` and `connect.pass` (also `client.user`, as the server reports it).
-    pub fn user_pass(mut self, user: impl Into<String>, pass: impl Into<String>) -> Self {
-        let user = user.into();
-        self.request.client.user = Some(user.clone());
-        self.request.connect.user = Some(user);
-        self.request.connect.pass = Some(pass.into());
         self
     }
 
@@ -283,38 +250,27 @@ impl RequestBuilder {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use base64::engine::general_purpose::{STANDARD, URL_SAFE};
 
     #[test]
-    fn nkey_signatures_in_every_base64_spelling() {
+    fn nkey_signatures_as_the_host_checks_them() {
         let user = KeyPair::new_user();
-        let raw = user.sign(b"nonce").unwrap();
         let host = TestHost::new();
-        for engine in [URL_SAFE_NO_PAD, URL_SAFE, STANDARD_NO_PAD, STANDARD] {
-            let sig = engine.encode(&raw);
-            host.verify_nkey_signature(&user.public_key(), b"nonce", &sig)
-                .unwrap();
-        }
         let sig = sign_nonce(&user, "nonce");
+        host.verify_nkey_signature(&user.public_key(), b"nonce", &sig)
+            .unwrap();
         assert_eq!(
             host.verify_nkey_signature(&user.public_key(), b"other", &sig),
-            Err("signature does not match".into())
-        );
-        assert!(
-            host.verify_nkey_signature(&KeyPair::new_user().public_key(), b"nonce", &sig)
-                .is_err()
-        );
-        assert_eq!(
-            host.verify_nkey_signature(&user.public_key(), b"nonce", "!!"),
-            Err("signature is not base64".into())
+            Err("signature does not verify".into())
         );
         let account = KeyPair::new_account();
-        let sig = sign_nonce(&account, "nonce");
         assert_eq!(
-            host.verify_nkey_signature(&account.public_key(), b"nonce", &sig),
-            Err("nkey is not a user key".into())
+            host.verify_nkey_signature(
+                &account.public_key(),
+                b"nonce",
+                &sign_nonce(&account, "nonce")
+            ),
+            Err("nkey is not a user key (U...)".into())
         );
-        assert!(host.verify_nkey_signature("UBAD", b"nonce", &sig).is_err());
     }
 
     #[test]
@@ -337,18 +293,20 @@ mod tests {
 
     #[test]
     fn builder() {
-        let user = KeyPair::new_user();
-        let r = RequestBuilder::new(AuthMode::Nkey)
-            .signed_by(&user, "n1")
+        let r = RequestBuilder::new("devices")
+            .user_password("dev-1", "s3cret")
             .client_name("c")
             .build();
-        assert_eq!(r.connect.nkey.as_deref(), Some(user.public_key().as_str()));
-        assert_eq!(r.client.nonce.as_deref(), Some("n1"));
+        assert_eq!(r.route, "devices");
+        assert_eq!(r.client.user.as_deref(), Some("dev-1"));
         assert_eq!(r.client.name.as_deref(), Some("c"));
-        verify_nkey_signature(&user.public_key(), b"n1", r.connect.sig.as_deref().unwrap())
-            .unwrap();
+        assert_eq!(r.credential.kind(), crate::CredentialKind::UserPassword);
         // Debug never shows credentials.
         let shown = format!("{r:?}");
-        assert!(!shown.contains(r.connect.sig.as_deref().unwrap()));
+        assert!(!shown.contains("s3cret"), "{shown}");
+        assert!(
+            format!("{:?}", RequestBuilder::new("t").bearer_token("tok").build())
+                .contains("<redacted>")
+        );
     }
 }

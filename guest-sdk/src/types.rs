@@ -1,4 +1,4 @@
-//! Plain Rust mirrors of the WIT types (`guest-sdk/wit/v0.1.0/plugin.wit`, interface `types`).
+//! Plain Rust mirrors of the WIT types (`guest-sdk/wit/v0.2.0/plugin.wit`, interface `types`).
 //!
 //! Plugins see only these, never wit-bindgen's generated types, so the same plugin code
 //! compiles natively (unit tests, benchmarks) and to a component. Field meanings are the
@@ -10,39 +10,121 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize, de::DeserializeOwned};
 
-/// The authentication mode the host routed a request to.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum AuthMode {
-    /// Username `oauthtoken` with an access token as password, or an `auth_token`.
-    Oauth2,
-    /// nats-server verified a client certificate chain.
-    Mtls,
-    /// `nkey` and `sig` in CONNECT.
+/// The kinds of credential the host tells apart; routes match on them, and a plugin says
+/// which it decides ([`crate::Plugin::credentials`]).
+#[non_exhaustive]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum CredentialKind {
+    /// Nothing at all: an anonymous client.
+    None,
+    /// An `auth_token`, or the password of user `oauthtoken`.
+    BearerToken,
+    /// Username and password.
+    UserPassword,
+    /// An NKey whose signature over the server nonce the host verified.
     Nkey,
-    /// No credential at all.
-    Noauth,
+    /// A client certificate chain nats-server verified.
+    Certificate,
+    /// A NATS user JWT (operator mode).
+    UserJwt,
 }
 
-impl AuthMode {
-    /// The mode's name as it appears in configuration and metrics.
+impl CredentialKind {
+    pub const ALL: [CredentialKind; 6] = [
+        CredentialKind::None,
+        CredentialKind::BearerToken,
+        CredentialKind::UserPassword,
+        CredentialKind::Nkey,
+        CredentialKind::Certificate,
+        CredentialKind::UserJwt,
+    ];
+
+    /// The name in configuration, metrics and logs: `bearer-token`, `user-password`, ...
     pub fn as_str(self) -> &'static str {
         match self {
-            AuthMode::Oauth2 => "oauth2",
-            AuthMode::Mtls => "mtls",
-            AuthMode::Nkey => "nkey",
-            AuthMode::Noauth => "noauth",
+            CredentialKind::None => "none",
+            CredentialKind::BearerToken => "bearer-token",
+            CredentialKind::UserPassword => "user-password",
+            CredentialKind::Nkey => "nkey",
+            CredentialKind::Certificate => "certificate",
+            CredentialKind::UserJwt => "user-jwt",
         }
     }
 }
 
-impl fmt::Display for AuthMode {
+impl fmt::Display for CredentialKind {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.as_str())
     }
 }
 
+/// A secret value (a token, a password): `Debug` never shows it, and reading it takes a
+/// deliberate [`Secret::expose`].
+#[derive(Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(value: impl Into<String>) -> Self {
+        Self(value.into())
+    }
+
+    /// The value. Never log it, never put it in a deny reason.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+
+    pub fn into_inner(self) -> String {
+        self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("<redacted>")
+    }
+}
+
+/// The one credential the client presented. When it sent several, the first of bearer
+/// token, certificate, nkey, user JWT, username/password counts; the verified certificate
+/// chain is in [`AuthRequest::tls`] whatever the credential.
+#[non_exhaustive]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Credential {
+    /// Nothing at all: an anonymous client.
+    #[default]
+    None,
+    /// An `auth_token`, or the password of user `oauthtoken` (NATS and MQTT).
+    BearerToken(Secret),
+    /// Username and password (NATS `user`/`pass`, MQTT username/password).
+    UserPassword { username: String, password: Secret },
+    /// The client's public NKey (`U...`); the host has verified its signature over the
+    /// server nonce.
+    Nkey(String),
+    /// nats-server verified a client certificate chain (`tls.verified_chain`, leaf
+    /// first); with a CA bundle configured, the host has verified it against that too.
+    Certificate,
+    /// A NATS user JWT, as nats-server passes it in operator mode.
+    UserJwt(Secret),
+}
+
+impl Credential {
+    pub fn kind(&self) -> CredentialKind {
+        match self {
+            Credential::None => CredentialKind::None,
+            Credential::BearerToken(_) => CredentialKind::BearerToken,
+            Credential::UserPassword { .. } => CredentialKind::UserPassword,
+            Credential::Nkey(_) => CredentialKind::Nkey,
+            Credential::Certificate => CredentialKind::Certificate,
+            Credential::UserJwt(_) => CredentialKind::UserJwt,
+        }
+    }
+}
+
 /// The nats-server that asked (`server_id` in the request).
+#[non_exhaustive]
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default)]
 pub struct ServerInfo {
@@ -56,6 +138,7 @@ pub struct ServerInfo {
 }
 
 /// The connecting client as nats-server describes it (`client_info`).
+#[non_exhaustive]
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default)]
 pub struct ClientInfo {
@@ -75,46 +158,20 @@ pub struct ClientInfo {
     pub nonce: Option<String>,
 }
 
-/// What the client put in its CONNECT (`connect_opts`).
-///
-/// `Debug` redacts the credential fields (`jwt`, `sig`, `auth_token`, `pass`) so that
-/// logging a request by accident never leaks a secret.
-#[derive(Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+/// What the client put in its CONNECT (`connect_opts`) besides its credential, which is
+/// [`AuthRequest::credential`].
+#[non_exhaustive]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default)]
 pub struct ConnectOpts {
-    pub jwt: Option<String>,
-    pub nkey: Option<String>,
-    pub sig: Option<String>,
-    pub auth_token: Option<String>,
-    pub user: Option<String>,
-    pub pass: Option<String>,
     pub name: Option<String>,
     pub lang: Option<String>,
     pub version: Option<String>,
     pub protocol: Option<i32>,
 }
 
-impl fmt::Debug for ConnectOpts {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        fn redact(v: &Option<String>) -> Option<&'static str> {
-            v.as_ref().map(|_| "<redacted>")
-        }
-        f.debug_struct("ConnectOpts")
-            .field("jwt", &redact(&self.jwt))
-            .field("nkey", &self.nkey)
-            .field("sig", &redact(&self.sig))
-            .field("auth_token", &redact(&self.auth_token))
-            .field("user", &self.user)
-            .field("pass", &redact(&self.pass))
-            .field("name", &self.name)
-            .field("lang", &self.lang)
-            .field("version", &self.version)
-            .field("protocol", &self.protocol)
-            .finish()
-    }
-}
-
 /// One certificate, parsed by the host from the PEM nats-server sent.
+#[non_exhaustive]
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default)]
 pub struct Certificate {
@@ -135,6 +192,7 @@ pub struct Certificate {
 }
 
 /// TLS state of the connection; only the chain nats-server *verified* is passed on.
+#[non_exhaustive]
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default)]
 pub struct ClientTls {
@@ -145,19 +203,18 @@ pub struct ClientTls {
 }
 
 /// One decoded and already-verified authorization request.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
 pub struct AuthRequest {
-    pub mode: AuthMode,
-    #[serde(default)]
+    /// The route of the operator's config that matched, whose plugin chain decides.
+    pub route: String,
+    pub credential: Credential,
     pub server: ServerInfo,
     /// The per-connection key nats-server generated; the host makes it the user JWT's `sub`.
-    #[serde(default)]
     pub user_nkey: String,
-    #[serde(default)]
     pub client: ClientInfo,
-    #[serde(default)]
     pub connect: ConnectOpts,
-    #[serde(default)]
     pub tls: Option<ClientTls>,
 }
 
@@ -176,33 +233,105 @@ pub struct ResponsePermission {
     pub ttl_millis: u64,
 }
 
-/// NATS limits; -1 means unlimited.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Limits {
-    pub subs: i64,
-    pub data: i64,
-    pub payload: i64,
+/// A daily window in which a client may connect: `HH:MM:SS` to `HH:MM:SS`; a window
+/// whose end is before its start spans midnight.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TimeRange {
+    pub start: String,
+    pub end: String,
+}
+
+/// How a client connects, as nats-server reports it.
+#[non_exhaustive]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ConnectionType {
+    /// A NATS client over TCP (client type `nats`).
+    #[serde(alias = "STANDARD")]
+    Standard,
+    #[serde(alias = "WEBSOCKET")]
+    Websocket,
+    /// MQTT over TCP or WebSocket.
+    #[serde(alias = "MQTT", alias = "MQTT_WS")]
+    Mqtt,
+    /// A leaf node over TCP or WebSocket.
+    #[serde(alias = "LEAFNODE", alias = "LEAFNODE_WS")]
+    Leafnode,
+}
+
+impl ConnectionType {
+    pub const ALL: [ConnectionType; 4] = [
+        ConnectionType::Standard,
+        ConnectionType::Websocket,
+        ConnectionType::Mqtt,
+        ConnectionType::Leafnode,
+    ];
+
+    /// The type of a client's connection, from nats-server's `client_info`.
+    pub fn of(client: &ClientInfo) -> Option<Self> {
+        Self::from_nats(
+            client.kind.as_deref().unwrap_or_default(),
+            client.client_type.as_deref().unwrap_or_default(),
+        )
+    }
+
+    /// The type from `client_info`'s `kind` and `type`: `Leafnode`, else `nats`,
+    /// `websocket` or `mqtt`.
+    pub fn from_nats(kind: &str, client_type: &str) -> Option<Self> {
+        if kind == "Leafnode" {
+            return Some(ConnectionType::Leafnode);
+        }
+        match client_type {
+            "nats" => Some(ConnectionType::Standard),
+            "websocket" => Some(ConnectionType::Websocket),
+            "mqtt" => Some(ConnectionType::Mqtt),
+            _ => None,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ConnectionType::Standard => "standard",
+            ConnectionType::Websocket => "websocket",
+            ConnectionType::Mqtt => "mqtt",
+            ConnectionType::Leafnode => "leafnode",
+        }
+    }
 }
 
 /// What an admitted client may do.
+///
+/// What nats-server (2.10 to 2.15) does with it for an auth-callout user: it applies the
+/// account, the permissions, `response`, `expires_at` (it drops the connection then),
+/// `times` with `locale`, `proxy_required` (2.12+) and `name` (as the user name it
+/// reports). It does *not* check `allowed_connection_types` or `source_networks` for
+/// such users, so the host checks both before it signs. A user's limits (`subs`,
+/// `payload`, `data`) and tags are not applied to auth-callout users at all, so the
+/// grant has none: bound connections with the account's limits.
+#[non_exhaustive]
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default)]
 pub struct Grant {
     /// Target account (config mode: an account name in the server's config).
     pub account: String,
-    /// Display name shown in server monitoring; empty keeps the client's own.
+    /// The user name nats-server reports for the connection; empty keeps its own.
     pub name: String,
     pub publish: Permission,
     pub subscribe: Permission,
     pub response: Option<ResponsePermission>,
     /// Unix seconds after which the server must drop the connection. The host never extends it.
     pub expires_at: Option<i64>,
-    /// Carried in the user JWT, but nats-server (2.10 to 2.15) applies neither `tags`
-    /// nor `limits` to auth-callout users: it reads user limits only from a JWT the
-    /// client itself presented. The account's and the server's limits are what bind.
-    pub tags: Vec<String>,
-    /// See `tags`.
-    pub limits: Option<Limits>,
+    /// Daily windows in which the client may connect; empty: any time.
+    pub times: Vec<TimeRange>,
+    /// IANA time zone of `times` (`Europe/Berlin`); `None`: nats-server's local zone.
+    pub locale: Option<String>,
+    /// The connection types admitted; empty: any.
+    pub allowed_connection_types: Vec<ConnectionType>,
+    /// CIDRs the client's address must be in; empty: any.
+    pub source_networks: Vec<String>,
+    /// Admit the client only through a trusted proxy (nats-server 2.12+).
+    pub proxy_required: bool,
 }
 
 /// A plugin's answer for one connection.
@@ -216,7 +345,7 @@ pub enum Decision {
     Allow(Grant),
     /// Refuse the client; the reason goes to logs and to nats-server, so keep secrets out.
     Deny(String),
-    /// Not mine: the host asks the next plugin of this mode, and denies if none is left.
+    /// Not mine: the host asks the next plugin of the route, and denies if none is left.
     Abstain,
 }
 

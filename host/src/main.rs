@@ -154,15 +154,10 @@ fn check(config: &Path) -> Result<()> {
     let cfg = Config::load(config)?;
     let authorizer = Authorizer::from_config(&cfg, Metrics::new())?;
     Service::check(&cfg)?;
-    let modes: Vec<_> = authorizer
-        .enabled_modes()
-        .iter()
-        .map(|m| m.as_str())
-        .collect();
     println!(
-        "ok: {} NATS server(s), modes [{}], issuer {}",
+        "ok: {} NATS server(s), routes [{}], issuer {}",
         cfg.nats.len(),
-        modes.join(", "),
+        authorizer.route_names().join(", "),
         authorizer.issuer_public_key()
     );
     Ok(())

@@ -172,10 +172,9 @@ async fn hostile_requests_get_clear_errors_and_service_continues() -> Result<()>
 /// might) never sees a forged or missing signature.
 #[tokio::test]
 async fn the_host_checks_the_nkey_signature_before_any_plugin() -> Result<()> {
-    let s = setup(
-        "plugins:\n  - { mode: nkey, path: misbehave.wasm, settings: { behaviour: allow } }\n",
-    )
-    .await?;
+    let s =
+        setup("plugins:\n  - { mode: nkey, builtin: misbehave, settings: { behaviour: allow } }\n")
+            .await?;
     let device = nkeys::KeyPair::new_user();
     let pk = device.public_key();
     let signed = |key: &nkeys::KeyPair, nonce: &str| {
@@ -283,8 +282,8 @@ async fn trapping_plugin_denies_with_cause_and_host_keeps_serving() -> Result<()
     // real nkey plugin, which must keep working right beside it.
     let device = nkeys::KeyPair::new_user();
     let yaml = format!(
-        "plugins:\n  - {{ mode: noauth, path: misbehave.wasm, settings: {{ behaviour: trap }} }}\n  \
-         - {{ mode: nkey, path: nkey.wasm }}\npermissions:\n  nkey:\n    dev:\n      public_key: {}\n      \
+        "plugins:\n  - {{ mode: noauth, builtin: misbehave, settings: {{ behaviour: trap }} }}\n  \
+         - {{ mode: nkey, builtin: nkey }}\npermissions:\n  nkey:\n    dev:\n      public_key: {}\n      \
          account: DEVICES\n      permissions: {{ pub: {{ allow: [\"device-state.dev\"] }} }}\n",
         device.public_key()
     );

@@ -166,7 +166,7 @@ fn default_values_make_a_config_that_check_accepts() -> Result<()> {
     let values = defaults()?;
     let out = check(&values, "values.yaml")?;
     // Nothing configured: only the fallback (anonymous, public.>) is on.
-    assert!(out.contains("modes [noauth]"), "{out}");
+    assert!(out.contains("routes [noauth]"), "{out}");
     let replicas = path(&values, &["auth-callout", "replicaCount"]).and_then(Value::as_u64);
     assert!(replicas >= Some(2), "replicas share load: {replicas:?}");
     Ok(())
@@ -205,7 +205,7 @@ fn example_values_make_configs_that_check_accept() -> Result<()> {
             .into_iter()
             .filter(|m| configured.iter().any(|c| c == m))
             .collect();
-        let want = format!("modes [{}]", expected.join(", "));
+        let want = format!("routes [{}]", expected.join(", "));
         assert!(out.contains(&want), "{label}: expected {want} in {out}");
     }
     Ok(())

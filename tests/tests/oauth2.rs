@@ -730,7 +730,7 @@ async fn a_reload_during_a_provider_outage_keeps_the_keys() -> Result<()> {
 async fn a_grant_never_outlives_the_verified_token() -> Result<()> {
     let d = deploy("").await?;
     d.reload_with(|yaml| {
-        yaml + "plugins:\n  - { mode: oauth2, path: misbehave.wasm, \
+        yaml + "plugins:\n  - { mode: oauth2, builtin: misbehave, \
                 settings: { behaviour: verify-jwt, account: CSC } }\n"
     })
     .await?;

@@ -111,7 +111,7 @@ fn slow_deployment(ms: u64, extra: &str) -> Result<(Keys, NatsServer, String)> {
     ))?;
     let yaml = format!(
         "nats:\n  - url: {}\n    nkey_seed_file: nkey-seed\nissuer_seed_file: issuer-seed\n\
-         plugins:\n  - {{ mode: noauth, path: misbehave.wasm, settings: {{ behaviour: \"slow:{ms}\" }} }}\n\
+         plugins:\n  - {{ mode: noauth, builtin: misbehave, settings: {{ behaviour: \"slow:{ms}\" }} }}\n\
          limits: {{ plugin_timeout: {}ms }}\n{extra}",
         server.url(),
         ms + 4000
@@ -586,7 +586,7 @@ async fn a_plugin_cannot_flood_or_forge_the_log() -> Result<()> {
     let server = NatsServer::start(&callout_server_config(&keys, false))?;
     let yaml = format!(
         "nats:\n  - url: {}\n    nkey_seed_file: nkey-seed\nissuer_seed_file: issuer-seed\n\
-         plugins:\n  - {{ mode: noauth, path: misbehave.wasm, settings: {{ behaviour: log-flood }} }}\n",
+         plugins:\n  - {{ mode: noauth, builtin: misbehave, settings: {{ behaviour: log-flood }} }}\n",
         server.url()
     );
     let (callout, _dir) = run_binary(&keys, &yaml, &[], &[]).await?;
@@ -798,7 +798,7 @@ async fn check_accepts_a_good_config_and_names_what_is_broken() -> Result<()> {
     let (ok, out, err) = run_check(&good)?;
     assert!(ok, "{err}");
     assert!(
-        out.starts_with("ok: 1 NATS server(s), modes [nkey, noauth]"),
+        out.starts_with("ok: 1 NATS server(s), routes [nkey, noauth]"),
         "{out}"
     );
 

@@ -21,7 +21,7 @@ async fn services_connect_with_their_api_keys() -> Result<()> {
         .collect();
     let yaml = format!(
         "nats:\n  - {{ url: {}, nkey_seed_file: nkey-seed }}\nissuer_seed_file: issuer-seed\n\
-         plugins:\n  - mode: oauth2\n    path: apikey.wasm\n    settings:\n      keys:\n        \
+         plugins:\n  - mode: oauth2\n    builtin: apikey\n    settings:\n      keys:\n        \
          billing:\n          sha256: {digest}\n          account: DEVICES\n          permissions:\n            \
          pub: {{ allow: [\"billing.{{{{name}}}}.>\"] }}\n",
         server.url()

@@ -26,8 +26,8 @@ async fn setup(behaviour: &str, limits: &str) -> Result<Setup> {
     let mut inject = Injector::start(&keys.issuer.public_key())?;
     let yaml = format!(
         "nats:\n  - {{ name: main, url: {}, nkey_seed_file: nkey-seed }}\n{}issuer_seed_file: issuer-seed\n\
-         plugins:\n  - {{ mode: noauth, path: misbehave.wasm, settings: {{ behaviour: \"{behaviour}\" }}, limits: {limits} }}\n  \
-         - {{ mode: nkey, path: nkey.wasm }}\n\
+         plugins:\n  - {{ mode: noauth, builtin: misbehave, settings: {{ behaviour: \"{behaviour}\" }}, limits: {limits} }}\n  \
+         - {{ mode: nkey, builtin: nkey }}\n\
          permissions:\n  nkey:\n    dev:\n      public_key: {}\n      account: DEVICES\n      \
          permissions: {{ pub: {{ allow: [\"device-state.dev\"] }} }}\n",
         server.url(),

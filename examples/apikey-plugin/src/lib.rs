@@ -23,8 +23,8 @@
 use std::collections::BTreeMap;
 
 use nats_callout_sdk::{
-    AuthMode, AuthRequest, CompiledEntry, ConfigError, Decision, Host, InitError, PermissionEntry,
-    Placeholders, Plugin, PluginConfig,
+    AuthRequest, CompiledEntry, ConfigError, Credential, CredentialKind, Decision, Host, InitError,
+    PermissionEntry, Placeholders, Plugin, PluginConfig,
 };
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
@@ -67,14 +67,15 @@ impl Plugin for ApiKeyPlugin {
         Ok(Self { by_digest })
     }
 
+    fn credentials(&self) -> &[CredentialKind] {
+        &[CredentialKind::BearerToken]
+    }
+
     fn authenticate(&self, request: &AuthRequest, host: &dyn Host) -> Decision {
-        if request.mode != AuthMode::Oauth2 {
-            return Decision::Abstain;
-        }
-        let Some(key) = request.connect.auth_token.as_deref() else {
+        let Credential::BearerToken(key) = &request.credential else {
             return Decision::Abstain;
         };
-        let Some((name, policy)) = self.by_digest.get(&sha256_hex(key)) else {
+        let Some((name, policy)) = self.by_digest.get(&sha256_hex(key.expose())) else {
             host.debug("not a configured API key"); // never log the key itself
             return Decision::Abstain;
         };
@@ -117,9 +118,7 @@ mod tests {
     }
 
     fn decide(p: &ApiKeyPlugin, token: &str) -> Decision {
-        let request = RequestBuilder::new(AuthMode::Oauth2)
-            .auth_token(token)
-            .build();
+        let request = RequestBuilder::new("services").bearer_token(token).build();
         p.authenticate(&request, &TestHost::new())
     }
 
@@ -139,8 +138,13 @@ mod tests {
     fn other_tokens_and_modes_are_not_its_business() {
         let p = plugin(billing()).unwrap();
         assert_eq!(decide(&p, "another-key"), Decision::Abstain);
-        let nkey = RequestBuilder::new(AuthMode::Nkey).build();
-        assert_eq!(p.authenticate(&nkey, &TestHost::new()), Decision::Abstain);
+        let password = RequestBuilder::new("services")
+            .user_password("billing", "s3cret-key")
+            .build();
+        assert_eq!(
+            p.authenticate(&password, &TestHost::new()),
+            Decision::Abstain
+        );
     }
 
     #[test]

@@ -36,21 +36,19 @@ fn parse_pem(index: usize, pem: &str) -> Result<Certificate, CertError> {
         x509_parser::pem::parse_x509_pem(pem.as_bytes()).map_err(|_| CertError::Pem(index))?;
     let (_, cert) =
         X509Certificate::from_der(&block.contents).map_err(|_| CertError::Der(index))?;
-    let mut out = Certificate {
-        pem: pem.to_owned(),
-        subject: rfc4514(cert.subject()),
-        // Every CN, whatever its string type: a CN the parser could not read must still
-        // count, or a two-CN certificate would pass for a one-CN one.
-        common_names: cert
-            .subject()
-            .iter_common_name()
-            .map(|cn| attr_value(cn.attr_value()).unwrap_or_else(|| hex_value(cn)))
-            .collect(),
-        not_before: cert.validity().not_before.timestamp(),
-        not_after: cert.validity().not_after.timestamp(),
-        fingerprint_sha256: hex(&Sha256::digest(&block.contents)),
-        ..Default::default()
-    };
+    let mut out = Certificate::default();
+    out.pem = pem.to_owned();
+    out.subject = rfc4514(cert.subject());
+    // Every CN, whatever its string type: a CN the parser could not read must still
+    // count, or a two-CN certificate would pass for a one-CN one.
+    out.common_names = cert
+        .subject()
+        .iter_common_name()
+        .map(|cn| attr_value(cn.attr_value()).unwrap_or_else(|| hex_value(cn)))
+        .collect();
+    out.not_before = cert.validity().not_before.timestamp();
+    out.not_after = cert.validity().not_after.timestamp();
+    out.fingerprint_sha256 = hex(&Sha256::digest(&block.contents));
     if let Ok(Some(san)) = cert.subject_alternative_name() {
         for name in &san.value.general_names {
             match name {

@@ -198,16 +198,30 @@ pub struct User<'a> {
     pub subscribe: Permission<'a>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub resp: Option<ResponsePermission>,
-    /// -1 = unlimited. Always sent: a missing value decodes as 0 in Go.
+    /// -1 = unlimited. Always sent: a missing value decodes as 0 in Go. (nats-server
+    /// applies no user limits to auth-callout users; the account's bind.)
     pub subs: i64,
     pub data: i64,
     pub payload: i64,
+    /// CIDRs (`CIDRList`: a JSON array of strings).
     #[serde(skip_serializing_if = "<[String]>::is_empty")]
-    pub tags: &'a [String],
+    pub src: &'a [String],
+    #[serde(skip_serializing_if = "<[TimeRange]>::is_empty")]
+    pub times: &'a [TimeRange],
+    /// The IANA zone of `times` (Go's `Locale`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub times_location: Option<&'a str>,
+    /// nats-server's names: `STANDARD`, `WEBSOCKET`, `MQTT`, `MQTT_WS`, `LEAFNODE`, ...
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub allowed_connection_types: Vec<&'static str>,
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub proxy_required: bool,
     #[serde(rename = "type")]
     pub kind: &'static str,
     pub version: u32,
 }
+
+pub use nats_callout_sdk::TimeRange;
 
 #[derive(Debug, Serialize)]
 pub struct Permission<'a> {

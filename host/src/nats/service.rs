@@ -12,7 +12,7 @@ use crate::nats::keys::{KeyError, SeedSource};
 use crate::ops::config::{Config, NatsConfig};
 use crate::pipeline::authorizer::{Shared, Verdict};
 use crate::pipeline::request::XKEY_HEADER;
-use crate::pipeline::routing::Mode;
+use nats_callout_sdk::CredentialKind;
 
 /// Environment overrides of the NATS credentials: the seed for entries without `user`,
 /// the password for entries with one.
@@ -65,7 +65,7 @@ impl Service {
         let mut tasks = Vec::new();
         let mut ready = Vec::new();
         let (draining, drain) = watch::channel(false);
-        let nkey_mode = cfg.plugin_list().iter().any(|p| p.mode == Mode::Nkey);
+        let nkey_mode = cfg.may_route(CredentialKind::Nkey);
         for server in &cfg.nats {
             if nkey_mode && server.user.is_some() {
                 tracing::warn!(
@@ -463,13 +463,14 @@ async fn serve(
             let started = std::time::Instant::now();
             let handled = authorizer.handle(&msg.payload, xkey.as_deref()).await;
             let mode = handled.mode.map(|m| m.as_str()).unwrap_or("-");
+            let route = handled.route.as_deref().unwrap_or("-");
             let micros = started.elapsed().as_micros() as u64;
             match &handled.verdict {
                 Verdict::Allowed { account } => tracing::debug!(
-                    server = %server_name, mode, client_id = handled.client_id,
+                    server = %server_name, route, mode, client_id = handled.client_id,
                     user_nkey = %handled.user_nkey, account = %account, micros, "allowed"),
                 Verdict::Denied(reason) => tracing::info!(
-                    server = %server_name, mode, client_id = handled.client_id,
+                    server = %server_name, route, mode, client_id = handled.client_id,
                     user_nkey = %handled.user_nkey, reason = %reason, micros, "denied"),
                 Verdict::Invalid(reason) => tracing::warn!(
                     server = %server_name, reason = %reason, micros, "invalid auth request"),

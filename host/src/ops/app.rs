@@ -12,7 +12,7 @@ use crate::ops::config::Config;
 use crate::ops::metrics::Metrics;
 use crate::ops::reload::{self, ReloadError};
 use crate::pipeline::authorizer::Shared;
-use crate::pipeline::routing::Mode;
+use nats_callout_sdk::CredentialKind;
 
 #[derive(Debug, thiserror::Error)]
 pub enum AppError {
@@ -44,7 +44,7 @@ impl App {
         let (config, authorizer) = reload::load(config_path, &metrics, None).await?;
         tracing::info!(
             issuer = %authorizer.issuer_public_key(),
-            modes = ?authorizer.enabled_modes(),
+            routes = ?authorizer.route_names(),
             "plugins loaded"
         );
         let shared: Shared = Arc::new(arc_swap::ArcSwap::from_pointee(authorizer));
@@ -58,7 +58,7 @@ impl App {
             // left in a config without oauth2 must not hold readiness hostage.
             let authorizer = current.load();
             match authorizer.jwks() {
-                Some(j) if authorizer.serves(Mode::Oauth2) && !j.is_loaded() => {
+                Some(j) if authorizer.serves(CredentialKind::BearerToken) && !j.is_loaded() => {
                     Err("JWKS not loaded".into())
                 }
                 _ => Ok(()),

@@ -1,7 +1,9 @@
 //! The YAML configuration. The `permissions` section keeps the shape operators already
 //! write in Helm values (`oauth2`/`mtls`/`nkey` maps of named entries, a `noauth` entry),
-//! so a chart can render it straight into a ConfigMap; each mode's section is handed
-//! verbatim to that mode's plugin, which validates it at load time.
+//! so a chart can render it straight into a ConfigMap; each section is handed verbatim to
+//! the plugin that reads it, which validates it at load time. `plugins` and `routes`
+//! say which plugins decide which requests; without `routes`, one default route per
+//! mode reproduces the fixed routing of contract 0.1.0.
 //!
 //! Secrets never live here: only paths to seed files (or environment variables).
 
@@ -12,7 +14,7 @@ use serde::Deserialize;
 
 pub use crate::identity::oauth::JwksConfig;
 
-use crate::pipeline::routing::Mode;
+use crate::pipeline::routing::{Mode, RouteConfig, RouteMatch};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -48,13 +50,17 @@ pub struct Config {
     /// Optional curve seed (`SX...`); its public key is `auth_callout.xkey`.
     #[serde(default)]
     pub xkey_seed_file: Option<PathBuf>,
-    /// Directory of the built-in `<mode>.wasm` plugins; relative to the config file.
+    /// Directory of the built-in `<name>.wasm` plugins; relative to the config file.
     #[serde(default)]
     pub plugin_dir: Option<PathBuf>,
-    /// Plugin chains, evaluated in order per mode. Default: the built-in plugin of
-    /// every mode that has a `permissions` section.
+    /// The plugins. Default: the built-in plugin of every mode that has a `permissions`
+    /// section.
     #[serde(default)]
     pub plugins: Option<Vec<PluginConfig>>,
+    /// Which plugin chain decides which request, first match wins. Default: one route
+    /// per mode (`oauth2`, `mtls`, `nkey`, `password`, `noauth`) with its plugins.
+    #[serde(default)]
+    pub routes: Option<Vec<RouteConfig>>,
     /// OAuth2 token validation (the `verify-jwt` capability). Needed by the oauth2 mode.
     #[serde(default)]
     pub jwks: Option<JwksConfig>,
@@ -82,6 +88,9 @@ pub struct Config {
     /// Where to find the config's relative paths; set by [`Config::load`].
     #[serde(skip)]
     pub base_dir: PathBuf,
+    /// The plugins to load and the routes through them, worked out by [`Config::parse`].
+    #[serde(skip)]
+    topology: Topology,
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -138,18 +147,74 @@ pub struct MtlsConfig {
     pub ca_file: Option<PathBuf>,
 }
 
+/// One entry of `plugins:`.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct PluginConfig {
-    pub mode: Mode,
-    /// `.wasm` component; relative paths are resolved against `plugin_dir`.
-    pub path: PathBuf,
+    /// How routes, logs and metrics name it. Default: `<mode>/<file name>` with `mode`,
+    /// else the file name without `.wasm` (or the built-in's name).
+    #[serde(default)]
+    pub name: Option<String>,
+    /// A `.wasm` component; a relative path is relative to the config file.
+    #[serde(default)]
+    pub path: Option<PathBuf>,
+    /// A built-in plugin: `<plugin_dir>/<builtin>.wasm` (`oauth2`, `mtls`, `nkey`,
+    /// `password`, `noauth`).
+    #[serde(default)]
+    pub builtin: Option<String>,
+    /// Without `routes`: the default route this plugin joins, after the plugins listed
+    /// before it.
+    #[serde(default)]
+    pub mode: Option<Mode>,
+    /// The `permissions` section its `init` gets. Default: the one of its `mode`, or of
+    /// the built-in's name.
+    #[serde(default)]
+    pub permissions: Option<String>,
     /// Free-form settings handed to the plugin's `init` as `settings`.
     #[serde(default)]
     pub settings: serde_json::Value,
     /// Overrides of the global `limits` for this plugin.
     #[serde(default)]
     pub limits: PluginLimits,
+}
+
+/// Where a plugin's component comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Source {
+    /// A path as written in the config.
+    Path(PathBuf),
+    /// `<plugin_dir>/<name>.wasm`.
+    Builtin(String),
+}
+
+/// A plugin to load, with everything its entry leaves to defaults worked out.
+#[derive(Debug, Clone)]
+pub struct PluginSpec {
+    pub name: String,
+    pub source: Source,
+    /// The name of the `permissions` section its `init` gets, if any.
+    pub permissions: Option<String>,
+    pub settings: serde_json::Value,
+    pub limits: PluginLimits,
+    /// Where the config declares it, for messages: `plugins[2]`, or the `permissions`
+    /// section or route that implies a built-in.
+    pub origin: String,
+}
+
+/// A route, its plugins resolved to indices into [`Config::plugin_specs`].
+#[derive(Debug, Clone)]
+pub struct RouteSpec {
+    pub name: String,
+    pub matches: RouteMatch,
+    pub plugins: Vec<usize>,
+    /// `routes[1]`, or `default route nkey`, for messages.
+    pub origin: String,
+}
+
+#[derive(Debug, Clone, Default)]
+struct Topology {
+    plugins: Vec<PluginSpec>,
+    routes: Vec<RouteSpec>,
 }
 
 /// Per-plugin limits; unset fields take the global `limits`.
@@ -199,29 +264,17 @@ fn url_has_userinfo(url: &str) -> bool {
         .contains('@')
 }
 
-/// Each mode's section is opaque to the host: the plugin owns its schema.
+/// The `permissions` sections by name (`oauth2`, `mtls`, `nkey`, `password`, `noauth`,
+/// or any a plugin names): each opaque to the host, the plugin that reads it owns its
+/// schema.
 #[derive(Debug, Clone, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Permissions {
-    #[serde(default)]
-    pub oauth2: Option<serde_json::Value>,
-    #[serde(default)]
-    pub mtls: Option<serde_json::Value>,
-    #[serde(default)]
-    pub nkey: Option<serde_json::Value>,
-    #[serde(default)]
-    pub noauth: Option<serde_json::Value>,
-}
+#[serde(transparent)]
+pub struct Permissions(pub std::collections::BTreeMap<String, serde_json::Value>);
 
 impl Permissions {
-    pub fn for_mode(&self, mode: Mode) -> Option<&serde_json::Value> {
-        match mode {
-            Mode::Oauth2 => self.oauth2.as_ref(),
-            Mode::Mtls => self.mtls.as_ref(),
-            Mode::Nkey => self.nkey.as_ref(),
-            Mode::Noauth => self.noauth.as_ref(),
-        }
-        .filter(|v| !v.is_null())
+    /// A section, unless absent or `null`.
+    pub fn section(&self, name: &str) -> Option<&serde_json::Value> {
+        self.0.get(name).filter(|v| !v.is_null())
     }
 }
 
@@ -275,6 +328,16 @@ fn default_subject() -> String {
     "$SYS.REQ.USER.AUTH".into()
 }
 
+/// What a plugin or route name may be: it names metric series and log fields.
+const NAME_RULE: &str = "must be 1 to 64 letters, digits, `_`, `-`, `/` or `#`";
+
+fn is_name(name: &str) -> bool {
+    (1..=64).contains(&name.len())
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '/' | '#'))
+}
+
 /// `limits.max_concurrent` at most: past a few thousand requests in flight per
 /// connection, more only moves the queue from the subscription buffer into tasks.
 const MAX_CONCURRENT: usize = 65_536;
@@ -312,6 +375,14 @@ impl Config {
             path: path.clone(),
             message: e.to_string(),
         })?;
+        let mut cfg = cfg;
+        cfg.topology = cfg
+            .topology()
+            .map_err(|(key, message)| ConfigError::Invalid {
+                path: path.clone(),
+                key,
+                message,
+            })?;
         cfg.validate(&path)?;
         Ok(cfg)
     }
@@ -366,7 +437,7 @@ impl Config {
                     message,
                 })?;
         }
-        if self.permissions.oauth2.is_some() && self.jwks.is_none() {
+        if self.permissions.section("oauth2").is_some() && self.jwks.is_none() {
             return Err(invalid(
                 "jwks".into(),
                 "the oauth2 mode needs a jwks section (issuer, audience, optionally url)",
@@ -407,8 +478,8 @@ impl Config {
         timeout("limits.plugin_timeout".into(), l.plugin_timeout)?;
         memory("limits.plugin_memory_bytes".into(), l.plugin_memory_bytes)?;
         let mut instances = 0;
-        for (i, p) in self.plugin_list().iter().enumerate() {
-            let key = |k: &str| format!("plugins[{i}].limits.{k}");
+        for p in self.plugin_specs() {
+            let key = |k: &str| format!("{}.limits.{k}", p.origin);
             let pl = &p.limits;
             if let Some(n) = pl.instances {
                 count(key("instances"), n, crate::runtime::MAX_INSTANCES)?;
@@ -442,35 +513,269 @@ impl Config {
         if self.reload_interval < MIN_RELOAD_INTERVAL {
             return Err(invalid("reload_interval".into(), "must be at least 100ms"));
         }
-        for (i, p) in self.plugin_list().iter().enumerate() {
-            if self.plugins.is_some() && p.path.as_os_str().is_empty() {
-                return Err(invalid(format!("plugins[{i}].path"), "must not be empty"));
-            }
-        }
-        if self.plugin_list().is_empty() {
-            return Err(invalid(
-                "permissions".into(),
-                "no mode is enabled: add a permissions section (nkey, noauth, ...) or a plugins list",
-            ));
-        }
         Ok(())
     }
 
-    /// The plugin chains: explicit, or one built-in per configured permissions section.
-    pub fn plugin_list(&self) -> Vec<PluginConfig> {
-        if let Some(list) = &self.plugins {
-            return list.clone();
+    /// The plugins to load, each once, in the order the config names them.
+    pub fn plugin_specs(&self) -> &[PluginSpec] {
+        &self.topology.plugins
+    }
+
+    /// The routes, in order; none are empty.
+    pub fn route_specs(&self) -> &[RouteSpec] {
+        &self.topology.routes
+    }
+
+    /// Whether some route may take credentials of `kind`, as far as the config says
+    /// without loading plugins: a route that names it, or one that names no kinds.
+    pub fn may_route(&self, kind: nats_callout_sdk::CredentialKind) -> bool {
+        self.topology
+            .routes
+            .iter()
+            .any(|r| r.matches.credentials.is_empty() || r.matches.credentials.contains(&kind))
+    }
+
+    /// Where a plugin's component is: a relative `path` against the config file, a
+    /// built-in in [`Config::plugin_dir`].
+    pub fn plugin_path(&self, spec: &PluginSpec) -> PathBuf {
+        match &spec.source {
+            Source::Path(p) => self.resolve(p),
+            Source::Builtin(name) => self.plugin_dir().join(format!("{name}.wasm")),
         }
-        Mode::ALL
-            .into_iter()
-            .filter(|m| self.permissions.for_mode(*m).is_some())
-            .map(|mode| PluginConfig {
-                mode,
-                path: PathBuf::from(format!("{}.wasm", mode.as_str())),
-                settings: serde_json::Value::Null,
-                limits: PluginLimits::default(),
-            })
-            .collect()
+    }
+
+    /// Works out the plugins and routes from `plugins`, `routes` and `permissions`, or
+    /// names the key that makes no sense.
+    fn topology(&self) -> Result<Topology, (String, String)> {
+        let builtin_names = || Mode::ALL.map(|m| m.as_str()).join(", ");
+        let with_routes = self.routes.is_some();
+        let mut plugins: Vec<PluginSpec> = Vec::new();
+        let mut defaulted = Vec::new();
+        for (i, p) in self.plugins.iter().flatten().enumerate() {
+            let origin = format!("plugins[{i}]");
+            let source = match (&p.path, &p.builtin) {
+                (Some(path), None) if !path.as_os_str().is_empty() => Source::Path(path.clone()),
+                (None, Some(b)) if is_name(b) => Source::Builtin(b.clone()),
+                (None, Some(_)) => {
+                    return Err((
+                        format!("{origin}.builtin"),
+                        format!("must be a plugin name such as {}", builtin_names()),
+                    ));
+                }
+                (Some(_), Some(_)) => {
+                    return Err((origin, "set either path or builtin, not both".into()));
+                }
+                _ => {
+                    return Err((
+                        origin,
+                        format!(
+                            "needs a path (a .wasm component) or builtin ({})",
+                            builtin_names()
+                        ),
+                    ));
+                }
+            };
+            if with_routes && p.mode.is_some() {
+                return Err((
+                    format!("{origin}.mode"),
+                    "only without routes: list the plugin in a route's plugins instead".into(),
+                ));
+            }
+            let stem = match &source {
+                Source::Path(path) => path
+                    .file_stem()
+                    .unwrap_or_default()
+                    .to_string_lossy()
+                    .into_owned(),
+                Source::Builtin(b) => b.clone(),
+            };
+            let name = match (&p.name, p.mode) {
+                (Some(n), _) => {
+                    if !is_name(n) {
+                        return Err((format!("{origin}.name"), NAME_RULE.into()));
+                    }
+                    n.clone()
+                }
+                (None, Some(mode)) => format!("{mode}/{stem}"),
+                (None, None) => stem,
+            };
+            if let Some(other) = plugins.iter().find(|o| o.name == name)
+                && (p.name.is_some() || !defaulted.contains(&other.name))
+            {
+                return Err((
+                    format!("{origin}.name"),
+                    format!("{name:?} is the name of {} too", other.origin),
+                ));
+            }
+            let name = if plugins.iter().any(|o| o.name == name) {
+                format!("{name}#{i}")
+            } else {
+                name
+            };
+            if p.name.is_none() {
+                defaulted.push(name.clone());
+            }
+            let permissions = match (&p.permissions, p.mode, &source) {
+                (Some(section), _, _) => {
+                    if self.permissions.section(section).is_none() {
+                        return Err((
+                            format!("{origin}.permissions"),
+                            format!("there is no permissions.{section} section"),
+                        ));
+                    }
+                    Some(section.clone())
+                }
+                (None, Some(mode), _) => Some(mode.as_str().to_owned()),
+                (None, None, Source::Builtin(b)) => Some(b.clone()),
+                (None, None, Source::Path(_)) => None,
+            };
+            plugins.push(PluginSpec {
+                name,
+                source,
+                permissions,
+                settings: p.settings.clone(),
+                limits: p.limits.clone(),
+                origin,
+            });
+        }
+        let implied = |mode: Mode, origin: String| PluginSpec {
+            name: format!("{mode}/{mode}"),
+            source: Source::Builtin(mode.as_str().to_owned()),
+            permissions: Some(mode.as_str().to_owned()),
+            settings: serde_json::Value::Null,
+            limits: PluginLimits::default(),
+            origin,
+        };
+        let mut routes = Vec::new();
+        match &self.routes {
+            Some(list) => {
+                for (i, r) in list.iter().enumerate() {
+                    let origin = format!("routes[{i}]");
+                    if !is_name(&r.name) {
+                        return Err((format!("{origin}.name"), NAME_RULE.into()));
+                    }
+                    if let Some(j) = list[..i].iter().position(|o| o.name == r.name) {
+                        return Err((
+                            format!("{origin}.name"),
+                            format!("{:?} is the name of routes[{j}] too", r.name),
+                        ));
+                    }
+                    if r.plugins.is_empty() {
+                        return Err((
+                            format!("{origin}.plugins"),
+                            "names no plugin: a route needs at least one".into(),
+                        ));
+                    }
+                    let mut chain = Vec::new();
+                    for (j, name) in r.plugins.iter().enumerate() {
+                        let at = plugins.iter().position(|p| &p.name == name).or_else(|| {
+                            let mode = Mode::ALL.into_iter().find(|m| m.as_str() == name)?;
+                            plugins.push(PluginSpec {
+                                name: name.clone(),
+                                ..implied(mode, format!("{origin}.plugins[{j}]"))
+                            });
+                            Some(plugins.len() - 1)
+                        });
+                        let Some(at) = at else {
+                            return Err((
+                                format!("{origin}.plugins[{j}]"),
+                                format!(
+                                    "no plugin is named {name:?}: declare it under plugins,                                      or use a built-in ({})",
+                                    builtin_names()
+                                ),
+                            ));
+                        };
+                        if chain.contains(&at) {
+                            return Err((
+                                format!("{origin}.plugins[{j}]"),
+                                format!("{name:?} is in this chain already"),
+                            ));
+                        }
+                        chain.push(at);
+                    }
+                    routes.push(RouteSpec {
+                        name: r.name.clone(),
+                        matches: r.matches.clone(),
+                        plugins: chain,
+                        origin,
+                    });
+                }
+                if let Some(unused) = plugins.iter().find(|p| {
+                    !routes
+                        .iter()
+                        .any(|r| r.plugins.iter().any(|&i| plugins[i].name == p.name))
+                }) {
+                    return Err((
+                        unused.origin.clone(),
+                        format!("plugin {:?} is in no route", unused.name),
+                    ));
+                }
+            }
+            None => {
+                if self.plugins.is_none() {
+                    for mode in Mode::ALL {
+                        if self.permissions.section(mode.as_str()).is_some() {
+                            plugins.push(implied(mode, format!("permissions.{mode}")));
+                        }
+                    }
+                }
+                let mode_of = |i: usize| match &self.plugins {
+                    Some(list) => list[i].mode,
+                    None => Mode::ALL
+                        .into_iter()
+                        .find(|m| plugins[i].permissions.as_deref() == Some(m.as_str())),
+                };
+                for mode in Mode::ALL {
+                    let chain: Vec<usize> = (0..plugins.len())
+                        .filter(|&i| mode_of(i) == Some(mode))
+                        .collect();
+                    if chain.is_empty() {
+                        continue;
+                    }
+                    routes.push(RouteSpec {
+                        name: mode.as_str().to_owned(),
+                        matches: RouteMatch {
+                            credentials: vec![mode.credential()],
+                            ..RouteMatch::default()
+                        },
+                        plugins: chain,
+                        origin: format!("default route {mode}"),
+                    });
+                }
+                if let Some(p) = self.plugins.iter().flatten().position(|p| p.mode.is_none()) {
+                    return Err((
+                        format!("plugins[{p}]"),
+                        format!(
+                            "without routes, each plugin needs a mode ({}): the default \
+                             route it joins",
+                            builtin_names()
+                        ),
+                    ));
+                }
+            }
+        }
+        for name in self.permissions.0.keys() {
+            let read = plugins
+                .iter()
+                .any(|p| p.permissions.as_deref() == Some(name.as_str()));
+            if !read && !Mode::ALL.iter().any(|m| m.as_str() == name) {
+                return Err((
+                    format!("permissions.{name}"),
+                    "no plugin reads this section (a plugin reads the section of its mode \
+                     or built-in name, or the one its `permissions` names)"
+                        .into(),
+                ));
+            }
+        }
+        if routes.is_empty() {
+            return Err((
+                "permissions".into(),
+                "no mode is enabled: add a permissions section (nkey, noauth, ...), a \
+                 plugins list or routes"
+                    .into(),
+            ));
+        }
+        Ok(Topology { plugins, routes })
     }
 
     /// The settings that differ from `old` and take effect only on a restart: the
@@ -715,11 +1020,178 @@ mod tests {
         parse("nats: [{url: \"tls://nats:4222/path@x\"}]\npermissions: {noauth: {}}").unwrap();
     }
 
+    fn names(c: &Config) -> (Vec<&str>, Vec<(&str, Vec<&str>)>) {
+        let plugins = c.plugin_specs().iter().map(|p| p.name.as_str()).collect();
+        let routes = c
+            .route_specs()
+            .iter()
+            .map(|r| {
+                let chain = r
+                    .plugins
+                    .iter()
+                    .map(|&i| c.plugin_specs()[i].name.as_str())
+                    .collect();
+                (r.name.as_str(), chain)
+            })
+            .collect();
+        (plugins, routes)
+    }
+
     #[test]
-    fn default_plugins_follow_permissions() {
+    fn default_routes_follow_permissions() {
         let c = parse("nats: [{url: x}]\npermissions: {nkey: {}, noauth: {account: A}}").unwrap();
-        let modes: Vec<_> = c.plugin_list().iter().map(|p| p.mode).collect();
-        assert_eq!(modes, vec![Mode::Nkey, Mode::Noauth]);
+        assert_eq!(
+            names(&c),
+            (
+                vec!["nkey/nkey", "noauth/noauth"],
+                vec![
+                    ("nkey", vec!["nkey/nkey"]),
+                    ("noauth", vec!["noauth/noauth"])
+                ]
+            )
+        );
+        assert_eq!(
+            c.route_specs()[0].matches.credentials,
+            [nats_callout_sdk::CredentialKind::Nkey]
+        );
+        assert_eq!(c.plugin_specs()[0].source, Source::Builtin("nkey".into()));
+        assert_eq!(c.plugin_specs()[0].permissions.as_deref(), Some("nkey"));
         assert_eq!(c.limits.plugin_timeout, Duration::from_millis(250));
+    }
+
+    /// A `plugins` list without routes chains by `mode` as before; a partner plugin
+    /// before a built-in one keeps both in that order.
+    #[test]
+    fn plugins_with_modes_join_the_default_routes() {
+        let c = parse(
+            "nats: [{url: x}]\njwks: {issuer: \"https://idp\", audience: nats}\n\
+             permissions: {oauth2: {}}\nplugins:\n\
+             - {mode: oauth2, path: /partner/apikey.wasm}\n\
+             - {mode: oauth2, builtin: oauth2}\n\
+             - {mode: noauth, path: noauth.wasm, permissions: oauth2}",
+        )
+        .unwrap();
+        assert_eq!(
+            names(&c),
+            (
+                vec!["oauth2/apikey", "oauth2/oauth2", "noauth/noauth"],
+                vec![
+                    ("oauth2", vec!["oauth2/apikey", "oauth2/oauth2"]),
+                    ("noauth", vec!["noauth/noauth"])
+                ]
+            )
+        );
+        // Relative paths are relative to the config file, built-ins in plugin_dir.
+        let mut c = c;
+        c.base_dir = PathBuf::from("/etc/callout");
+        c.plugin_dir = Some(PathBuf::from("/plugins"));
+        let paths: Vec<_> = c.plugin_specs().iter().map(|p| c.plugin_path(p)).collect();
+        if std::env::var_os(PLUGIN_DIR_ENV).is_none() {
+            assert_eq!(
+                paths,
+                [
+                    PathBuf::from("/partner/apikey.wasm"),
+                    PathBuf::from("/plugins/oauth2.wasm"),
+                    PathBuf::from("/etc/callout/noauth.wasm")
+                ]
+            );
+        }
+        let e = parse("nats: [{url: x}]\nplugins: [{path: a.wasm}]")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("plugins[0]: without routes, each plugin needs a mode"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn routes_name_their_chains() {
+        let c = parse(
+            "nats: [{url: x}]\npermissions: {password: {}, devices: {}}\nplugins:\n\
+             - {name: fleet, path: fleet.wasm, permissions: devices, settings: {region: eu}}\n\
+             routes:\n\
+             - {name: mqtt-devices, match: {credentials: [user-password], client_types: mqtt}, plugins: [fleet, password]}\n\
+             - {name: people, match: {credentials: user-password}, plugins: [password]}",
+        )
+        .unwrap();
+        assert_eq!(
+            names(&c),
+            (
+                vec!["fleet", "password"],
+                vec![
+                    ("mqtt-devices", vec!["fleet", "password"]),
+                    ("people", vec!["password"])
+                ]
+            )
+        );
+        assert_eq!(c.plugin_specs()[0].permissions.as_deref(), Some("devices"));
+        assert_eq!(
+            c.plugin_specs()[1].origin,
+            "routes[0].plugins[1]",
+            "a built-in named by a route"
+        );
+    }
+
+    #[test]
+    fn route_errors_name_the_key() {
+        let base = "nats: [{url: x}]\npermissions: {password: {}}\n";
+        for (extra, key) in [
+            (
+                "routes: [{name: r, plugins: [fleet]}]",
+                "routes[0].plugins[0]: no plugin is named \"fleet\"",
+            ),
+            (
+                "routes: [{name: r, plugins: []}]",
+                "routes[0].plugins: names no plugin",
+            ),
+            (
+                "routes: [{name: r, plugins: [password]}, {name: r, plugins: [password]}]",
+                "routes[1].name: \"r\" is the name of routes[0] too",
+            ),
+            (
+                "routes: [{name: 'a b', plugins: [password]}]",
+                "routes[0].name: must be",
+            ),
+            (
+                "routes: [{name: r, plugins: [password, password]}]",
+                "routes[0].plugins[1]: \"password\" is in this chain already",
+            ),
+            (
+                "plugins: [{path: f.wasm, mode: nkey}]\nroutes: [{name: r, plugins: [password]}]",
+                "plugins[0].mode: only without routes",
+            ),
+            (
+                "plugins: [{name: f, path: f.wasm}]\nroutes: [{name: r, plugins: [password]}]",
+                "plugins[0]: plugin \"f\" is in no route",
+            ),
+            (
+                "plugins: [{name: f, path: f.wasm, builtin: nkey}]\nroutes: [{name: r, plugins: [f]}]",
+                "plugins[0]: set either path or builtin",
+            ),
+            (
+                "plugins: [{name: f, path: f.wasm, permissions: fleet}]\nroutes: [{name: r, plugins: [f]}]",
+                "plugins[0].permissions: there is no permissions.fleet section",
+            ),
+            (
+                "plugins: [{name: a, path: a.wasm}, {name: a, path: b.wasm}]\nroutes: [{name: r, plugins: [a]}]",
+                "plugins[1].name: \"a\" is the name of plugins[0] too",
+            ),
+            (
+                "routes: [{name: r, match: {credentials: [passwd]}, plugins: [password]}]",
+                "unknown credential kind \"passwd\": expected one of none, bearer-token",
+            ),
+        ] {
+            let e = parse(&format!("{base}{extra}")).unwrap_err().to_string();
+            assert!(e.contains(key), "{extra}: {e}");
+        }
+        // A typo'd permissions section is named, not ignored.
+        let e = parse("nats: [{url: x}]\npermissions: {nkye: {}, noauth: {}}")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("permissions.nkye: no plugin reads this section"),
+            "{e}"
+        );
     }
 }

@@ -1,6 +1,8 @@
-//! Prometheus metrics. The `auth_*` names are the ones operators' dashboards already
-//! use (see the operator guide), so they are spelled out one counter per mode rather
-//! than as a `mode` label.
+//! Prometheus metrics. The `auth_<mode>_*` names are the ones operators' dashboards
+//! already use (see the operator guide), so they are spelled out one counter per mode
+//! rather than as a `mode` label; they count requests by the credential of the mode
+//! (bearer tokens as oauth2, certificates as mtls, ...), whichever route takes them.
+//! Routes, which operators name, count in `auth_route_*_total{route}`.
 
 use prometheus::{
     Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Opts,
@@ -17,7 +19,7 @@ const LATENCY_BUCKETS: &[f64] = &[
 ];
 
 #[derive(Clone)]
-pub struct ModeCounters {
+pub struct Counters {
     pub attempts: IntCounter,
     pub failures: IntCounter,
 }
@@ -47,7 +49,9 @@ pub struct Metrics {
     /// Requests being decided right now. Shows a burst (or a stuck plugin) as it happens,
     /// where the counters only show it afterwards.
     pub in_flight: IntGauge,
-    modes: [ModeCounters; 4],
+    modes: [Counters; 5],
+    route_attempts: IntCounterVec,
+    route_failures: IntCounterVec,
     plugin_calls: IntCounterVec,
     plugin_denies: IntCounterVec,
     plugin_traps: IntCounterVec,
@@ -70,7 +74,11 @@ fn counter(registry: &Registry, name: &str, help: &str) -> IntCounter {
 }
 
 fn counter_vec(registry: &Registry, name: &str, help: &str) -> IntCounterVec {
-    let c = IntCounterVec::new(Opts::new(name, help), &["plugin"]).expect("static metric");
+    labelled(registry, name, help, "plugin")
+}
+
+fn labelled(registry: &Registry, name: &str, help: &str, label: &str) -> IntCounterVec {
+    let c = IntCounterVec::new(Opts::new(name, help), &[label]).expect("static metric");
     registry
         .register(Box::new(c.clone()))
         .expect("metric names are unique");
@@ -114,7 +122,7 @@ impl Metrics {
         .expect("static metric");
         r.register(Box::new(in_flight.clone()))
             .expect("metric names are unique");
-        let mode = |m: Mode| ModeCounters {
+        let mode = |m: Mode| Counters {
             attempts: counter(
                 &r,
                 &format!("auth_{m}_attempts_total"),
@@ -136,6 +144,18 @@ impl Metrics {
             duration,
             in_flight,
             modes: Mode::ALL.map(mode),
+            route_attempts: labelled(
+                &r,
+                "auth_route_attempts_total",
+                "Requests a route took",
+                "route",
+            ),
+            route_failures: labelled(
+                &r,
+                "auth_route_failures_total",
+                "Requests a route took that were denied",
+                "route",
+            ),
             plugin_calls: counter_vec(&r, "plugin_calls_total", "Plugin calls"),
             plugin_denies: counter_vec(&r, "plugin_denies_total", "Plugin calls that denied"),
             plugin_traps: counter_vec(
@@ -187,7 +207,15 @@ impl Metrics {
         }
     }
 
-    pub fn mode(&self, mode: Mode) -> &ModeCounters {
+    /// The series of the route called `name`.
+    pub fn route(&self, name: &str) -> Counters {
+        Counters {
+            attempts: self.route_attempts.with_label_values(&[name]),
+            failures: self.route_failures.with_label_values(&[name]),
+        }
+    }
+
+    pub fn mode(&self, mode: Mode) -> &Counters {
         let i = Mode::ALL.iter().position(|m| *m == mode).unwrap_or(0);
         &self.modes[i]
     }

@@ -29,8 +29,7 @@ type Stamp = Vec<(PathBuf, Option<(SystemTime, u64)>)>;
 /// The files whose change triggers a reload: the config and every file it names.
 fn watched_files(config_path: &Path, cfg: &Config) -> Vec<PathBuf> {
     let mut files = vec![config_path.to_path_buf()];
-    let dir = cfg.plugin_dir();
-    files.extend(cfg.plugin_list().iter().map(|p| dir.join(&p.path)));
+    files.extend(cfg.plugin_specs().iter().map(|p| cfg.plugin_path(p)));
     files.extend(
         [&cfg.issuer_seed_file, &cfg.xkey_seed_file]
             .into_iter()
@@ -173,7 +172,7 @@ pub fn spawn(
                     }
                     shared.store(Arc::new(authorizer));
                     metrics.reloads.with_label_values(&["ok"]).inc();
-                    tracing::info!(modes = ?shared.load().enabled_modes(), "reloaded: new config and plugins serving");
+                    tracing::info!(routes = ?shared.load().route_names(), "reloaded: new config and plugins serving");
                     watched = Arc::new(watched_files(&config_path, &cfg));
                     last = settled(stamp_off_runtime(&watched).await, &before);
                     last_cfg = cfg;

@@ -1,25 +1,28 @@
-//! The decision pipeline for one request: verify, route, ask the plugin chain, check
-//! the grant, sign. Independent of NATS I/O so it can be benchmarked and tested alone.
+//! The decision pipeline for one request: verify, route, ask the route's plugin chain,
+//! check the grant, sign. Independent of NATS I/O so it can be benchmarked and tested
+//! alone.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
+use nats_callout_sdk::{ConnectionType, CredentialKind};
 use nkeys::KeyPairType;
 
 use crate::identity::x509;
 use crate::nats::claims::AuthorizationRequest;
 use crate::nats::keys::{KeyError, SeedSource};
 use crate::ops::config::Config;
-use crate::ops::metrics::{Metrics, PluginMetrics};
+use crate::ops::metrics::{Counters, Metrics, PluginMetrics};
 use crate::pipeline::cache::{DecisionCache, Key};
-use crate::pipeline::decision::{Decision, Grant};
+use crate::pipeline::credential;
+use crate::pipeline::decision::{Connection, Decision, Grant};
 use crate::pipeline::request::{ReplyTarget, Verifier, unix_now};
 use crate::pipeline::respond::Signer;
-use crate::pipeline::routing::{self, Mode};
-use crate::runtime::CallError;
+use crate::pipeline::routing::{Facts, Matcher, Mode, shadows};
 use crate::runtime::capabilities::Capabilities;
-use crate::runtime::{CallLimits, PluginEngine, PluginError, Runner};
+use crate::runtime::{
+    CallError, CallLimits, Legacy, PluginEngine, PluginError, PluginRequest, Runner,
+};
 
 /// Environment variables that override the seed files.
 pub const ISSUER_SEED_ENV: &str = "AUTH_CALLOUT_ISSUER_SEED";
@@ -37,6 +40,12 @@ pub enum LoadError {
     Ca(#[from] x509::CaError),
     #[error("issuer key: {0}")]
     Signer(#[from] crate::nats::jwt::JwtError),
+    #[error("{origin} ({name}): {message}")]
+    Route {
+        origin: String,
+        name: String,
+        message: String,
+    },
 }
 
 /// How one request ended, for logs and metrics.
@@ -53,6 +62,9 @@ pub enum Verdict {
 /// The result of handling one message.
 #[derive(Debug)]
 pub struct Handled {
+    /// The route that took it.
+    pub route: Option<Arc<str>>,
+    /// The mode of its credential, whose `auth_<mode>_*` metrics count it.
     pub mode: Option<Mode>,
     pub verdict: Verdict,
     /// Bytes to publish on the reply subject. Empty when no signed response can be
@@ -65,21 +77,32 @@ pub struct Handled {
     pub user_nkey: String,
 }
 
-/// One plugin of a mode's chain, with its metric series.
+/// One loaded plugin, with its metric series.
 struct Link {
     runner: Runner,
     metrics: PluginMetrics,
 }
 
-/// A routed request, ready to be decided.
-enum Prepared<'a> {
+/// One route: what it matches, its chain (indices into the loaded plugins), its metrics.
+struct Route {
+    name: Arc<str>,
+    matcher: Matcher,
+    chain: Vec<usize>,
+    /// Some plugin of the chain is of contract 0.1.0 and reads the raw CONNECT fields.
+    legacy: bool,
+    metrics: Counters,
+}
+
+/// A routed request, ready to be decided. Matched right away, never held across an
+/// await: boxing the cached grant would cost an allocation per cache hit for nothing.
+#[allow(clippy::large_enum_variant)]
+enum Prepared {
     /// Granted before, still valid: no plugin runs.
     Cached(Grant),
-    /// For the mode's plugin chain, with the key to cache their grant under (cache on,
+    /// For the route's plugin chain, with the key to cache their grant under (cache on,
     /// credential cacheable). Boxed: the request future holds it across the plugin call.
     Run {
-        chain: &'a [Link],
-        request: Box<nats_callout_sdk::AuthRequest>,
+        request: Box<PluginRequest>,
         key: Option<Key>,
     },
 }
@@ -90,7 +113,8 @@ pub type Shared = Arc<arc_swap::ArcSwap<Authorizer>>;
 pub struct Authorizer {
     signer: Signer,
     leeway: Duration,
-    chains: HashMap<Mode, Vec<Link>>,
+    plugins: Vec<Link>,
+    routes: Vec<Route>,
     jwks: Option<Arc<crate::identity::oauth::Jwks>>,
     /// The operator's client-certificate CAs; when set, every mtls request's chain must
     /// verify against it before any plugin sees the request.
@@ -119,8 +143,8 @@ impl Authorizer {
         }
         .xkey()?;
 
-        let plugins = cfg.plugin_list();
-        let limits_of = |p: &crate::ops::config::PluginConfig| CallLimits {
+        let specs = cfg.plugin_specs();
+        let limits_of = |p: &crate::ops::config::PluginSpec| CallLimits {
             timeout: p.limits.timeout.unwrap_or(cfg.limits.plugin_timeout),
             memory_bytes: p
                 .limits
@@ -145,63 +169,69 @@ impl Authorizer {
             }
             None => None,
         };
-        if ca.is_none() && cfg.plugin_list().iter().any(|p| p.mode == Mode::Mtls) {
-            tracing::warn!(
-                "mtls mode without a CA bundle (mtls.ca_file / {}): client certificates are \
-                 trusted as nats-server verified them, with no second check here",
-                crate::ops::config::MTLS_CA_ENV
-            );
-        }
         let engine = Arc::new(PluginEngine::new(
-            plugins
+            specs
                 .iter()
                 .map(|p| limits_of(p).memory_bytes)
                 .max()
                 .unwrap_or(cfg.limits.plugin_memory_bytes),
-            plugins.iter().any(|p| p.limits.fuel.is_some()),
+            specs.iter().any(|p| p.limits.fuel.is_some()),
             crate::runtime::precompiled::default_dir(),
         )?);
-        let dir = cfg.plugin_dir();
-        let mut chains: HashMap<Mode, Vec<Link>> = HashMap::new();
-        for (i, p) in plugins.iter().enumerate() {
-            let path = if p.path.is_absolute() {
-                p.path.clone()
-            } else {
-                dir.join(&p.path)
-            };
-            let stem = p.path.file_stem().unwrap_or_default().to_string_lossy();
-            let mut name = format!("{}/{stem}", p.mode);
-            if chains.values().flatten().any(|l| l.runner.name() == name) {
-                name = format!("{name}#{i}");
-            }
+        let mut plugins = Vec::with_capacity(specs.len());
+        for p in specs {
+            let path = cfg.plugin_path(p);
             // `host` tells the plugin which verification capabilities have key material
             // behind them, so that it calls them when they can answer (mtls: the CA).
+            let permissions = p
+                .permissions
+                .as_deref()
+                .and_then(|section| cfg.permissions.section(section));
             let init = serde_json::json!({
-                "permissions": cfg.permissions.for_mode(p.mode),
+                "permissions": permissions,
                 "settings": p.settings,
                 "host": { "ca_bundle": ca.is_some(), "jwks": jwks.is_some() },
             })
             .to_string();
             let plugin = engine.load(
-                &name,
-                p.mode,
+                &p.name,
                 &path,
                 init,
-                Capabilities::new(name.clone())
+                Capabilities::new(p.name.clone())
                     .with_jwks(jwks.clone())
                     .with_ca(ca.clone()),
                 limits_of(p),
             )?;
-            tracing::info!(plugin = %name, path = %path.display(), "plugin loaded");
-            chains.entry(p.mode).or_default().push(Link {
-                metrics: metrics.plugin(&name),
+            tracing::info!(
+                plugin = %p.name,
+                path = %path.display(),
+                contract = plugin.version.as_str(),
+                built_with = plugin.built_with.as_deref().unwrap_or("-"),
+                credentials = ?plugin.credentials.iter().map(|k| k.as_str()).collect::<Vec<_>>(),
+                "plugin loaded"
+            );
+            plugins.push(Link {
+                metrics: metrics.plugin(&p.name),
                 runner: Runner::Wasm(plugin),
             });
+        }
+        let routes = routes(cfg, &plugins, &metrics)?;
+        if ca.is_none()
+            && routes
+                .iter()
+                .any(|r| r.matcher.kinds().contains(&CredentialKind::Certificate))
+        {
+            tracing::warn!(
+                "client certificates are routed but no CA bundle is configured (mtls.ca_file \
+                 / {}): they are trusted as nats-server verified them, with no second check here",
+                crate::ops::config::MTLS_CA_ENV
+            );
         }
         Ok(Self {
             signer: Signer::new(&issuer, xkey)?,
             leeway: cfg.limits.request_leeway,
-            chains,
+            plugins,
+            routes,
             jwks,
             ca,
             cache: DecisionCache::new(cfg.decision_cache.ttl, cfg.decision_cache.max_entries),
@@ -214,17 +244,17 @@ impl Authorizer {
         &self.signer.issuer_public
     }
 
-    /// Replace a mode's plugin chain, e.g. with native builds of the same plugins to
-    /// measure what WebAssembly costs. Configuration decides chains otherwise.
-    pub fn replace_chain(&mut self, mode: Mode, chain: Vec<Runner>) {
-        let chain = chain
-            .into_iter()
-            .map(|runner| Link {
-                metrics: self.metrics.plugin(runner.name()),
-                runner,
-            })
-            .collect();
-        self.chains.insert(mode, chain);
+    /// Replace the plugin called `name` with another runner, e.g. a native build of the
+    /// same plugin crate, to measure what WebAssembly costs. Configuration decides the
+    /// plugins otherwise.
+    pub fn replace_plugin(&mut self, name: &str, runner: Runner) -> bool {
+        match self.plugins.iter_mut().find(|l| l.runner.name() == name) {
+            Some(link) => {
+                link.runner = runner;
+                true
+            }
+            None => false,
+        }
     }
 
     /// The plugins' capabilities as configured (JWKS, CA), for building native runners.
@@ -234,16 +264,16 @@ impl Authorizer {
             .with_ca(self.ca.clone())
     }
 
-    pub fn enabled_modes(&self) -> Vec<Mode> {
-        Mode::ALL
-            .into_iter()
-            .filter(|m| self.chains.contains_key(m))
-            .collect()
+    /// The routes, in the order they are tried.
+    pub fn route_names(&self) -> Vec<&str> {
+        self.routes.iter().map(|r| &*r.name).collect()
     }
 
-    /// Whether some plugin decides `mode`.
-    pub fn serves(&self, mode: Mode) -> bool {
-        self.chains.contains_key(&mode)
+    /// Whether some route takes credentials of `kind`.
+    pub fn serves(&self, kind: CredentialKind) -> bool {
+        self.routes
+            .iter()
+            .any(|r| r.matcher.kinds().contains(&kind))
     }
 
     /// The JWKS cache, when a `jwks` section is configured.
@@ -267,8 +297,17 @@ impl Authorizer {
         if !admitted {
             m.errors.inc();
         }
-        if let Some(mode) = handled.mode {
-            let c = m.mode(mode);
+        let route = handled
+            .route
+            .as_ref()
+            .and_then(|name| self.routes.iter().find(|r| Arc::ptr_eq(&r.name, name)));
+        for c in [
+            handled.mode.map(|mode| m.mode(mode)),
+            route.map(|r| &r.metrics),
+        ]
+        .into_iter()
+        .flatten()
+        {
             c.attempts.inc();
             if !admitted {
                 c.failures.inc();
@@ -287,74 +326,95 @@ impl Authorizer {
             Ok(v) => v,
             Err(rejected) => {
                 let reason = rejected.error.to_string();
-                return self.finish(
-                    None,
-                    rejected.target,
-                    Verdict::Invalid(reason.clone()),
-                    Err(reason),
-                    0,
-                );
+                let refused = Refused::Invalid(reason);
+                return self.finish(None, None, rejected.target, Err(refused), 0);
             }
         };
-        let req = verified.request;
+        let mut req = verified.request;
         let target = verified.target;
         let client_id = req.client_info.id;
-        let mode = match routing::route(&req) {
-            Ok(m) => m,
+        let kind = match credential::kind(&req) {
+            Ok(kind) => kind,
             Err(e) => {
-                let reason = e.to_string();
                 return self.finish(
                     None,
+                    None,
                     Some(target),
-                    Verdict::Denied(reason.clone()),
-                    Err(reason),
+                    Err(Refused::Denied(e.to_string())),
                     client_id,
                 );
             }
         };
-        let decision = match self.prepare(mode, req) {
+        let mode = Mode::of(kind);
+        let connection = Connection {
+            kind: ConnectionType::from_nats(&req.client_info.kind, &req.client_info.client_type),
+            addr: req.client_info.host.parse().ok(),
+        };
+        let facts = Facts {
+            credential: kind,
+            username: Some(req.connect_opts.user.as_str()).filter(|u| !u.is_empty()),
+            connection: connection.kind,
+            server: &req.server_id.name,
+            cluster: &req.server_id.cluster,
+        };
+        let Some(route) = self.routes.iter().find(|r| r.matcher.matches(&facts)) else {
+            let reason = unrouted(kind);
+            return self.finish(
+                None,
+                mode,
+                Some(target),
+                Err(Refused::Denied(reason)),
+                client_id,
+            );
+        };
+        let decision = match self.prepare(route, kind, &mut req) {
             Ok(Prepared::Cached(grant)) => Ok(grant),
-            Ok(Prepared::Run {
-                chain,
-                request,
-                key,
-            }) => self.run_chain(mode, chain, &request, key).await,
+            Ok(Prepared::Run { request, key }) => self.run_chain(route, &request, key).await,
             Err(reason) => Err(reason),
         };
         let now = unix_now();
-        let (verdict, outcome) = match decision {
-            Ok(mut grant) => match crate::pipeline::decision::check(&mut grant, now) {
-                Ok(()) => match self.signer.user_jwt(&grant, &target.user_nkey, now) {
-                    Ok(jwt) => (
-                        Verdict::Allowed {
-                            account: grant.account,
-                        },
-                        Ok(jwt),
-                    ),
-                    Err(e) => {
-                        let r = format!("cannot sign user JWT: {e}");
-                        (Verdict::Invalid(r.clone()), Err(r))
-                    }
-                },
-                Err(e) => {
-                    let r = format!("{mode}: {e}");
-                    (Verdict::Denied(r.clone()), Err(r))
-                }
-            },
-            Err(reason) => (Verdict::Denied(reason.clone()), Err(reason)),
-        };
-        self.finish(Some(mode), Some(target), verdict, outcome, client_id)
+        let outcome = decision.map_err(Refused::Denied).and_then(|mut grant| {
+            crate::pipeline::decision::check(&mut grant, now, &connection)
+                .map_err(|e| Refused::Denied(format!("{}: {e}", route.name)))?;
+            let jwt = self
+                .signer
+                .user_jwt(&grant, &target.user_nkey, now)
+                .map_err(|e| Refused::Invalid(format!("cannot sign user JWT: {e}")))?;
+            Ok((grant.account, jwt))
+        });
+        self.finish(
+            Some(route.name.clone()),
+            mode,
+            Some(target),
+            outcome,
+            client_id,
+        )
     }
 
     /// Everything a decision needs before the plugins run: the decision cache lookup,
-    /// the CA check, and the plugins' request, moved out of `req`. Not async on
-    /// purpose: the decoded request (0.8 KB) must not be held across the plugin call,
-    /// where each level of the async call chain would store its own copy in the future
-    /// that every request's task moves onto the heap (8.6 KB that way, 5.2 KB now).
-    fn prepare(&self, mode: Mode, req: AuthorizationRequest) -> Result<Prepared<'_>, String> {
+    /// the host's own check of the credential, and the plugins' request, moved out of
+    /// `req`. Not async on purpose: the decoded request (0.8 KB) must not be held across
+    /// the plugin call, where each level of the async call chain would store its own
+    /// copy in the future that every request's task moves onto the heap.
+    fn prepare(
+        &self,
+        route: &Route,
+        kind: CredentialKind,
+        req: &mut AuthorizationRequest,
+    ) -> Result<Prepared, String> {
+        let name = &route.name;
+        // Enforced here, for every plugin of the route, a partner's too: the credential
+        // is genuine before any plugin decides who it belongs to. A certificate: a
+        // configured CA bundle issued the chain. An nkey: the client signed the nonce
+        // nats-server sent it with the key it names.
+        if kind == CredentialKind::Nkey {
+            nkey_proof(req).map_err(|e| format!("{name}: {e}"))?;
+        }
+        let legacy = route.legacy.then(|| Legacy::copy(&req.connect_opts));
+        let credential = credential::take(&mut req.connect_opts, kind);
         let mut key = None;
         if let Some(cache) = &self.cache
-            && let Some(k) = DecisionCache::key(mode, &req)
+            && let Some(k) = cache.key(name, &credential, req)
         {
             if let Some(grant) = cache.get(&k, unix_now()) {
                 self.metrics.cache_hits.inc();
@@ -363,46 +423,40 @@ impl Authorizer {
             self.metrics.cache_misses.inc();
             key = Some(k);
         }
-        let Some(chain) = self.chains.get(&mode) else {
-            return Err(format!("{mode} authentication is not enabled"));
-        };
         let chain_pems: &[String] = req
             .client_tls
             .as_ref()
             .and_then(|t| t.verified_chains.first())
             .map(Vec::as_slice)
             .unwrap_or(&[]);
-        // Enforced here, for every plugin of the mode, a partner's too: the credential is
-        // genuine before any plugin decides who it belongs to. mtls: a configured CA
-        // bundle issued the chain. nkey: the client signed the nonce nats-server sent it
-        // with the key it names.
-        if mode == Mode::Mtls
+        if kind == CredentialKind::Certificate
             && let Some(ca) = &self.ca
         {
             ca.verify(chain_pems, unix_now())
-                .map_err(|e| format!("{mode}: client certificate rejected: {e}"))?;
+                .map_err(|e| format!("{name}: client certificate rejected: {e}"))?;
         }
-        if mode == Mode::Nkey {
-            nkey_proof(&req).map_err(|e| format!("{mode}: {e}"))?;
-        }
-        let parsed = x509::parse_chain(chain_pems).map_err(|e| format!("{mode}: {e}"))?;
+        let parsed = x509::parse_chain(chain_pems).map_err(|e| format!("{name}: {e}"))?;
+        let request = crate::runtime::plain_request(std::mem::take(req), name, credential, parsed);
         Ok(Prepared::Run {
-            chain,
-            request: Box::new(crate::runtime::plain_request(req, mode, parsed)),
+            request: Box::new(PluginRequest { request, legacy }),
             key,
         })
     }
 
-    /// Run the mode's plugin chain: the first allow or deny wins; all abstaining denies.
-    /// A grant is cached under `key`.
+    /// Run the route's plugin chain, asking only the plugins that take the credential:
+    /// the first allow or deny wins; all abstaining denies. A grant is cached under `key`.
     async fn run_chain(
         &self,
-        mode: Mode,
-        chain: &[Link],
-        request: &nats_callout_sdk::AuthRequest,
+        route: &Route,
+        request: &PluginRequest,
         key: Option<Key>,
     ) -> Result<Grant, String> {
-        for link in chain {
+        let name = &route.name;
+        let kind = request.request.credential.kind();
+        for link in route.chain.iter().map(|&i| &self.plugins[i]) {
+            if !link.runner.credentials().contains(&kind) {
+                continue;
+            }
             let started = std::time::Instant::now();
             let result = link.runner.authenticate(request).await;
             count_call(&link.metrics, &result, started.elapsed());
@@ -417,35 +471,40 @@ impl Authorizer {
                 // goes into the response and the log.
                 Ok(Decision::Deny(reason)) => {
                     return Err(format!(
-                        "{mode}: {}",
+                        "{name}: {}",
                         crate::runtime::truncate(&reason, 512)
                     ));
                 }
                 Ok(Decision::Abstain) => continue,
                 Err(e) => {
                     return Err(format!(
-                        "{mode}: {}",
+                        "{name}: {}",
                         crate::runtime::truncate(&e.to_string(), 512)
                     ));
                 }
             }
         }
-        Err(format!("{mode}: no plugin accepted the credential"))
+        Err(format!("{name}: no plugin accepted the credential"))
     }
 
     fn finish(
         &self,
+        route: Option<Arc<str>>,
         mode: Option<Mode>,
         target: Option<ReplyTarget>,
-        verdict: Verdict,
-        outcome: Result<String, String>,
+        outcome: Result<(String, String), Refused>,
         client_id: u64,
     ) -> Handled {
+        let (verdict, answer) = match outcome {
+            Ok((account, jwt)) => (Verdict::Allowed { account }, Ok(jwt)),
+            Err(Refused::Denied(reason)) => (Verdict::Denied(reason.clone()), Err(reason)),
+            Err(Refused::Invalid(reason)) => (Verdict::Invalid(reason.clone()), Err(reason)),
+        };
         let (reply, user_nkey) = match target {
             None => (Vec::new(), String::new()),
             Some(t) => match self.signer.response(
                 &t,
-                outcome.as_deref().map_err(String::as_str),
+                answer.as_deref().map_err(String::as_str),
                 unix_now(),
             ) {
                 Ok(bytes) => (bytes, t.user_nkey),
@@ -456,6 +515,7 @@ impl Authorizer {
             },
         };
         Handled {
+            route,
             mode,
             verdict,
             reply,
@@ -463,6 +523,98 @@ impl Authorizer {
             user_nkey,
         }
     }
+}
+
+/// Why a request admitted no one: its client was refused, or the request itself was bad.
+enum Refused {
+    Denied(String),
+    Invalid(String),
+}
+
+/// The reason for a credential no route takes, with what to configure for it.
+fn unrouted(kind: CredentialKind) -> String {
+    let hint = match kind {
+        CredentialKind::UserPassword => {
+            " (add permissions.password for the built-in password plugin, a route, or use \
+             username \"oauthtoken\" with an access token as password)"
+        }
+        CredentialKind::UserJwt => {
+            " (NATS user JWTs reach the callout in operator mode only, which is not enabled)"
+        }
+        _ => "",
+    };
+    match Mode::of(kind) {
+        Some(mode) if hint.is_empty() => {
+            format!("{mode} authentication is not enabled: no route takes a {kind} credential")
+        }
+        _ => format!("unsupported credential: no route takes a {kind} credential{hint}"),
+    }
+}
+
+/// The routes of the config, each with its loaded chain, checked against what the
+/// plugins said they take.
+fn routes(cfg: &Config, plugins: &[Link], metrics: &Metrics) -> Result<Vec<Route>, LoadError> {
+    let mut routes: Vec<Route> = Vec::new();
+    for spec in cfg.route_specs() {
+        let err = |message: String| LoadError::Route {
+            origin: spec.origin.clone(),
+            name: spec.name.clone(),
+            message,
+        };
+        let chain: Vec<&Link> = spec.plugins.iter().map(|&i| &plugins[i]).collect();
+        let mut taken: Vec<CredentialKind> = chain
+            .iter()
+            .flat_map(|l| l.runner.credentials().iter().copied())
+            .collect();
+        taken.sort();
+        taken.dedup();
+        let matcher = Matcher::new(&spec.matches, &taken);
+        for link in &chain {
+            let kinds = link.runner.credentials();
+            if !matcher.kinds().iter().any(|k| kinds.contains(k)) {
+                return Err(err(format!(
+                    "plugin {:?} takes {}, none of the route's credentials ({})",
+                    link.runner.name(),
+                    names(kinds),
+                    names(matcher.kinds())
+                )));
+            }
+        }
+        if let Some(k) = matcher.kinds().iter().find(|k| !taken.contains(k)) {
+            return Err(err(format!(
+                "no plugin of the route takes {k} credentials, so every such client would \
+                 be refused: remove it from match.credentials or add a plugin that takes it"
+            )));
+        }
+        for (earlier, earlier_spec) in routes.iter().zip(cfg.route_specs()) {
+            if shadows(
+                &earlier_spec.matches,
+                &spec.matches,
+                (earlier.matcher.kinds(), matcher.kinds()),
+            ) {
+                return Err(err(format!(
+                    "never used: route {:?} before it takes every request it matches",
+                    &*earlier.name
+                )));
+            }
+        }
+        routes.push(Route {
+            name: spec.name.as_str().into(),
+            legacy: chain.iter().any(|l| l.runner.needs_legacy()),
+            chain: spec.plugins.clone(),
+            metrics: metrics.route(&spec.name),
+            matcher,
+        });
+    }
+    Ok(routes)
+}
+
+fn names(kinds: &[CredentialKind]) -> String {
+    kinds
+        .iter()
+        .map(|k| k.as_str())
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// The client's proof of its NKey: `sig` over the nonce nats-server sent it.

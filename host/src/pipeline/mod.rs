@@ -1,10 +1,12 @@
 //! The decision for one request, in the order it is made: [`request`] (open and verify),
-//! [`routing`] (which plugin chain), the plugins ([`crate::runtime`]), [`decision`]
+//! [`credential`] (what the client presented), [`routing`] (which route's plugin
+//! chain), the plugins ([`crate::runtime`]), [`decision`]
 //! (host-side bounds on the grant), [`respond`] (sign and seal the answer);
 //! [`authorizer`] runs the steps, [`cache`] lets repeat connects skip the plugins.
 
 pub mod authorizer;
 pub mod cache;
+pub mod credential;
 pub mod decision;
 pub mod request;
 pub mod respond;

@@ -8,8 +8,21 @@ use crate::nats::claims::{
     ResponsePermission, USER_TYPE, User, UserClaims,
 };
 use crate::nats::jwt::{self, JwtError, SigningKey};
-use crate::pipeline::decision::{Grant, Limits, UNLIMITED};
+use crate::pipeline::decision::Grant;
 use crate::pipeline::request::ReplyTarget;
+use nats_callout_sdk::ConnectionType;
+
+/// nats-server's names of a connection type. The host cannot tell MQTT or a leaf node
+/// over WebSocket from the plain one, so a grant of either admits both.
+fn nats_names(t: ConnectionType) -> &'static [&'static str] {
+    match t {
+        ConnectionType::Standard => &["STANDARD"],
+        ConnectionType::Websocket => &["WEBSOCKET"],
+        ConnectionType::Mqtt => &["MQTT", "MQTT_WS"],
+        ConnectionType::Leafnode => &["LEAFNODE", "LEAFNODE_WS"],
+        _ => &[],
+    }
+}
 
 /// The keys that sign and seal responses.
 pub struct Signer {
@@ -38,12 +51,6 @@ impl Signer {
 
     /// The user JWT. Config mode: `aud` names the target account.
     pub fn user_jwt(&self, grant: &Grant, user_nkey: &str, now: i64) -> Result<String, JwtError> {
-        let limits = grant.limits.unwrap_or(UNLIMITED);
-        let Limits {
-            subs,
-            data,
-            payload,
-        } = limits;
         let mut claims = UserClaims {
             jti: String::new(),
             iat: now,
@@ -65,10 +72,19 @@ impl Signer {
                     max: r.max_msgs,
                     ttl: i64::try_from(r.ttl_millis.saturating_mul(1_000_000)).unwrap_or(i64::MAX),
                 }),
-                subs,
-                data,
-                payload,
-                tags: &grant.tags,
+                subs: -1,
+                data: -1,
+                payload: -1,
+                src: &grant.source_networks,
+                times: &grant.times,
+                times_location: grant.locale.as_deref(),
+                allowed_connection_types: grant
+                    .allowed_connection_types
+                    .iter()
+                    .flat_map(|t| nats_names(*t))
+                    .copied()
+                    .collect(),
+                proxy_required: grant.proxy_required,
                 kind: USER_TYPE,
                 version: CLAIMS_VERSION,
             },
@@ -130,25 +146,30 @@ mod tests {
     #[test]
     fn user_jwt_has_the_shape_nats_server_decodes() {
         let s = signer();
-        let grant = Grant {
-            account: "DEVICES".into(),
-            name: "sensor-1".into(),
-            publish: Subjects {
-                allow: vec!["telemetry.sensor-1.>".into()],
-                deny: vec![],
-            },
-            subscribe: Subjects {
-                allow: vec!["cmd.sensor-1".into()],
-                deny: vec!["cmd.sensor-1.admin".into()],
-            },
-            response: Some(Reply {
-                max_msgs: 1,
-                ttl_millis: 1500,
-            }),
-            expires_at: Some(4_000_000_000),
-            tags: vec!["site:berlin".into()],
-            limits: None,
+        let mut grant = Grant::default();
+        grant.account = "DEVICES".into();
+        grant.name = "sensor-1".into();
+        grant.publish = Subjects {
+            allow: vec!["telemetry.sensor-1.>".into()],
+            deny: vec![],
         };
+        grant.subscribe = Subjects {
+            allow: vec!["cmd.sensor-1".into()],
+            deny: vec!["cmd.sensor-1.admin".into()],
+        };
+        grant.response = Some(Reply {
+            max_msgs: 1,
+            ttl_millis: 1500,
+        });
+        grant.expires_at = Some(4_000_000_000);
+        grant.times = vec![nats_callout_sdk::TimeRange {
+            start: "08:00:00".into(),
+            end: "18:00:00".into(),
+        }];
+        grant.locale = Some("Europe/Berlin".into());
+        grant.source_networks = vec!["10.0.0.0/8".into()];
+        grant.allowed_connection_types = vec![ConnectionType::Mqtt];
+        grant.proxy_required = true;
         let user = KeyPair::new_user().public_key();
         let c = claims(&s.user_jwt(&grant, &user, 1_700_000_000).expect("signs"));
         assert_eq!(c["iss"], json!(s.issuer_public));
@@ -170,20 +191,34 @@ mod tests {
             (&nats["subs"], &nats["data"], &nats["payload"]),
             (&json!(-1), &json!(-1), &json!(-1))
         );
-        assert_eq!(nats["tags"], json!(["site:berlin"]));
+        // nats-io/jwt's spellings: `times_location` is Go's `Locale`.
+        assert_eq!(
+            nats["times"],
+            json!([{ "start": "08:00:00", "end": "18:00:00" }])
+        );
+        assert_eq!(nats["times_location"], json!("Europe/Berlin"));
+        assert_eq!(nats["src"], json!(["10.0.0.0/8"]));
+        assert_eq!(nats["allowed_connection_types"], json!(["MQTT", "MQTT_WS"]));
+        assert_eq!(nats["proxy_required"], json!(true));
         assert_eq!(nats["type"], json!("user"));
         assert_eq!(nats["version"], json!(2));
 
         // Empty name, lists, expiry and response permission are left out, not sent empty.
-        let bare = Grant {
-            account: "ANONYMOUS".into(),
-            ..Grant::default()
-        };
+        let mut bare = Grant::default();
+        bare.account = "ANONYMOUS".into();
         let c = claims(&s.user_jwt(&bare, &user, 1_700_000_000).expect("signs"));
         for absent in ["name", "exp"] {
             assert!(c.get(absent).is_none(), "{absent} in {c}");
         }
-        for absent in ["resp", "tags"] {
+        for absent in [
+            "resp",
+            "tags",
+            "times",
+            "times_location",
+            "src",
+            "allowed_connection_types",
+            "proxy_required",
+        ] {
             assert!(c["nats"].get(absent).is_none(), "{absent} in {c}");
         }
         assert_eq!(c["nats"]["pub"], json!({}));

@@ -1,34 +1,57 @@
-//! Which authentication mode a request belongs to, from what the client presented.
-//!
-//! The rule that matters most: a credential that was presented never routes to
-//! `noauth`. Only a client that presented nothing at all is anonymous.
+//! Which route a request takes: the first route of the operator's `routes:` whose match
+//! holds (credential kinds, username pattern, connection type, server, cluster) names
+//! the plugin chain that decides. Without `routes:`, one default route per mode
+//! reproduces the fixed routing of contract 0.1.0 (plus `password`).
 
+use nats_callout_sdk::{ConnectionType, CredentialKind};
 use serde::Deserialize;
+use wildmatch::WildMatch;
 
-use crate::nats::claims::AuthorizationRequest;
-
-/// Username that marks an OAuth2 access token in the password (and MQTT password).
-pub const OAUTH_USERNAME: &str = "oauthtoken";
-
+/// The default routes, in the order of their credential's precedence. A plugin entry's
+/// `mode:` names the one it joins.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Mode {
     Oauth2,
     Mtls,
     Nkey,
+    Password,
     Noauth,
 }
 
 impl Mode {
-    pub const ALL: [Mode; 4] = [Mode::Oauth2, Mode::Mtls, Mode::Nkey, Mode::Noauth];
+    pub const ALL: [Mode; 5] = [
+        Mode::Oauth2,
+        Mode::Mtls,
+        Mode::Nkey,
+        Mode::Password,
+        Mode::Noauth,
+    ];
 
     pub fn as_str(self) -> &'static str {
         match self {
             Mode::Oauth2 => "oauth2",
             Mode::Mtls => "mtls",
             Mode::Nkey => "nkey",
+            Mode::Password => "password",
             Mode::Noauth => "noauth",
         }
+    }
+
+    /// The credential its default route takes.
+    pub fn credential(self) -> CredentialKind {
+        match self {
+            Mode::Oauth2 => CredentialKind::BearerToken,
+            Mode::Mtls => CredentialKind::Certificate,
+            Mode::Nkey => CredentialKind::Nkey,
+            Mode::Password => CredentialKind::UserPassword,
+            Mode::Noauth => CredentialKind::None,
+        }
+    }
+
+    /// The mode of a credential kind, whose `auth_<mode>_*` metrics count it.
+    pub fn of(kind: CredentialKind) -> Option<Mode> {
+        Mode::ALL.into_iter().find(|m| m.credential() == kind)
     }
 }
 
@@ -38,116 +61,284 @@ impl std::fmt::Display for Mode {
     }
 }
 
-#[derive(Debug, thiserror::Error, PartialEq, Eq)]
-pub enum RouteError {
-    #[error(
-        "unsupported credential: NATS user JWTs are not accepted (operator mode is not enabled)"
-    )]
-    UserJwt,
-    #[error(
-        "unsupported credential: username/password (use username \"oauthtoken\" with an access token as password)"
-    )]
-    Password,
-    #[error("incomplete credential: a signature without an nkey")]
-    SignatureOnly,
+/// One entry of `routes:`.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RouteConfig {
+    /// In logs, metrics (`auth_route_*{route}`) and the request plugins see.
+    pub name: String,
+    /// Absent: every request its plugins can decide.
+    #[serde(default, rename = "match")]
+    pub matches: RouteMatch,
+    /// The chain, by plugin name (`plugins[].name`, or a built-in: `oauth2`, `mtls`,
+    /// `nkey`, `password`, `noauth`); the first allow or deny ends it.
+    pub plugins: Vec<String>,
 }
 
-/// Pick the mode. Order follows DESIGN.md: oauth2, mtls, nkey, noauth.
-pub fn route(req: &AuthorizationRequest) -> Result<Mode, RouteError> {
-    let c = &req.connect_opts;
-    if c.user == OAUTH_USERNAME || (!c.auth_token.is_empty() && c.user.is_empty()) {
-        return Ok(Mode::Oauth2);
+/// What a request must be for a route to take it; every field set must hold, and a list
+/// holds when one of its values does.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RouteMatch {
+    /// Credential kinds (`none`, `bearer-token`, `user-password`, `nkey`,
+    /// `certificate`, `user-jwt`). Empty: those the route's plugins take.
+    #[serde(default, deserialize_with = "kinds")]
+    pub credentials: Vec<CredentialKind>,
+    /// Patterns (`*` any run, `?` any one character) for the username the client sent.
+    #[serde(
+        default,
+        alias = "usernames",
+        deserialize_with = "nats_callout_sdk::format::one_or_many"
+    )]
+    pub username: Vec<String>,
+    /// `nats` (or `standard`), `websocket`, `mqtt`, `leafnode`.
+    #[serde(default, alias = "client_type", deserialize_with = "connection_types")]
+    pub client_types: Vec<ConnectionType>,
+    /// Patterns for the name of the nats-server that asks.
+    #[serde(
+        default,
+        alias = "server",
+        deserialize_with = "nats_callout_sdk::format::one_or_many"
+    )]
+    pub servers: Vec<String>,
+    /// Patterns for the cluster of the nats-server that asks.
+    #[serde(
+        default,
+        alias = "cluster",
+        deserialize_with = "nats_callout_sdk::format::one_or_many"
+    )]
+    pub clusters: Vec<String>,
+}
+
+fn kinds<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<CredentialKind>, D::Error> {
+    let names = nats_callout_sdk::format::one_or_many(d)?;
+    names
+        .iter()
+        .map(|n| {
+            CredentialKind::ALL
+                .into_iter()
+                .find(|k| k.as_str() == n)
+                .ok_or_else(|| {
+                    let all: Vec<_> = CredentialKind::ALL.map(|k| k.as_str()).into();
+                    serde::de::Error::custom(format!(
+                        "unknown credential kind {n:?}: expected one of {}",
+                        all.join(", ")
+                    ))
+                })
+        })
+        .collect()
+}
+
+fn connection_types<'de, D: serde::Deserializer<'de>>(
+    d: D,
+) -> Result<Vec<ConnectionType>, D::Error> {
+    let names = nats_callout_sdk::format::one_or_many(d)?;
+    names
+        .iter()
+        .map(|n| {
+            let t = if n == "nats" { "standard" } else { n.as_str() };
+            ConnectionType::deserialize(serde::de::value::StrDeserializer::<D::Error>::new(t))
+                .map_err(|_| {
+                    serde::de::Error::custom(format!(
+                        "unknown client type {n:?}: expected nats, websocket, mqtt or leafnode"
+                    ))
+                })
+        })
+        .collect()
+}
+
+/// The facts of a request that routes match on.
+#[derive(Debug, Clone, Copy)]
+pub struct Facts<'a> {
+    pub credential: CredentialKind,
+    /// The CONNECT's `user`, if any.
+    pub username: Option<&'a str>,
+    pub connection: Option<ConnectionType>,
+    pub server: &'a str,
+    pub cluster: &'a str,
+}
+
+/// A route's match, compiled: its patterns parsed once, its kinds resolved.
+#[derive(Debug, Clone)]
+pub struct Matcher {
+    kinds: Vec<CredentialKind>,
+    usernames: Vec<WildMatch>,
+    client_types: Vec<ConnectionType>,
+    servers: Vec<WildMatch>,
+    clusters: Vec<WildMatch>,
+}
+
+impl Matcher {
+    /// `taken`: the kinds the route's plugins take, for a match that names none.
+    pub fn new(m: &RouteMatch, taken: &[CredentialKind]) -> Self {
+        let globs = |v: &[String]| v.iter().map(|p| WildMatch::new(p)).collect();
+        Self {
+            kinds: if m.credentials.is_empty() {
+                taken.to_vec()
+            } else {
+                m.credentials.clone()
+            },
+            usernames: globs(&m.username),
+            client_types: m.client_types.clone(),
+            servers: globs(&m.servers),
+            clusters: globs(&m.clusters),
+        }
     }
-    if req
-        .client_tls
-        .as_ref()
-        .is_some_and(|t| t.verified_chains.first().is_some_and(|ch| !ch.is_empty()))
-    {
-        return Ok(Mode::Mtls);
+
+    pub fn kinds(&self) -> &[CredentialKind] {
+        &self.kinds
     }
-    if !c.nkey.is_empty() {
-        return Ok(Mode::Nkey);
+
+    pub fn matches(&self, f: &Facts<'_>) -> bool {
+        let any = |globs: &[WildMatch], value: Option<&str>| {
+            globs.is_empty() || value.is_some_and(|v| globs.iter().any(|g| g.matches(v)))
+        };
+        self.kinds.contains(&f.credential)
+            && any(&self.usernames, f.username)
+            && (self.client_types.is_empty()
+                || f.connection.is_some_and(|c| self.client_types.contains(&c)))
+            && any(&self.servers, Some(f.server))
+            && any(&self.clusters, Some(f.cluster).filter(|c| !c.is_empty()))
     }
-    if !c.jwt.is_empty() {
-        return Err(RouteError::UserJwt);
+}
+
+/// Whether every request `later` matches is matched by `earlier` too, so that `later`
+/// never decides anything. Sound, not complete: patterns count as covering only when
+/// they are `*` or the same text, so some shadowed routes go unreported, and no route
+/// that can still match is ever reported.
+pub fn shadows(
+    earlier: &RouteMatch,
+    later: &RouteMatch,
+    kinds: (&[CredentialKind], &[CredentialKind]),
+) -> bool {
+    fn covers<T: PartialEq>(a: &[T], b: &[T]) -> bool {
+        a.is_empty() || (!b.is_empty() && b.iter().all(|x| a.contains(x)))
     }
-    if !c.user.is_empty() || !c.pass.is_empty() {
-        return Err(RouteError::Password);
+    fn covers_globs(a: &[String], b: &[String]) -> bool {
+        a.iter().any(|p| p == "*")
+            || a.is_empty()
+            || (!b.is_empty() && b.iter().all(|x| a.contains(x)))
     }
-    if !c.sig.is_empty() {
-        return Err(RouteError::SignatureOnly);
-    }
-    Ok(Mode::Noauth)
+    let (earlier_kinds, later_kinds) = kinds;
+    !later_kinds.is_empty()
+        && later_kinds.iter().all(|k| earlier_kinds.contains(k))
+        && covers_globs(&earlier.username, &later.username)
+        && covers(&earlier.client_types, &later.client_types)
+        && covers_globs(&earlier.servers, &later.servers)
+        && covers_globs(&earlier.clusters, &later.clusters)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::nats::claims::{ClientTls, ConnectOptions};
 
-    fn req(c: ConnectOptions) -> AuthorizationRequest {
-        AuthorizationRequest {
-            connect_opts: c,
-            ..Default::default()
+    fn parse(yaml: &str) -> RouteMatch {
+        serde_yaml_ng::from_str(yaml).unwrap()
+    }
+
+    fn facts(credential: CredentialKind) -> Facts<'static> {
+        Facts {
+            credential,
+            username: None,
+            connection: Some(ConnectionType::Standard),
+            server: "n1",
+            cluster: "",
         }
     }
 
     #[test]
-    fn routes() {
-        let r = |c| route(&req(c));
-        assert_eq!(r(ConnectOptions::default()), Ok(Mode::Noauth));
-        assert_eq!(
-            r(ConnectOptions {
-                user: "oauthtoken".into(),
-                pass: "t".into(),
-                ..Default::default()
-            }),
-            Ok(Mode::Oauth2)
+    fn every_field_set_must_hold() {
+        let m = parse(
+            "{credentials: user-password, username: 'dev-*', client_types: [mqtt], servers: ['edge-*'], clusters: [eu]}",
         );
+        let m = Matcher::new(&m, &[]);
+        let ok = Facts {
+            credential: CredentialKind::UserPassword,
+            username: Some("dev-7"),
+            connection: Some(ConnectionType::Mqtt),
+            server: "edge-1",
+            cluster: "eu",
+        };
+        assert!(m.matches(&ok));
+        for bad in [
+            Facts {
+                credential: CredentialKind::BearerToken,
+                ..ok
+            },
+            Facts {
+                username: Some("ops-1"),
+                ..ok
+            },
+            Facts {
+                username: None,
+                ..ok
+            },
+            Facts {
+                connection: Some(ConnectionType::Standard),
+                ..ok
+            },
+            Facts {
+                connection: None,
+                ..ok
+            },
+            Facts {
+                server: "core-1",
+                ..ok
+            },
+            Facts { cluster: "", ..ok },
+        ] {
+            assert!(!m.matches(&bad), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn no_credentials_means_what_the_plugins_take() {
+        let m = Matcher::new(&parse("{client_types: nats}"), &[CredentialKind::Nkey]);
+        assert!(m.matches(&facts(CredentialKind::Nkey)));
+        assert!(!m.matches(&facts(CredentialKind::None)));
+        assert_eq!(m.kinds(), [CredentialKind::Nkey]);
+    }
+
+    #[test]
+    fn unknown_names_are_errors() {
+        for bad in [
+            "{credentials: [password]}",
+            "{client_types: [tcp]}",
+            "{usernme: x}",
+        ] {
+            assert!(serde_yaml_ng::from_str::<RouteMatch>(bad).is_err(), "{bad}");
+        }
         assert_eq!(
-            r(ConnectOptions {
-                auth_token: "t".into(),
-                ..Default::default()
-            }),
-            Ok(Mode::Oauth2)
+            parse("{client_types: [nats, MQTT]}").client_types,
+            [ConnectionType::Standard, ConnectionType::Mqtt]
         );
-        assert_eq!(
-            r(ConnectOptions {
-                nkey: "U".into(),
-                ..Default::default()
-            }),
-            Ok(Mode::Nkey)
+    }
+
+    #[test]
+    fn shadowing_is_reported_only_when_certain() {
+        let up = [CredentialKind::UserPassword];
+        let both = [CredentialKind::UserPassword, CredentialKind::BearerToken];
+        let all = parse("{}");
+        let mqtt = parse("{client_types: mqtt}");
+        let dev = parse("{username: 'dev-*'}");
+        let dev_mqtt = parse("{username: 'dev-*', client_types: mqtt}");
+        assert!(shadows(&all, &mqtt, (&up, &up)));
+        assert!(shadows(&all, &mqtt, (&both, &up)));
+        assert!(
+            !shadows(&all, &mqtt, (&up, &both)),
+            "bearer tokens still reach it"
         );
-        assert_eq!(
-            r(ConnectOptions {
-                user: "bob".into(),
-                pass: "x".into(),
-                ..Default::default()
-            }),
-            Err(RouteError::Password)
+        assert!(!shadows(&mqtt, &all, (&up, &up)));
+        assert!(shadows(&dev, &dev_mqtt, (&up, &up)));
+        assert!(!shadows(&dev_mqtt, &dev, (&up, &up)));
+        assert!(
+            !shadows(
+                &parse("{username: 'dev-*'}"),
+                &parse("{username: 'dev-1'}"),
+                (&up, &up)
+            ),
+            "pattern containment is not worked out: not reported"
         );
-        // A lone signature is a presented (broken) credential, never anonymous.
-        assert_eq!(
-            r(ConnectOptions {
-                sig: "x".into(),
-                ..Default::default()
-            }),
-            Err(RouteError::SignatureOnly)
-        );
-        let mut tls = req(ConnectOptions::default());
-        tls.client_tls = Some(ClientTls {
-            certs: vec!["unverified".into()],
-            ..Default::default()
-        });
-        assert_eq!(
-            route(&tls),
-            Ok(Mode::Noauth),
-            "unverified certs never count"
-        );
-        tls.client_tls = Some(ClientTls {
-            verified_chains: vec![vec!["pem".into()]],
-            ..Default::default()
-        });
-        assert_eq!(route(&tls), Ok(Mode::Mtls));
+        assert!(shadows(&parse("{username: '*'}"), &dev, (&up, &up)));
     }
 }

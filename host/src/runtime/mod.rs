@@ -27,9 +27,8 @@ use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
 use nats_callout_sdk as sdk;
 
-use crate::nats::claims::AuthorizationRequest;
+use crate::nats::claims::{AuthorizationRequest, ConnectOptions};
 use crate::pipeline::decision::{Decision, earliest};
-use crate::pipeline::routing::Mode;
 use crate::runtime::capabilities::Capabilities;
 
 /// Epoch tick: how often a running plugin yields to the scheduler and has its deadline
@@ -220,7 +219,6 @@ impl PluginEngine {
     pub fn load(
         &self,
         name: &str,
-        mode: Mode,
         path: &Path,
         init_config: String,
         caps: Capabilities,
@@ -247,10 +245,11 @@ impl PluginEngine {
                 version.as_str()
             ))
         })?;
-        tracing::debug!(plugin = name, contract = version.as_str(), "contract");
-        let plugin = Arc::new(LoadedPlugin {
+        let mut plugin = LoadedPlugin {
             name: name.to_owned(),
-            mode,
+            version,
+            built_with: built_with(&bytes),
+            credentials: Vec::new(),
             engine: self.engine.clone(),
             pre,
             init_config,
@@ -260,18 +259,20 @@ impl PluginEngine {
             permits: tokio::sync::Semaphore::new(limits.instances),
             tank: self.fuel.then(|| limits.fuel.unwrap_or(u64::MAX)),
             limits,
-        });
+        };
         // Loading runs off the runtime's threads (`check` has none; a reload builds the
         // new set on a blocking thread), so a local executor drives this first fiber.
-        let first = futures::executor::block_on(plugin.instantiate()).map_err(|e| match e {
-            InstantiateError::Init(message) => PluginError::Init {
-                name: name.to_owned(),
-                message,
-            },
-            InstantiateError::Other(message) => load_err(message),
-        })?;
+        let (first, credentials) =
+            futures::executor::block_on(plugin.instantiate()).map_err(|e| match e {
+                InstantiateError::Init(message) => PluginError::Init {
+                    name: name.to_owned(),
+                    message,
+                },
+                InstantiateError::Other(message) => load_err(message),
+            })?;
+        plugin.credentials = credentials;
         plugin.release(first);
-        Ok(plugin)
+        Ok(Arc::new(plugin))
     }
 }
 
@@ -286,6 +287,23 @@ struct Instance {
     bindings: contract::Bindings,
 }
 
+/// What a component's `nats-callout-sdk` custom section says it was built with (the
+/// SDK's export macro writes it), e.g. `{"sdk":"0.2.0","contract":"0.2.0"}`; `None` for
+/// a component built otherwise (another language's toolchain).
+fn built_with(component: &[u8]) -> Option<String> {
+    wasmparser::Parser::new(0)
+        .parse_all(component)
+        .filter_map(Result::ok)
+        .find_map(|payload| match payload {
+            wasmparser::Payload::CustomSection(c) if c.name() == "nats-callout-sdk" => {
+                std::str::from_utf8(c.data())
+                    .ok()
+                    .map(|s| truncate(s, 256).into_owned())
+            }
+            _ => None,
+        })
+}
+
 enum InstantiateError {
     Init(String),
     Other(String),
@@ -294,7 +312,12 @@ enum InstantiateError {
 /// A loaded plugin and its pool of warm instances.
 pub struct LoadedPlugin {
     pub name: String,
-    pub mode: Mode,
+    /// The contract it was built against.
+    pub version: contract::Version,
+    /// Its `nats-callout-sdk` custom section, if any ([`built_with`]).
+    pub built_with: Option<String>,
+    /// The credential kinds it decides, as its first instance's `init` said.
+    pub credentials: Vec<sdk::CredentialKind>,
     engine: Engine,
     pre: contract::Pre,
     init_config: String,
@@ -313,7 +336,7 @@ pub struct LoadedPlugin {
 }
 
 impl LoadedPlugin {
-    async fn instantiate(&self) -> Result<Instance, InstantiateError> {
+    async fn instantiate(&self) -> Result<(Instance, Vec<sdk::CredentialKind>), InstantiateError> {
         let state = State {
             wasi: WasiCtx::builder().build(),
             table: ResourceTable::new(),
@@ -346,7 +369,7 @@ impl LoadedPlugin {
             .map_err(|e| InstantiateError::Other(format!("{e:#}")))?;
         self.arm(&mut store);
         match bindings.init(&mut store, &self.init_config).await {
-            Ok(Ok(())) => Ok(Instance { store, bindings }),
+            Ok(Ok(kinds)) => Ok((Instance { store, bindings }, kinds)),
             Ok(Err(message)) => Err(InstantiateError::Init(message)),
             Err(e) => Err(InstantiateError::Other(format!("init trapped: {e:#}"))),
         }
@@ -380,7 +403,7 @@ impl LoadedPlugin {
     /// call on this task.
     pub async fn authenticate(
         &self,
-        request: &sdk::AuthRequest,
+        request: &PluginRequest,
     ) -> Result<(Decision, Option<i64>), CallError> {
         let _permit = tokio::time::timeout(self.limits.timeout, self.permits.acquire())
             .await
@@ -389,7 +412,7 @@ impl LoadedPlugin {
         let idle = self.idle.lock().ok().and_then(|mut v| v.pop());
         let mut instance = match idle {
             Some(i) => i,
-            None => self.instantiate().await.map_err(|e| {
+            None => self.instantiate().await.map(|(i, _)| i).map_err(|e| {
                 let msg = match e {
                     InstantiateError::Init(m) | InstantiateError::Other(m) => m,
                 };
@@ -426,7 +449,8 @@ impl LoadedPlugin {
     }
 }
 
-/// One link of a mode's plugin chain.
+/// One plugin of the config: a WebAssembly component, or (for benchmarks) the same
+/// plugin crate compiled in.
 #[derive(Clone)]
 pub enum Runner {
     /// A WebAssembly component: the normal case.
@@ -443,16 +467,29 @@ impl Runner {
         }
     }
 
+    /// The credential kinds it decides.
+    pub fn credentials(&self) -> &[sdk::CredentialKind] {
+        match self {
+            Runner::Wasm(p) => &p.credentials,
+            Runner::Native(p) => &p.credentials,
+        }
+    }
+
+    /// Whether it reads the raw CONNECT credentials of contract 0.1.0 ([`Legacy`]).
+    pub fn needs_legacy(&self) -> bool {
+        matches!(self, Runner::Wasm(p) if p.version == contract::Version::V0_1_0)
+    }
+
     /// Decide one request. Whatever the plugin grants ends no later than the
     /// credential: the tokens it had the host verify, and the certificate chain. The
     /// built-in plugins set that expiry themselves; this holds it for any plugin.
-    pub async fn authenticate(&self, request: &sdk::AuthRequest) -> Result<Decision, CallError> {
+    pub async fn authenticate(&self, input: &PluginRequest) -> Result<Decision, CallError> {
         let (mut decision, tokens_expire) = match self {
-            Runner::Wasm(p) => p.authenticate(request).await?,
-            Runner::Native(p) => p.authenticate(request),
+            Runner::Wasm(p) => p.authenticate(input).await?,
+            Runner::Native(p) => p.authenticate(&input.request),
         };
         if let Decision::Allow(grant) = &mut decision {
-            let chain = request.tls.iter().flat_map(|t| &t.verified_chain);
+            let chain = input.request.tls.iter().flat_map(|t| &t.verified_chain);
             let chain_expires = chain.map(|c| c.not_after).min();
             grant.expires_at = earliest(grant.expires_at, earliest(tokens_expire, chain_expires));
         }
@@ -460,12 +497,52 @@ impl Runner {
     }
 }
 
-/// The plain (WIT-version-independent) request plugins decide on, moved out of the
-/// decoded request (no field is copied). `chain` is the host-parsed verified chain,
-/// leaf first.
+/// What a plugin decides on: the request in the SDK's plain types (the current
+/// contract's), and the raw CONNECT credentials for plugins of contract 0.1.0, which
+/// read those instead of a credential (kept only for routes with such plugins).
+#[derive(Debug)]
+pub struct PluginRequest {
+    pub request: sdk::AuthRequest,
+    pub legacy: Option<Legacy>,
+}
+
+/// The CONNECT's credential fields as the client sent them, for contract 0.1.0.
+/// Secrets: `Debug` shows none.
+#[derive(Default)]
+pub struct Legacy {
+    pub jwt: String,
+    pub nkey: String,
+    pub sig: String,
+    pub auth_token: String,
+    pub user: String,
+    pub pass: String,
+}
+
+impl Legacy {
+    pub fn copy(c: &ConnectOptions) -> Self {
+        Self {
+            jwt: c.jwt.clone(),
+            nkey: c.nkey.clone(),
+            sig: c.sig.clone(),
+            auth_token: c.auth_token.clone(),
+            user: c.user.clone(),
+            pass: c.pass.clone(),
+        }
+    }
+}
+
+impl std::fmt::Debug for Legacy {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Legacy(<redacted>)")
+    }
+}
+
+/// The plain request plugins decide on, moved out of the decoded request (no field is
+/// copied). `chain` is the host-parsed verified chain, leaf first.
 pub fn plain_request(
     req: AuthorizationRequest,
-    mode: Mode,
+    route: &str,
+    credential: sdk::Credential,
     chain: Vec<sdk::Certificate>,
 ) -> sdk::AuthRequest {
     fn opt(s: String) -> Option<String> {
@@ -474,52 +551,38 @@ pub fn plain_request(
     let s = req.server_id;
     let c = req.client_info;
     let o = req.connect_opts;
-    sdk::AuthRequest {
-        mode: match mode {
-            Mode::Oauth2 => sdk::AuthMode::Oauth2,
-            Mode::Mtls => sdk::AuthMode::Mtls,
-            Mode::Nkey => sdk::AuthMode::Nkey,
-            Mode::Noauth => sdk::AuthMode::Noauth,
-        },
-        server: sdk::ServerInfo {
-            name: s.name,
-            host: s.host,
-            id: s.id,
-            version: s.version,
-            cluster: opt(s.cluster),
-            tags: s.tags,
-        },
-        user_nkey: req.user_nkey,
-        client: sdk::ClientInfo {
-            host: opt(c.host),
-            id: c.id,
-            user: opt(c.user),
-            name: opt(c.name),
-            tags: c.tags,
-            name_tag: opt(c.name_tag),
-            kind: opt(c.kind),
-            client_type: opt(c.client_type),
-            mqtt_id: opt(c.mqtt_id),
-            nonce: opt(c.nonce),
-        },
-        connect: sdk::ConnectOpts {
-            jwt: opt(o.jwt),
-            nkey: opt(o.nkey),
-            sig: opt(o.sig),
-            auth_token: opt(o.auth_token),
-            user: opt(o.user),
-            pass: opt(o.pass),
-            name: opt(o.name),
-            lang: opt(o.lang),
-            version: opt(o.version),
-            protocol: o.protocol,
-        },
-        tls: req.client_tls.map(|t| sdk::ClientTls {
-            version: opt(t.version),
-            cipher: opt(t.cipher),
-            verified_chain: chain,
-        }),
-    }
+    let mut r = sdk::AuthRequest::default();
+    r.route = route.to_owned();
+    r.credential = credential;
+    r.server.name = s.name;
+    r.server.host = s.host;
+    r.server.id = s.id;
+    r.server.version = s.version;
+    r.server.cluster = opt(s.cluster);
+    r.server.tags = s.tags;
+    r.user_nkey = req.user_nkey;
+    r.client.host = opt(c.host);
+    r.client.id = c.id;
+    r.client.user = opt(c.user);
+    r.client.name = opt(c.name);
+    r.client.tags = c.tags;
+    r.client.name_tag = opt(c.name_tag);
+    r.client.kind = opt(c.kind);
+    r.client.client_type = opt(c.client_type);
+    r.client.mqtt_id = opt(c.mqtt_id);
+    r.client.nonce = opt(c.nonce);
+    r.connect.name = opt(o.name);
+    r.connect.lang = opt(o.lang);
+    r.connect.version = opt(o.version);
+    r.connect.protocol = o.protocol;
+    r.tls = req.client_tls.map(|t| {
+        let mut tls = sdk::ClientTls::default();
+        tls.version = opt(t.version);
+        tls.cipher = opt(t.cipher);
+        tls.verified_chain = chain;
+        tls
+    });
+    r
 }
 
 /// Cut untrusted text to at most `max` bytes on a char boundary.

@@ -14,6 +14,7 @@ type Decide = dyn Fn(&sdk::AuthRequest, &dyn sdk::Host) -> Decision + Send + Syn
 
 pub struct NativePlugin {
     pub name: String,
+    pub credentials: Vec<sdk::CredentialKind>,
     decide: Box<Decide>,
     caps: Capabilities,
 }
@@ -29,6 +30,7 @@ impl NativePlugin {
         let plugin = P::init(config).map_err(|e| e.to_string())?;
         Ok(Self {
             name: name.into(),
+            credentials: plugin.credentials().to_vec(),
             decide: Box::new(move |req, host| plugin.authenticate(req, host)),
             caps,
         })

@@ -22,8 +22,8 @@ use std::collections::BTreeMap;
 use std::net::IpAddr;
 
 use nats_callout_sdk::{
-    AuthMode, AuthRequest, Certificate, CompiledEntry, ConfigError, Decision, Host, InitError,
-    PermissionEntry, Placeholders, Plugin, PluginConfig,
+    AuthRequest, Certificate, CompiledEntry, ConfigError, Credential, CredentialKind, Decision,
+    Host, InitError, PermissionEntry, Placeholders, Plugin, PluginConfig,
 };
 use serde::Deserialize;
 
@@ -240,6 +240,10 @@ impl Plugin for MtlsPlugin {
         })
     }
 
+    fn credentials(&self) -> &[CredentialKind] {
+        &[CredentialKind::Certificate]
+    }
+
     fn authenticate(&self, request: &AuthRequest, host: &dyn Host) -> Decision {
         self.authenticate_at(request, host, unix_now())
     }
@@ -248,7 +252,7 @@ impl Plugin for MtlsPlugin {
 impl MtlsPlugin {
     /// [`Plugin::authenticate`] at a given time (unix seconds), for tests.
     pub fn authenticate_at(&self, request: &AuthRequest, host: &dyn Host, now: i64) -> Decision {
-        if request.mode != AuthMode::Mtls {
+        if request.credential != Credential::Certificate {
             return Decision::Abstain;
         }
         let chain = request
@@ -449,28 +453,30 @@ mod tests {
     const NOT_AFTER: i64 = 1_767_225_600; // 2026-01-01T00:00:00Z
 
     fn cert(subject: &str) -> Certificate {
-        Certificate {
-            pem: format!("-----BEGIN CERTIFICATE-----\n{subject}\n"),
-            subject: subject.into(),
-            common_names: dn::parse(subject)
-                .unwrap()
-                .common_names()
-                .into_iter()
-                .map(str::to_owned)
-                .collect(),
-            not_before: 1_735_689_600,
-            not_after: NOT_AFTER,
-            ..Default::default()
-        }
+        let mut c = Certificate::default();
+        c.pem = format!("-----BEGIN CERTIFICATE-----\n{subject}\n");
+        c.subject = subject.into();
+        c.common_names = dn::parse(subject)
+            .unwrap()
+            .common_names()
+            .into_iter()
+            .map(str::to_owned)
+            .collect();
+        c.not_before = 1_735_689_600;
+        c.not_after = NOT_AFTER;
+        c
+    }
+
+    fn chain(certs: Vec<Certificate>) -> ClientTls {
+        let mut tls = ClientTls::default();
+        tls.version = Some("1.3".into());
+        tls.verified_chain = certs;
+        tls
     }
 
     fn request(leaf: Certificate) -> AuthRequest {
-        RequestBuilder::new(AuthMode::Mtls)
-            .tls(ClientTls {
-                version: Some("1.3".into()),
-                cipher: None,
-                verified_chain: vec![leaf, cert("CN=Device CA,O=Acme")],
-            })
+        RequestBuilder::new("mtls")
+            .certificate(chain(vec![leaf, cert("CN=Device CA,O=Acme")]))
             .build()
     }
 
@@ -525,12 +531,8 @@ mod tests {
         assert_eq!(g.expires_at, Some(NOT_AFTER));
         let mut ca = cert("CN=Device CA,O=Acme");
         ca.not_after = NOT_AFTER - 3600;
-        let req = RequestBuilder::new(AuthMode::Mtls)
-            .tls(ClientTls {
-                version: Some("1.3".into()),
-                cipher: None,
-                verified_chain: vec![cert("CN=gw"), ca],
-            })
+        let req = RequestBuilder::new("mtls")
+            .certificate(chain(vec![cert("CN=gw"), ca]))
             .build();
         let g = allowed(p.authenticate_at(&req, &TestHost::new(), NOW));
         assert_eq!(g.expires_at, Some(NOT_AFTER - 3600));
@@ -726,14 +728,18 @@ mod tests {
     #[test]
     fn no_chain_and_other_modes() {
         let p = plugin(json!({"gw": entry(json!({"identity": "CN=x"}))}));
-        let bare = RequestBuilder::new(AuthMode::Mtls).build();
+        assert_eq!(p.credentials(), [CredentialKind::Certificate]);
+        let bare = RequestBuilder::new("mtls")
+            .credential(Credential::Certificate)
+            .build();
         assert_eq!(
             deny_reason(p.authenticate_at(&bare, &TestHost::new(), NOW)),
             "no verified client certificate (nats-server verified no chain)"
         );
-        for mode in [AuthMode::Noauth, AuthMode::Oauth2, AuthMode::Nkey] {
+        // Another credential on a verified connection (a token over mTLS) is not ours.
+        for other in [Credential::None, Credential::Nkey("UABC".into())] {
             let mut r = request(cert("CN=x"));
-            r.mode = mode;
+            r.credential = other;
             assert_eq!(
                 p.authenticate_at(&r, &TestHost::new(), NOW),
                 Decision::Abstain

@@ -8,8 +8,8 @@
 use std::collections::BTreeMap;
 
 use nats_callout_sdk::{
-    AuthMode, AuthRequest, CompiledEntry, ConfigError, Decision, Host, InitError, PermissionEntry,
-    Placeholders, Plugin, PluginConfig,
+    AuthRequest, CompiledEntry, ConfigError, Credential, CredentialKind, Decision, Host, InitError,
+    PermissionEntry, Placeholders, Plugin, PluginConfig,
 };
 use nkeys::KeyPairType;
 use serde::Deserialize;
@@ -100,13 +100,15 @@ impl Plugin for NkeyPlugin {
         Ok(Self { by_key })
     }
 
+    fn credentials(&self) -> &[CredentialKind] {
+        &[CredentialKind::Nkey]
+    }
+
     fn authenticate(&self, request: &AuthRequest, host: &dyn Host) -> Decision {
-        if request.mode != AuthMode::Nkey {
+        let Credential::Nkey(nkey) = &request.credential else {
             return Decision::Abstain;
-        }
-        let Some(nkey) = request.connect.nkey.as_deref() else {
-            return Decision::deny("nkey missing from CONNECT");
         };
+        let nkey = nkey.as_str();
         let Some(entry) = self.by_key.get(nkey) else {
             host.info(&format!("nkey {} is not configured", loggable(nkey)));
             return Decision::deny("unknown nkey");
@@ -207,9 +209,7 @@ mod tests {
         let other = KeyPair::new_user();
         let p = plugin(&[("sensor-01", &key), ("sensor-02", &other)]);
         let host = TestHost::new();
-        let request = RequestBuilder::new(AuthMode::Nkey)
-            .signed_by(&key, "server-nonce-1")
-            .build();
+        let request = RequestBuilder::new("nkey").nkey(key.public_key()).build();
         let Decision::Allow(grant) = p.authenticate(&request, &host) else {
             panic!("expected allow");
         };
@@ -240,34 +240,25 @@ mod tests {
         let p = plugin(&[("a", &KeyPair::new_user())]);
         let host = TestHost::new();
         let stranger = KeyPair::new_user();
-        let request = RequestBuilder::new(AuthMode::Nkey)
-            .signed_by(&stranger, "n")
+        let request = RequestBuilder::new("nkey")
+            .nkey(stranger.public_key())
             .build();
         assert_eq!(deny_reason(p.authenticate(&request, &host)), "unknown nkey");
         assert!(host.logged(&stranger.public_key()));
     }
 
     #[test]
-    fn missing_parts_are_denied() {
+    fn other_credentials_abstain() {
         let key = KeyPair::new_user();
         let p = plugin(&[("a", &key)]);
-        let host = TestHost::new();
-        let full = RequestBuilder::new(AuthMode::Nkey).signed_by(&key, "n");
-        let no_key = full.clone().with(|r| r.connect.nkey = None).build();
-        assert_eq!(
-            deny_reason(p.authenticate(&no_key, &host)),
-            "nkey missing from CONNECT"
-        );
-    }
-
-    #[test]
-    fn other_modes_abstain() {
-        let key = KeyPair::new_user();
-        let p = plugin(&[("a", &key)]);
-        for mode in [AuthMode::Noauth, AuthMode::Oauth2, AuthMode::Mtls] {
-            let request = RequestBuilder::new(mode).signed_by(&key, "n").build();
+        assert_eq!(p.credentials(), [CredentialKind::Nkey]);
+        for request in [
+            RequestBuilder::new("nkey"),
+            RequestBuilder::new("nkey").bearer_token(key.public_key()),
+            RequestBuilder::new("nkey").user_password(key.public_key(), "x"),
+        ] {
             assert_eq!(
-                p.authenticate(&request, &TestHost::new()),
+                p.authenticate(&request.build(), &TestHost::new()),
                 Decision::Abstain
             );
         }
@@ -285,8 +276,8 @@ mod tests {
         });
         let p = NkeyPlugin::init(config(permissions, Value::Null)).unwrap();
         let host = TestHost::new();
-        let ok = RequestBuilder::new(AuthMode::Nkey)
-            .signed_by(&key, "n")
+        let ok = RequestBuilder::new("nkey")
+            .nkey(key.public_key())
             .client_name("billing")
             .build();
         let Decision::Allow(grant) = p.authenticate(&ok, &host) else {
@@ -300,8 +291,8 @@ mod tests {
             ("a b", "whitespace"),
             ("", "is empty"),
         ] {
-            let request = RequestBuilder::new(AuthMode::Nkey)
-                .signed_by(&key, "n")
+            let request = RequestBuilder::new("nkey")
+                .nkey(key.public_key())
                 .client_name(name)
                 .build();
             let reason = deny_reason(p.authenticate(&request, &host));
@@ -311,8 +302,8 @@ mod tests {
             );
         }
         let long = "x".repeat(65);
-        let request = RequestBuilder::new(AuthMode::Nkey)
-            .signed_by(&key, "n")
+        let request = RequestBuilder::new("nkey")
+            .nkey(key.public_key())
             .client_name(long.as_str())
             .build();
         let reason = deny_reason(p.authenticate(&request, &host));
@@ -320,9 +311,7 @@ mod tests {
             reason.contains("longer than 64") && !reason.contains(&long),
             "{reason}"
         );
-        let unnamed = RequestBuilder::new(AuthMode::Nkey)
-            .signed_by(&key, "n")
-            .build();
+        let unnamed = RequestBuilder::new("nkey").nkey(key.public_key()).build();
         assert!(deny_reason(p.authenticate(&unnamed, &host)).contains("has no value"));
     }
 

@@ -4,8 +4,8 @@
 //! those here, and this plugin refuses any request that carries one anyway).
 
 use nats_callout_sdk::{
-    AuthMode, AuthRequest, ConfigError, Decision, Grant, Host, InitError, PermissionEntry,
-    Placeholders, Plugin, PluginConfig,
+    AuthRequest, ConfigError, Credential, CredentialKind, Decision, Grant, Host, InitError,
+    PermissionEntry, Placeholders, Plugin, PluginConfig,
 };
 
 /// The plugin: the grant is the same for every anonymous client, so it is built once.
@@ -38,46 +38,39 @@ impl Plugin for Noauth {
         Ok(Self { grant })
     }
 
+    fn credentials(&self) -> &[CredentialKind] {
+        &[CredentialKind::None]
+    }
+
     fn authenticate(&self, request: &AuthRequest, _host: &dyn Host) -> Decision {
-        if request.mode != AuthMode::Noauth {
-            return Decision::Abstain;
-        }
-        if let Some(what) = presented_credential(request) {
+        // Defence in depth for the rule "a presented credential never falls through to
+        // noauth": the host routes only credential-less clients here.
+        if request.credential != Credential::None {
             return Decision::deny(format!(
-                "noauth refuses a client that presented {what}; it must authenticate with it"
+                "noauth refuses a client that presented a credential ({}); it must \
+                 authenticate with it",
+                request.credential.kind()
             ));
+        }
+        let verified_cert = request
+            .tls
+            .as_ref()
+            .is_some_and(|tls| !tls.verified_chain.is_empty());
+        if verified_cert {
+            return Decision::deny(
+                "noauth refuses a client that presented a client certificate; it must \
+                 authenticate with it",
+            );
         }
         Decision::Allow(self.grant.clone())
     }
-}
-
-/// Defence in depth for the rule "a presented credential never falls through to noauth":
-/// names the first credential found in the request.
-fn presented_credential(request: &AuthRequest) -> Option<&'static str> {
-    let c = &request.connect;
-    let verified_cert = request
-        .tls
-        .as_ref()
-        .is_some_and(|tls| !tls.verified_chain.is_empty());
-    [
-        (c.jwt.is_some(), "a JWT"),
-        (c.nkey.is_some() || c.sig.is_some(), "an nkey"),
-        (c.auth_token.is_some(), "a token"),
-        (
-            c.user.is_some() || c.pass.is_some(),
-            "a username or password",
-        ),
-        (verified_cert, "a client certificate"),
-    ]
-    .into_iter()
-    .find_map(|(present, what)| present.then_some(what))
 }
 
 nats_callout_sdk::export_plugin!(Noauth);
 
 #[cfg(test)]
 mod tests {
-    use nats_callout_sdk::testing::{RequestBuilder, TestHost, config, nkeys::KeyPair};
+    use nats_callout_sdk::testing::{RequestBuilder, TestHost, config};
     use nats_callout_sdk::{Certificate, ClientTls, Permission};
     use serde_json::{Value, json};
 
@@ -107,7 +100,7 @@ mod tests {
     #[test]
     fn allows_anonymous_clients_with_the_entry() {
         let host = TestHost::new();
-        let request = RequestBuilder::new(AuthMode::Noauth).build();
+        let request = RequestBuilder::new("noauth").build();
         let Decision::Allow(grant) = plugin().authenticate(&request, &host) else {
             panic!("expected allow");
         };
@@ -120,36 +113,30 @@ mod tests {
     }
 
     #[test]
-    fn abstains_for_other_modes() {
-        let host = TestHost::new();
-        let p = plugin();
-        for mode in [AuthMode::Nkey, AuthMode::Oauth2, AuthMode::Mtls] {
-            let request = RequestBuilder::new(mode).build();
-            assert_eq!(p.authenticate(&request, &host), Decision::Abstain);
-        }
+    fn takes_only_anonymous_clients() {
+        assert_eq!(plugin().credentials(), [CredentialKind::None]);
     }
 
     #[test]
     fn refuses_requests_carrying_credentials() {
         let host = TestHost::new();
         let p = plugin();
-        let user = KeyPair::new_user();
-        let cert = ClientTls {
-            verified_chain: vec![Certificate::default()],
-            ..Default::default()
-        };
+        let mut cert = ClientTls::default();
+        cert.verified_chain = vec![Certificate::default()];
         for request in [
-            RequestBuilder::new(AuthMode::Noauth).signed_by(&user, "n"),
-            RequestBuilder::new(AuthMode::Noauth).auth_token("t"),
-            RequestBuilder::new(AuthMode::Noauth).user_pass("u", "p"),
-            RequestBuilder::new(AuthMode::Noauth).jwt("eyJ"),
-            RequestBuilder::new(AuthMode::Noauth).tls(cert),
+            RequestBuilder::new("noauth").nkey("UABC"),
+            RequestBuilder::new("noauth").bearer_token("t"),
+            RequestBuilder::new("noauth").user_password("u", "p"),
+            RequestBuilder::new("noauth").user_jwt("eyJ"),
+            RequestBuilder::new("noauth").certificate(cert.clone()),
+            // A verified chain is a credential even where the host did not call it one.
+            RequestBuilder::new("noauth").tls(cert),
         ] {
             let decision = p.authenticate(&request.build(), &host);
             assert!(matches!(decision, Decision::Deny(_)), "{decision:?}");
         }
         // TLS without a verified client certificate is still anonymous.
-        let request = RequestBuilder::new(AuthMode::Noauth)
+        let request = RequestBuilder::new("noauth")
             .tls(ClientTls::default())
             .build();
         assert!(matches!(

@@ -15,8 +15,8 @@
 use std::collections::BTreeMap;
 
 use nats_callout_sdk::{
-    AuthMode, AuthRequest, Claims, CompiledEntry, ConfigError, Decision, Host, InitError,
-    PermissionEntry, Placeholders, Plugin, PluginConfig,
+    AuthRequest, Claims, CompiledEntry, ConfigError, Credential, CredentialKind, Decision, Host,
+    InitError, PermissionEntry, Placeholders, Plugin, PluginConfig,
 };
 use serde::Deserialize;
 
@@ -37,9 +37,6 @@ pub type OauthEntries = BTreeMap<String, PermissionEntry<OauthIdentity>>;
 
 /// Placeholders oauth2 subjects may use.
 pub const PLACEHOLDERS: [&str; 4] = ["claims.*", "azp", "sub", "client.name"];
-
-/// The username that marks a token in the password.
-pub const TOKEN_USERNAME: &str = "oauthtoken";
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -138,15 +135,20 @@ impl Plugin for OauthPlugin {
         Ok(Self { entries })
     }
 
+    fn credentials(&self) -> &[CredentialKind] {
+        &[CredentialKind::BearerToken]
+    }
+
     fn authenticate(&self, request: &AuthRequest, host: &dyn Host) -> Decision {
-        if request.mode != AuthMode::Oauth2 {
+        let Credential::BearerToken(token) = &request.credential else {
             return Decision::Abstain;
-        }
-        let Some(token) = access_token(request) else {
+        };
+        let token = token.expose();
+        if token.is_empty() {
             return Decision::deny(
                 "no access token: connect with username \"oauthtoken\" and the token as password",
             );
-        };
+        }
         let verified = match host.verify_jwt(token) {
             Ok(v) => v,
             Err(reason) => return Decision::deny(format!("access token rejected: {reason}")),
@@ -229,17 +231,6 @@ impl OauthPlugin {
     }
 }
 
-/// The token from whichever place the client put it.
-fn access_token(request: &AuthRequest) -> Option<&str> {
-    let c = &request.connect;
-    let from_password = (c.user.as_deref() == Some(TOKEN_USERNAME))
-        .then_some(c.pass.as_deref())
-        .flatten();
-    from_password
-        .or(c.auth_token.as_deref())
-        .filter(|t| !t.is_empty())
-}
-
 /// A client id as it may appear in a log line: verified, but chosen by the provider's
 /// admin; keep it short and printable.
 fn loggable(id: &str) -> String {
@@ -298,8 +289,8 @@ mod tests {
     }
 
     fn decide(p: &OauthPlugin, token: &Value) -> Decision {
-        let request = RequestBuilder::new(AuthMode::Oauth2)
-            .user_pass("oauthtoken", token.to_string())
+        let request = RequestBuilder::new("oauth2")
+            .bearer_token(token.to_string())
             .build();
         p.authenticate(&request, &host())
     }
@@ -367,30 +358,27 @@ mod tests {
         let p = plugin();
         let r = deny_reason(decide(&p, &json!({"sub": "someone"})));
         assert!(r.contains("no oauth2 permissions entry"), "{r}");
-        let request = RequestBuilder::new(AuthMode::Oauth2)
-            .user_pass("oauthtoken", "not-a-token")
+        let request = RequestBuilder::new("oauth2")
+            .bearer_token("not-a-token")
             .build();
         let r = deny_reason(p.authenticate(&request, &host()));
         assert_eq!(r, "access token rejected: token signature is invalid");
-        let request = RequestBuilder::new(AuthMode::Oauth2).build();
+        let request = RequestBuilder::new("oauth2").bearer_token("").build();
         assert!(deny_reason(p.authenticate(&request, &host())).contains("no access token"));
     }
 
     #[test]
-    fn token_places_and_other_modes() {
+    fn only_bearer_tokens() {
         let p = plugin();
+        assert_eq!(p.credentials(), [CredentialKind::BearerToken]);
         let token = json!({"azp": "mqtt-client"}).to_string();
-        let as_auth_token = RequestBuilder::new(AuthMode::Oauth2)
-            .auth_token(token.clone())
-            .build();
-        assert!(matches!(
-            p.authenticate(&as_auth_token, &host()),
-            Decision::Allow(_)
-        ));
-        let nkey = RequestBuilder::new(AuthMode::Nkey)
-            .auth_token(token)
-            .build();
-        assert_eq!(p.authenticate(&nkey, &host()), Decision::Abstain);
+        for other in [
+            RequestBuilder::new("oauth2"),
+            RequestBuilder::new("oauth2").user_password("oauth", token.clone()),
+            RequestBuilder::new("oauth2").user_jwt(token),
+        ] {
+            assert_eq!(p.authenticate(&other.build(), &host()), Decision::Abstain);
+        }
     }
 
     #[test]

@@ -6,11 +6,12 @@
 //! is a new module beside the old ones, which stay.
 
 pub mod v0_1_0;
+pub mod v0_2_0;
 
 use wasmtime::component::{Component, InstancePre, Linker, types::ComponentItem};
 use wasmtime::{Engine, Store};
 
-use super::State;
+use super::{PluginRequest, State};
 use crate::pipeline::decision::Decision;
 use nats_callout_sdk as sdk;
 
@@ -18,14 +19,16 @@ use nats_callout_sdk as sdk;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Version {
     V0_1_0,
+    V0_2_0,
 }
 
 impl Version {
-    pub const ALL: [Version; 1] = [Version::V0_1_0];
+    pub const ALL: [Version; 2] = [Version::V0_1_0, Version::V0_2_0];
 
     pub fn as_str(self) -> &'static str {
         match self {
             Version::V0_1_0 => "0.1.0",
+            Version::V0_2_0 => "0.2.0",
         }
     }
 
@@ -34,13 +37,13 @@ impl Version {
         let has = |name: &str| exports.iter().any(|(n, _)| n == name);
         match self {
             // 0.1.0 exports its two functions at the top level of the world.
-            Version::V0_1_0 => {
-                has("init")
-                    && has("authenticate")
-                    && exports
-                        .iter()
-                        .all(|(_, item)| matches!(item, ComponentItem::ComponentFunc(_)))
-            }
+            Version::V0_1_0 => [("init"), ("authenticate")].iter().all(|name| {
+                exports
+                    .iter()
+                    .any(|(n, item)| n == name && matches!(item, ComponentItem::ComponentFunc(_)))
+            }),
+            // Later versions export the interface `authenticator` of their package.
+            Version::V0_2_0 => has("nats-callout:plugin/authenticator@0.2.0"),
         }
     }
 }
@@ -99,30 +102,28 @@ pub fn detect(engine: &Engine, component: &Component) -> Result<Version, String>
 
 /// Adds every version's host imports to `linker`.
 pub fn add_to_linker(linker: &mut Linker<State>) -> wasmtime::Result<()> {
-    v0_1_0::add_to_linker(linker)
+    v0_1_0::add_to_linker(linker)?;
+    v0_2_0::add_to_linker(linker)
 }
 
 /// A component ready to instantiate, with its version's bindings.
 pub enum Pre {
     V0_1_0(v0_1_0::PluginPre<State>),
+    V0_2_0(v0_2_0::PluginPre<State>),
 }
 
 impl Pre {
     pub fn new(version: Version, pre: InstancePre<State>) -> wasmtime::Result<Self> {
         Ok(match version {
             Version::V0_1_0 => Pre::V0_1_0(v0_1_0::PluginPre::new(pre)?),
+            Version::V0_2_0 => Pre::V0_2_0(v0_2_0::PluginPre::new(pre)?),
         })
-    }
-
-    pub fn version(&self) -> Version {
-        match self {
-            Pre::V0_1_0(_) => Version::V0_1_0,
-        }
     }
 
     pub async fn instantiate(&self, store: &mut Store<State>) -> wasmtime::Result<Bindings> {
         Ok(match self {
             Pre::V0_1_0(pre) => Bindings::V0_1_0(pre.instantiate_async(store).await?),
+            Pre::V0_2_0(pre) => Bindings::V0_2_0(pre.instantiate_async(store).await?),
         })
     }
 }
@@ -130,27 +131,34 @@ impl Pre {
 /// One instance's exports.
 pub enum Bindings {
     V0_1_0(v0_1_0::Plugin),
+    V0_2_0(v0_2_0::Plugin),
 }
 
 impl Bindings {
-    /// `init`: the outer error is a trap, the inner one the plugin's refusal.
+    /// `init`, and the credential kinds the plugin decides. The outer error is a trap,
+    /// the inner one the plugin's refusal of its configuration.
     pub async fn init(
         &self,
         store: &mut Store<State>,
         config: &str,
-    ) -> wasmtime::Result<Result<(), String>> {
+    ) -> wasmtime::Result<Result<Vec<sdk::CredentialKind>, String>> {
         match self {
-            Bindings::V0_1_0(world) => world.call_init(store, config).await,
+            Bindings::V0_1_0(world) => Ok(world
+                .call_init(store, config)
+                .await?
+                .map(|()| v0_1_0::CREDENTIALS.to_vec())),
+            Bindings::V0_2_0(world) => v0_2_0::init(world, store, config).await,
         }
     }
 
     pub async fn authenticate(
         &self,
         store: &mut Store<State>,
-        request: &sdk::AuthRequest,
+        request: &PluginRequest,
     ) -> wasmtime::Result<Decision> {
         match self {
             Bindings::V0_1_0(world) => v0_1_0::authenticate(world, store, request).await,
+            Bindings::V0_2_0(world) => v0_2_0::authenticate(world, store, request).await,
         }
     }
 }

@@ -5,7 +5,7 @@
 use wasmtime::component::HasSelf;
 
 use crate::pipeline::decision;
-use crate::runtime::State;
+use crate::runtime::{Legacy, PluginRequest, State};
 use nats_callout_sdk as sdk;
 
 wasmtime::component::bindgen!({
@@ -31,30 +31,14 @@ impl wit::Host for State {}
 
 impl self::nats_callout::plugin::host::Host for State {
     fn log(&mut self, level: wit::LogLevel, message: String) {
-        // Plugins are untrusted: a bounded number of lines per call, each cut to 2 KiB,
-        // with line breaks and control characters escaped so that no plugin can write
-        // what looks like another log line.
-        if self.log_lines_left == 0 {
-            return;
-        }
-        self.log_lines_left -= 1;
-        let plugin = &self.caps.plugin;
-        let cut = crate::runtime::truncate(&message, 2048);
-        let message = cut.escape_debug();
-        match level {
-            wit::LogLevel::Trace => tracing::trace!(plugin, "{message}"),
-            wit::LogLevel::Debug => tracing::debug!(plugin, "{message}"),
-            wit::LogLevel::Info => tracing::info!(plugin, "{message}"),
-            wit::LogLevel::Warn => tracing::warn!(plugin, "{message}"),
-            wit::LogLevel::Error => tracing::error!(plugin, "{message}"),
-        }
-        if self.log_lines_left == 0 {
-            tracing::warn!(
-                plugin,
-                "plugin wrote {} log lines in one call; further lines of this call are dropped",
-                crate::runtime::LOG_LINES_PER_CALL
-            );
-        }
+        let level = match level {
+            wit::LogLevel::Trace => sdk::LogLevel::Trace,
+            wit::LogLevel::Debug => sdk::LogLevel::Debug,
+            wit::LogLevel::Info => sdk::LogLevel::Info,
+            wit::LogLevel::Warn => sdk::LogLevel::Warn,
+            wit::LogLevel::Error => sdk::LogLevel::Error,
+        };
+        State::log(self, level, &message);
     }
 
     fn verify_nkey_signature(
@@ -68,17 +52,12 @@ impl self::nats_callout::plugin::host::Host for State {
     }
 
     async fn verify_jwt(&mut self, token: String) -> Result<wit::VerifiedJwt, String> {
-        // May wait for a JWKS refetch: that wait is I/O, not the plugin's CPU time.
-        let started = std::time::Instant::now();
-        let result = self.caps.verify_jwt(&token).await;
-        self.credit_host_time(started.elapsed());
-        if let Ok(v) = &result {
-            self.note_credential_expiry(v.expires_at);
-        }
-        result.map(|v| wit::VerifiedJwt {
-            claims_json: v.claims_json,
-            expires_at: v.expires_at,
-        })
+        State::verify_jwt(self, &token)
+            .await
+            .map(|v| wit::VerifiedJwt {
+                claims_json: v.claims_json,
+                expires_at: v.expires_at,
+            })
     }
 
     fn verify_certificate_chain(&mut self, chain: Vec<String>) -> Result<(), String> {
@@ -86,16 +65,47 @@ impl self::nats_callout::plugin::host::Host for State {
     }
 }
 
-/// Run `authenticate` on `req`. The WIT request borrows the host's strings, so lowering
+/// The credential kinds a 0.1.0 plugin decides: those of its four modes. It says
+/// nothing itself (0.1.0's `init` returns nothing), and abstains on modes not its own.
+pub const CREDENTIALS: [sdk::CredentialKind; 4] = [
+    sdk::CredentialKind::BearerToken,
+    sdk::CredentialKind::Certificate,
+    sdk::CredentialKind::Nkey,
+    sdk::CredentialKind::None,
+];
+
+/// The 0.1.0 mode of a credential kind.
+fn mode(kind: sdk::CredentialKind) -> Option<wit::AuthMode> {
+    Some(match kind {
+        sdk::CredentialKind::BearerToken => wit::AuthMode::Oauth2,
+        sdk::CredentialKind::Certificate => wit::AuthMode::Mtls,
+        sdk::CredentialKind::Nkey => wit::AuthMode::Nkey,
+        sdk::CredentialKind::None => wit::AuthMode::Noauth,
+        _ => return None,
+    })
+}
+
+/// Run `authenticate` on `input`. The WIT request borrows the host's strings, so lowering
 /// copies each string once, straight into the component's memory; only `list<string>`
-/// fields need a small `Vec<&str>` (none is allocated for an empty list).
+/// fields need a small `Vec<&str>` (none is allocated for an empty list). The raw
+/// CONNECT credentials 0.1.0 plugins read come from `input.legacy`, which the host
+/// keeps for routes with 0.1.0 plugins.
 pub async fn authenticate(
     world: &Plugin,
     store: &mut wasmtime::Store<State>,
-    req: &sdk::AuthRequest,
+    input: &PluginRequest,
 ) -> wasmtime::Result<decision::Decision> {
     fn strs(v: &[String]) -> Vec<&str> {
         v.iter().map(String::as_str).collect()
+    }
+    let req = &input.request;
+    let Some(mode) = mode(req.credential.kind()) else {
+        return Ok(decision::Decision::Abstain);
+    };
+    let empty = Legacy::default();
+    let raw = input.legacy.as_ref().unwrap_or(&empty);
+    fn opt(s: &str) -> Option<&str> {
+        Some(s).filter(|s| !s.is_empty())
     }
     let (s, c, o) = (&req.server, &req.client, &req.connect);
     let (server_tags, client_tags) = (strs(&s.tags), strs(&c.tags));
@@ -128,12 +138,7 @@ pub async fn authenticate(
         })
         .collect();
     let request = wit::AuthRequest {
-        mode: match req.mode {
-            sdk::AuthMode::Oauth2 => wit::AuthMode::Oauth2,
-            sdk::AuthMode::Mtls => wit::AuthMode::Mtls,
-            sdk::AuthMode::Nkey => wit::AuthMode::Nkey,
-            sdk::AuthMode::Noauth => wit::AuthMode::Noauth,
-        },
+        mode,
         server: wit::ServerInfo {
             name: &s.name,
             host: &s.host,
@@ -156,12 +161,12 @@ pub async fn authenticate(
             nonce: c.nonce.as_deref(),
         },
         connect: wit::ConnectOpts {
-            jwt: o.jwt.as_deref(),
-            nkey: o.nkey.as_deref(),
-            sig: o.sig.as_deref(),
-            auth_token: o.auth_token.as_deref(),
-            user: o.user.as_deref(),
-            pass: o.pass.as_deref(),
+            jwt: opt(&raw.jwt),
+            nkey: opt(&raw.nkey),
+            sig: opt(&raw.sig),
+            auth_token: opt(&raw.auth_token),
+            user: opt(&raw.user),
+            pass: opt(&raw.pass),
             name: o.name.as_deref(),
             lang: o.lang.as_deref(),
             version: o.version.as_deref(),
@@ -183,25 +188,23 @@ fn permission(p: wit::Permission) -> decision::Permission {
     }
 }
 
+/// 0.1.0's grant as the current one. Its `tags` and `limits` are dropped: nats-server
+/// applies neither to auth-callout users.
 fn decision(d: wit::Decision) -> decision::Decision {
     match d {
-        wit::Decision::Allow(g) => decision::Decision::Allow(decision::Grant {
-            account: g.account,
-            name: g.name,
-            publish: permission(g.publish),
-            subscribe: permission(g.subscribe),
-            response: g.response.map(|r| decision::ResponsePermission {
+        wit::Decision::Allow(g) => {
+            let mut grant = decision::Grant::default();
+            grant.account = g.account;
+            grant.name = g.name;
+            grant.publish = permission(g.publish);
+            grant.subscribe = permission(g.subscribe);
+            grant.response = g.response.map(|r| decision::ResponsePermission {
                 max_msgs: r.max_msgs,
                 ttl_millis: r.ttl_millis,
-            }),
-            expires_at: g.expires_at,
-            tags: g.tags,
-            limits: g.limits.map(|l| decision::Limits {
-                subs: l.subs,
-                data: l.data,
-                payload: l.payload,
-            }),
-        }),
+            });
+            grant.expires_at = g.expires_at;
+            decision::Decision::Allow(grant)
+        }
         wit::Decision::Deny(reason) => decision::Decision::Deny(reason),
         wit::Decision::Abstain => decision::Decision::Abstain,
     }

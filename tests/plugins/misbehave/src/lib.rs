@@ -2,12 +2,15 @@
 //! `behaviour`, picks how: `trap` (panics, i.e. `unreachable`), `loop` (never returns),
 //! `alloc` (grows memory until the limit), `slow:<ms>` (busy-waits, then allows),
 //! `allow` (behaves: admits into `account`, default `ANONYMOUS`, with `public.>`),
-//! `verify-jwt` (has the host verify the password as a token, then admits as `allow`,
+//! `verify-jwt` (has the host verify the bearer token, then admits as `allow`,
 //! setting no expiry of its own: the careless partner plugin), `log-flood` (logs 1000
 //! lines, each trying to forge a second line, then admits as `allow`).
 
+//! It takes every credential kind.
+
 use nats_callout_sdk::{
-    AuthRequest, Decision, Grant, Host, InitError, Permission, Plugin, PluginConfig,
+    AuthRequest, Credential, CredentialKind, Decision, Grant, Host, InitError, Permission, Plugin,
+    PluginConfig,
 };
 use serde::Deserialize;
 
@@ -55,6 +58,10 @@ impl Plugin for Misbehave {
         })
     }
 
+    fn credentials(&self) -> &[CredentialKind] {
+        &CredentialKind::ALL
+    }
+
     fn authenticate(&self, request: &AuthRequest, host: &dyn Host) -> Decision {
         match self.behaviour {
             Behaviour::Trap => panic!("misbehave: deliberate trap"),
@@ -83,7 +90,10 @@ impl Plugin for Misbehave {
                 self.allow()
             }
             Behaviour::VerifyJwt => {
-                let token = request.connect.pass.as_deref().unwrap_or_default();
+                let token = match &request.credential {
+                    Credential::BearerToken(t) => t.expose(),
+                    _ => "",
+                };
                 match host.verify_jwt(token) {
                     Ok(_) => self.allow(),
                     Err(e) => Decision::deny(e),
@@ -99,12 +109,11 @@ impl Misbehave {
             allow: vec!["public.>".into()],
             deny: Vec::new(),
         };
-        Decision::Allow(Grant {
-            account: self.account.clone(),
-            publish: public.clone(),
-            subscribe: public,
-            ..Default::default()
-        })
+        let mut grant = Grant::default();
+        grant.account = self.account.clone();
+        grant.publish = public.clone();
+        grant.subscribe = public;
+        Decision::Allow(grant)
     }
 }
 

@@ -1,0 +1,38 @@
+//! `verify-jwt`: an access token against the plugin's JWKS with the host's strict rules
+//! (`identity::oauth`). The one capability that may wait (a JWKS refetch for an unknown
+//! `kid`), so the one whose time is credited to the call's deadline.
+
+use std::time::Instant;
+
+use super::{Capabilities, VerifiedJwt};
+use crate::runtime::State;
+
+impl Capabilities {
+    /// An access token, verified against the configured JWKS with strict rules.
+    pub async fn verify_jwt(&self, token: &str) -> Result<VerifiedJwt, String> {
+        match &self.jwks {
+            Some(jwks) => jwks
+                .verify(token, crate::pipeline::request::unix_now())
+                .await
+                .map_err(|e| e.to_string()),
+            None => Err(format!(
+                "no JWKS is configured for plugin {:?} (add a jwks section)",
+                self.plugin
+            )),
+        }
+    }
+}
+
+impl State {
+    /// The capability as a call sees it: a refetch's wait is I/O, not the plugin's CPU
+    /// time, so it moves the deadline (boundedly); a verified token bounds the grant.
+    pub(crate) async fn verify_jwt(&mut self, token: &str) -> Result<VerifiedJwt, String> {
+        let started = Instant::now();
+        let result = self.caps.verify_jwt(token).await;
+        self.credit_host_time(started.elapsed());
+        if let Ok(v) = &result {
+            self.note_credential_expiry(v.expires_at);
+        }
+        result
+    }
+}
