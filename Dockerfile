@@ -1,4 +1,4 @@
-# nats-callout: the host binary and the four built-in plugins in a small non-root image.
+# nats-callout: the host binary and the built-in plugins in a small non-root image.
 # Configuration, seeds and extra plugins are mounted as files at run time:
 #   /etc/nats-callout/config.yaml   the config (`nats-callout check` validates it)
 #   seeds                           files named in the config, or AUTH_CALLOUT_*_SEED
@@ -18,9 +18,10 @@ RUN cargo build --locked --release -p nats-callout --bin nats-callout \
  && cargo build --locked --target wasm32-wasip2 --profile plugin \
       -p nats-callout-plugin-oauth2 -p nats-callout-plugin-mtls \
       -p nats-callout-plugin-nkey -p nats-callout-plugin-noauth \
+      -p nats-callout-plugin-password \
  && mkdir -p /out/plugins \
  && cp target/release/nats-callout /out/nats-callout \
- && for p in oauth2 mtls nkey noauth; do \
+ && for p in oauth2 mtls nkey noauth password; do \
       cp "target/wasm32-wasip2/plugin/nats_callout_plugin_$p.wasm" "/out/plugins/$p.wasm"; \
     done
 

@@ -80,6 +80,10 @@ impl Host for ComponentHost {
     fn verify_certificate_chain(&self, chain: &[String]) -> Result<(), String> {
         wit_host::verify_certificate_chain(chain)
     }
+
+    fn verify_password_hash(&self, password: &str, hash: &str) -> Result<bool, String> {
+        wit_host::verify_password_hash(password, hash)
+    }
 }
 
 fn wit_kind(kind: CredentialKind) -> wit::CredentialKind {

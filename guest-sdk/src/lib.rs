@@ -53,6 +53,7 @@ pub mod format;
 mod glue;
 #[cfg(feature = "nkey")]
 pub mod nkey;
+pub mod password;
 pub mod policy;
 mod types;
 
@@ -102,6 +103,12 @@ pub trait Host {
 
     /// Verifies a PEM chain (leaf first) against this plugin's CA bundle, now.
     fn verify_certificate_chain(&self, chain: &[String]) -> Result<(), String>;
+
+    /// Verifies `password` against a bcrypt or argon2id `hash` (see [`password`]),
+    /// natively: `Ok(false)` for a wrong password; an error for a hash or password
+    /// outside the host's rules. A right and a wrong password cost the same. The time it
+    /// takes counts against the plugin's deadline: bcrypt cost 12 takes about 0.3 s.
+    fn verify_password_hash(&self, password: &str, hash: &str) -> Result<bool, String>;
 
     /// `log(LogLevel::Debug, ..)`.
     fn debug(&self, message: &str) {

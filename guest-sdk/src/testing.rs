@@ -1,9 +1,9 @@
 //! Native test harness (feature `testing`): a [`Host`] double and request fixtures.
 //!
-//! [`TestHost`] verifies NKey signatures for real, with the very rules the host applies
-//! ([`crate::nkey`]), so plugin tests exercise real keys and real signatures; JWT and
-//! certificate-chain verification answer whatever the test configures (the real checks
-//! live in the host and are tested there).
+//! [`TestHost`] verifies NKey signatures and password hashes for real, with the very code
+//! the host runs ([`crate::nkey`], [`crate::password`]), so plugin tests exercise real
+//! keys, signatures and hashes; JWT and certificate-chain verification answer whatever
+//! the test configures (the real checks live in the host and are tested there).
 //!
 //! ```
 //! use nats_callout_sdk::testing::{RequestBuilder, TestHost, sign_nonce, nkeys::KeyPair};
@@ -38,6 +38,7 @@ type ChainFn = dyn Fn(&[String]) -> Result<(), String> + Send + Sync;
 /// them cannot pass by accident).
 pub struct TestHost {
     logs: Mutex<Vec<(LogLevel, String)>>,
+    hashes: Mutex<Vec<String>>,
     verify_jwt: Box<JwtFn>,
     verify_chain: Box<ChainFn>,
 }
@@ -52,6 +53,7 @@ impl TestHost {
     pub fn new() -> Self {
         Self {
             logs: Mutex::new(Vec::new()),
+            hashes: Mutex::new(Vec::new()),
             verify_jwt: Box::new(|_| Err("verify_jwt is not configured in this TestHost".into())),
             verify_chain: Box::new(|_| {
                 Err("verify_certificate_chain is not configured in this TestHost".into())
@@ -91,6 +93,16 @@ impl TestHost {
         self.lock().clear();
     }
 
+    /// The hashes `verify_password_hash` was asked to check, in order: a plugin's
+    /// tests can see that an unknown user costs a verification too.
+    pub fn verified_hashes(&self) -> Vec<String> {
+        self.lock_hashes().clone()
+    }
+
+    fn lock_hashes(&self) -> std::sync::MutexGuard<'_, Vec<String>> {
+        self.hashes.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, Vec<(LogLevel, String)>> {
         // A panicking test thread poisons the lock; the log lines are still useful.
         self.logs.lock().unwrap_or_else(|e| e.into_inner())
@@ -118,6 +130,11 @@ impl Host for TestHost {
 
     fn verify_certificate_chain(&self, chain: &[String]) -> Result<(), String> {
         (self.verify_chain)(chain)
+    }
+
+    fn verify_password_hash(&self, password: &str, hash: &str) -> Result<bool, String> {
+        self.lock_hashes().push(hash.to_owned());
+        crate::password::verify(password, hash).map_err(|e| e.to_string())
     }
 }
 

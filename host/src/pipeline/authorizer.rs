@@ -644,7 +644,7 @@ fn count_call(m: &PluginMetrics, result: &Result<Decision, CallError>, took: Dur
     m.duration.observe(took.as_secs_f64());
     match result {
         Ok(Decision::Deny(_)) => m.denies.inc(),
-        Err(CallError::Timeout(_) | CallError::Busy(_)) => m.timeouts.inc(),
+        Err(CallError::Timeout(..) | CallError::Busy(_)) => m.timeouts.inc(),
         Err(_) => m.traps.inc(),
         Ok(_) => {}
     }

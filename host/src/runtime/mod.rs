@@ -65,8 +65,9 @@ pub enum PluginError {
 pub enum CallError {
     #[error("plugin {0} is busy: no instance free within the deadline")]
     Busy(String),
-    #[error("plugin {0} exceeded its time limit")]
-    Timeout(String),
+    /// With a hint when the time went into password hashing.
+    #[error("plugin {0} exceeded its time limit{1}")]
+    Timeout(String, String),
     #[error("plugin {0} exceeded its memory limit")]
     OutOfMemory(String),
     #[error("plugin {0} ran out of fuel")]
@@ -88,6 +89,9 @@ pub struct State {
     /// The earliest expiry of the tokens the current call had verified: its grant ends
     /// no later ([`Runner::authenticate`]).
     credential_expires: Option<i64>,
+    /// Time the current call spent in `verify-password-hash`: when a call runs out of
+    /// time there, the deny says so (a hash too costly for the plugin's deadline).
+    hashing: Duration,
     /// Log lines the current call may still write.
     log_lines_left: u32,
 }
@@ -348,6 +352,7 @@ impl LoadedPlugin {
             deadline: Deadline::new(Duration::ZERO, Duration::ZERO),
             credential_expires: None,
             log_lines_left: LOG_LINES_PER_CALL,
+            hashing: Duration::ZERO,
         };
         let mut store = Store::new(&self.engine, state);
         store.limiter(|s| &mut s.limits);
@@ -381,6 +386,7 @@ impl LoadedPlugin {
         state.deadline = Deadline::new(self.limits.timeout, self.host_wait);
         state.credential_expires = None;
         state.log_lines_left = LOG_LINES_PER_CALL;
+        state.hashing = Duration::ZERO;
         store.set_epoch_deadline(1);
     }
 
@@ -432,14 +438,26 @@ impl LoadedPlugin {
                 Ok((decision, expires))
             }
             // The instance is poisoned: drop it; the next call instantiates afresh.
-            Err(e) => Err(self.classify(&e)),
+            Err(e) => Err(self.classify(&e, instance.store.data().hashing)),
         }
     }
 
-    fn classify(&self, e: &wasmtime::Error) -> CallError {
+    fn classify(&self, e: &wasmtime::Error, hashing: Duration) -> CallError {
         let name = self.name.clone();
         match e.downcast_ref::<Trap>() {
-            Some(Trap::Interrupt) => CallError::Timeout(name),
+            Some(Trap::Interrupt) => {
+                let hint = if hashing.is_zero() {
+                    String::new()
+                } else {
+                    format!(
+                        " of {} ms, {} ms of it verifying password hashes: raise its \
+                         limits.timeout, or hash with a lower cost",
+                        self.limits.timeout.as_millis(),
+                        hashing.as_millis()
+                    )
+                };
+                CallError::Timeout(name, hint)
+            }
             Some(Trap::OutOfFuel) => CallError::OutOfFuel(name),
             _ if format!("{e:#}").contains("forcing trap when growing memory") => {
                 CallError::OutOfMemory(name)

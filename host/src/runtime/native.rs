@@ -83,4 +83,9 @@ impl sdk::Host for NativeHost<'_> {
     fn verify_certificate_chain(&self, chain: &[String]) -> Result<(), String> {
         self.0.verify_certificate_chain(chain)
     }
+
+    /// On the calling thread: the benchmark measures the hash itself, not the pool.
+    fn verify_password_hash(&self, password: &str, hash: &str) -> Result<bool, String> {
+        nats_callout_sdk::password::verify(password, hash).map_err(|e| e.to_string())
+    }
 }

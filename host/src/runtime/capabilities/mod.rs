@@ -6,6 +6,7 @@ mod certificate;
 mod jwt;
 mod log;
 mod nkey;
+mod password;
 
 use std::sync::Arc;
 use std::time::Duration;

@@ -12,7 +12,11 @@ wasmtime::component::bindgen!({
     path: "../guest-sdk/wit/v0.2.0",
     world: "plugin",
     // As 0.1.0: calls on fibers, `verify-jwt` the one import that may wait.
-    imports: { "nats-callout:plugin/host.verify-jwt": async },
+    imports: {
+        "nats-callout:plugin/host.verify-jwt": async,
+        // Runs on the blocking pool; the plugin is suspended meanwhile.
+        "nats-callout:plugin/host.verify-password-hash": async,
+    },
     exports: { default: async },
     // The request is lowered straight from the host's strings.
     ownership: Borrowing { duplicate_if_necessary: false },
@@ -59,6 +63,14 @@ impl self::nats_callout::plugin::host::Host for State {
 
     fn verify_certificate_chain(&mut self, chain: Vec<String>) -> Result<(), String> {
         self.caps.verify_certificate_chain(&chain)
+    }
+
+    async fn verify_password_hash(
+        &mut self,
+        password: String,
+        hash: String,
+    ) -> Result<bool, String> {
+        State::verify_password_hash(self, password, hash).await
     }
 }
 

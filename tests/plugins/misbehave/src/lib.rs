@@ -1,7 +1,8 @@
 //! A plugin that misbehaves on purpose, to prove the host contains it. Its one setting,
 //! `behaviour`, picks how: `trap` (panics, i.e. `unreachable`), `loop` (never returns),
 //! `alloc` (grows memory until the limit), `slow:<ms>` (busy-waits, then allows),
-//! `allow` (behaves: admits into `account`, default `ANONYMOUS`, with `public.>`),
+//! `allow` (behaves: admits with `grant`, the SDK's `Grant` as JSON, default into
+//! `account`, default `ANONYMOUS`, with `public.>`),
 //! `verify-jwt` (has the host verify the bearer token, then admits as `allow`,
 //! setting no expiry of its own: the careless partner plugin), `log-flood` (logs 1000
 //! lines, each trying to forge a second line, then admits as `allow`).
@@ -20,11 +21,13 @@ struct Settings {
     behaviour: String,
     #[serde(default)]
     account: Option<String>,
+    #[serde(default)]
+    grant: Option<Grant>,
 }
 
 pub struct Misbehave {
     behaviour: Behaviour,
-    account: String,
+    grant: Grant,
 }
 
 enum Behaviour {
@@ -52,10 +55,18 @@ impl Plugin for Misbehave {
                 None => return Err(format!("settings.behaviour: unknown {other:?}").into()),
             },
         };
-        Ok(Self {
-            behaviour,
-            account: s.account.unwrap_or_else(|| "ANONYMOUS".into()),
-        })
+        let grant = s.grant.unwrap_or_else(|| {
+            let public = Permission {
+                allow: vec!["public.>".into()],
+                deny: Vec::new(),
+            };
+            let mut grant = Grant::default();
+            grant.account = s.account.unwrap_or_else(|| "ANONYMOUS".into());
+            grant.publish = public.clone();
+            grant.subscribe = public;
+            grant
+        });
+        Ok(Self { behaviour, grant })
     }
 
     fn credentials(&self) -> &[CredentialKind] {
@@ -105,15 +116,7 @@ impl Plugin for Misbehave {
 
 impl Misbehave {
     fn allow(&self) -> Decision {
-        let public = Permission {
-            allow: vec!["public.>".into()],
-            deny: Vec::new(),
-        };
-        let mut grant = Grant::default();
-        grant.account = self.account.clone();
-        grant.publish = public.clone();
-        grant.subscribe = public;
-        Decision::Allow(grant)
+        Decision::Allow(self.grant.clone())
     }
 }
 
