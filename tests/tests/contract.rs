@@ -81,3 +81,45 @@ async fn plugins_built_against_contract_0_1_0_keep_deciding() -> Result<()> {
     assert_eq!(got.as_deref(), Some("billing.billing.invoice"));
     Ok(())
 }
+
+/// A component of a contract this host does not know, or of two at once, or of none, is
+/// refused at load (by `check`, and by a reload, which keeps the running set) with a
+/// reason that says which.
+#[test]
+fn components_of_no_known_contract_are_refused_at_load() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    Keys::generate().write(dir.path())?;
+    let plugins = nats_callout_tests::plugin_dir();
+    let check = |plugin: &str| -> Result<(bool, String)> {
+        let yaml = format!(
+            "nats: [ {{ url: \"nats://127.0.0.1:1\", nkey_seed_file: nkey-seed }} ]\n\
+             issuer_seed_file: issuer-seed\nplugins:\n  - {{ mode: noauth, path: {} }}\n\
+             permissions: {{ noauth: {{ account: A, permissions: {{ sub: {{ allow: [x] }} }} }} }}\n",
+            plugins.join(plugin).display()
+        );
+        let path = dir.path().join("callout.yaml");
+        std::fs::write(&path, yaml)?;
+        let out =
+            nats_callout_tests::ops::run_cli(&["check", "--config", &path.to_string_lossy()])?;
+        Ok((
+            out.status.success(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        ))
+    };
+    let (ok, e) = check("future-contract.wasm")?;
+    assert!(!ok);
+    assert!(
+        e.contains("built against plugin contract 0.9.0, which this host does not know (it loads 0.1.0, 0.2.0)"),
+        "{e}"
+    );
+    let (ok, e) = check("both-contracts.wasm")?;
+    assert!(!ok);
+    assert!(
+        e.contains("exports plugin contracts 0.1.0 and 0.2.0 at once"),
+        "{e}"
+    );
+    // The same config with a plugin of the current contract passes.
+    let (ok, e) = check("noauth.wasm")?;
+    assert!(ok, "{e}");
+    Ok(())
+}

@@ -264,3 +264,60 @@ async fn routes_pick_chains_by_username_and_connection_type() -> Result<()> {
     assert_eq!(count(&m, "auth_route_failures_total{route=\"people\"}"), 2);
     Ok(())
 }
+
+/// `check` (and every load) refuses routes that cannot work as written: one an earlier
+/// route shadows, a plugin that takes none of its route's credentials, a credential its
+/// chain cannot take.
+#[test]
+fn check_refuses_routes_that_cannot_work() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    Keys::generate().write(dir.path())?;
+    let check = |routes: &str| -> Result<(bool, String)> {
+        let yaml = format!(
+            "nats: [ {{ url: \"nats://127.0.0.1:1\", nkey_seed_file: nkey-seed }} ]\n\
+             issuer_seed_file: issuer-seed\n{}  \
+             noauth: {{ account: A, permissions: {{ sub: {{ allow: [x] }} }} }}\n\
+             plugin_dir: {}\nroutes:\n{routes}",
+            entries(),
+            nats_callout_tests::plugin_dir().display()
+        );
+        let path = dir.path().join("callout.yaml");
+        std::fs::write(&path, yaml)?;
+        let out =
+            nats_callout_tests::ops::run_cli(&["check", "--config", &path.to_string_lossy()])?;
+        Ok((
+            out.status.success(),
+            format!(
+                "{}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            ),
+        ))
+    };
+    let (ok, out) = check(
+        "  - { name: devices, match: { credentials: user-password, username: 'dev-*' }, plugins: [password] }\n  \
+         - { name: people, match: { credentials: user-password }, plugins: [password] }\n  \
+         - { name: anonymous, plugins: [noauth] }\n",
+    )?;
+    assert!(ok, "{out}");
+    assert!(out.contains("routes [devices, people, anonymous]"), "{out}");
+    for (routes, reason) in [
+        (
+            "  - { name: people, match: { credentials: user-password }, plugins: [password] }\n  \
+             - { name: devices, match: { credentials: user-password, username: 'dev-*' }, plugins: [password] }\n",
+            "routes[1] (devices): never used: route \"people\" before it takes every request it matches",
+        ),
+        (
+            "  - { name: people, match: { credentials: bearer-token }, plugins: [password] }\n",
+            "routes[0] (people): plugin \"password\" takes user-password, none of the route's credentials (bearer-token)",
+        ),
+        (
+            "  - { name: people, match: { credentials: [user-password, none] }, plugins: [password] }\n",
+            "routes[0] (people): no plugin of the route takes none credentials",
+        ),
+    ] {
+        let (ok, out) = check(routes)?;
+        assert!(!ok && out.contains(reason), "{routes}\n{out}");
+    }
+    Ok(())
+}
