@@ -132,14 +132,14 @@ fn burn(d: Duration) {
 pub async fn serve_callout(config: &Path, native: bool) -> Result<()> {
     let app = App::start(config).await?;
     if native {
-        let auth = crate::pipeline::native_authorizer(&app.config, app.metrics.clone()).await?;
-        app.shared.store(Arc::new(auth));
+        let auth = crate::pipeline::native_authorizer(app.config(), app.metrics().clone()).await?;
+        app.shared().store(Arc::new(auth));
     }
-    if !app.service.wait_ready(Duration::from_secs(15)).await {
+    if !app.wait_ready(Duration::from_secs(15)).await {
         bail!("callout did not subscribe within 15 s");
     }
     let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
-    while let Some(jwks) = app.shared.load().jwks().cloned() {
+    while let Some(jwks) = app.shared().load().jwks().cloned() {
         if jwks.is_loaded() {
             break;
         }

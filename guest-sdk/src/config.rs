@@ -34,7 +34,9 @@ pub struct HostContext {
 }
 
 impl PluginConfig {
-    /// Builds a config directly (tests, native embedding).
+    /// Builds a config directly, for native tests (feature `testing`; the host's JSON
+    /// reaches a component through [`PluginConfig::from_json`]).
+    #[cfg(any(test, feature = "testing"))]
     pub fn new(permissions: Value, settings: Value) -> Self {
         Self {
             permissions,
@@ -43,7 +45,8 @@ impl PluginConfig {
         }
     }
 
-    /// The same config with this host context (tests, native embedding).
+    /// The same config with this host context, for native tests (feature `testing`).
+    #[cfg(any(test, feature = "testing"))]
     pub fn with_host(mut self, host: HostContext) -> Self {
         self.host = host;
         self

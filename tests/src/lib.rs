@@ -253,7 +253,7 @@ impl Callout {
         let path = dir.path().join("callout.yaml");
         std::fs::write(&path, with_test_defaults(yaml))?;
         let app = App::start(&path).await?;
-        if !app.service.wait_ready(Duration::from_secs(15)).await {
+        if !app.wait_ready(Duration::from_secs(15)).await {
             bail!("callout did not subscribe within 15s");
         }
         Ok(Self {

@@ -29,6 +29,27 @@ pub fn callout_bin() -> Result<PathBuf> {
         .map_err(anyhow::Error::msg)
 }
 
+/// The cargo that runs the tests, for a build of its own (the host binary, a plugin
+/// crate outside the workspace), in the workspace root.
+pub fn cargo() -> Command {
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let mut cmd = Command::new(cargo);
+    // Cargo describes the test's own package in the environment of the tests it runs;
+    // build scripts that watch those variables (ring's watches CARGO_MANIFEST_DIR) would
+    // see a change and rebuild half the tree on every test run.
+    for (key, _) in std::env::vars_os() {
+        if let Some(k) = key.to_str()
+            && (k.starts_with("CARGO_PKG_")
+                || k.starts_with("CARGO_MANIFEST_")
+                || matches!(k, "CARGO_CRATE_NAME" | "CARGO_PRIMARY_PACKAGE" | "OUT_DIR"))
+        {
+            cmd.env_remove(k);
+        }
+    }
+    cmd.current_dir(workspace_root()).stdin(Stdio::null());
+    cmd
+}
+
 fn build_callout_bin() -> Result<PathBuf> {
     if let Some(bin) = std::env::var_os(CALLOUT_BIN_ENV) {
         let bin = PathBuf::from(bin);
@@ -50,21 +71,7 @@ fn build_callout_bin() -> Result<PathBuf> {
         Some("debug") | None => "dev",
         Some(other) => other,
     };
-    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-    let mut cmd = Command::new(&cargo);
-    // Cargo describes the test's own package in the environment of the tests it runs;
-    // build scripts that watch those variables (ring's watches CARGO_MANIFEST_DIR) would
-    // see a change and rebuild half the tree on every test run.
-    for (key, _) in std::env::vars_os() {
-        if let Some(k) = key.to_str()
-            && (k.starts_with("CARGO_PKG_")
-                || k.starts_with("CARGO_MANIFEST_")
-                || matches!(k, "CARGO_CRATE_NAME" | "CARGO_PRIMARY_PACKAGE" | "OUT_DIR"))
-        {
-            cmd.env_remove(k);
-        }
-    }
-    let output = cmd
+    let output = cargo()
         .args([
             "build",
             "--quiet",
@@ -75,15 +82,8 @@ fn build_callout_bin() -> Result<PathBuf> {
         ])
         .args(["--profile", profile])
         .env("CARGO_TARGET_DIR", target_dir)
-        .current_dir(workspace_root())
-        .stdin(Stdio::null())
         .output()
-        .with_context(|| {
-            format!(
-                "cannot run {} to build nats-callout",
-                cargo.to_string_lossy()
-            )
-        })?;
+        .context("cannot run cargo to build nats-callout")?;
     if !output.status.success() {
         bail!(
             "building the nats-callout binary failed ({}), so the tests that run it cannot:\n{}",

@@ -153,7 +153,7 @@ async fn hostile_requests_get_clear_errors_and_service_continues() -> Result<()>
     }
 
     // Without a reply subject nobody waits for a decision: none is made or counted.
-    let requests = &s.callout.app().metrics.requests;
+    let requests = &s.callout.app().metrics().requests;
     let before = requests.get();
     s.inject
         .publish(request(&server, &issuer, |_| {}).into_bytes())

@@ -226,7 +226,7 @@ impl Deployment {
     }
 
     fn mtls_counts(&self) -> (u64, u64) {
-        let c = self.callout.app().metrics.mode(Mode::Mtls);
+        let c = self.callout.app().metrics().mode(Mode::Mtls);
         (c.attempts.get(), c.failures.get())
     }
 
@@ -448,7 +448,7 @@ async fn unknown_two_cn_and_wrong_ca_certificates_are_denied_with_a_reason() -> 
     assert_eq!(refused.err().as_deref(), Some("refused: NotAuthorized"));
 
     assert_eq!(d.mtls_counts(), (4, 4), "(attempts, failures)");
-    let noauth = d.callout.app().metrics.mode(Mode::Noauth);
+    let noauth = d.callout.app().metrics().mode(Mode::Noauth);
     assert_eq!(noauth.attempts.get(), 0, "never anonymous");
     Ok(())
 }
@@ -519,7 +519,7 @@ async fn one_host_serves_the_main_and_the_mtls_cluster() -> Result<()> {
         .expect("command");
     assert_eq!(&cmd.payload[..], b"reboot");
 
-    let m = &d.callout.app().metrics;
+    let m = &d.callout.app().metrics();
     assert_eq!(m.mode(Mode::Noauth).attempts.get(), 1);
     assert_eq!(d.mtls_counts(), (1, 0));
     Ok(())

@@ -141,7 +141,7 @@ impl Deployment {
     /// Rewrite the callout's config with `edit` (write beside, then rename) and wait
     /// for the hot reload to succeed.
     async fn reload_with(&self, edit: impl FnOnce(String) -> String) -> Result<()> {
-        let metrics = &self.callout.app().metrics;
+        let metrics = &self.callout.app().metrics();
         let reloads = metrics.reloads.with_label_values(&["ok"]);
         let before = reloads.get();
         let path = self.callout.config_path();
@@ -539,7 +539,7 @@ async fn provider_outages_keep_cached_keys_until_their_bound() -> Result<()> {
     ) + "decision_cache: { ttl: 0 }\n"; // the JWKS bound alone, not the grant cache
     let callout = Callout::start(&keys, &yaml).await?;
     inject.connect().await?;
-    let ready = callout.app().http_addr;
+    let ready = callout.app().http_addr();
     assert!(!http_ok(ready, "/readyz").await?, "not ready without JWKS");
     let shaped = jws(
         &json!({"alg": "ES256", "typ": "at+jwt", "kid": "ec-1"}),
@@ -656,7 +656,7 @@ async fn cached_grants_never_outlive_the_token_or_a_reload() -> Result<()> {
         0,
     )?;
     let d = deploy_with(oidc, "").await?;
-    let metrics = &d.callout.app().metrics;
+    let metrics = &d.callout.app().metrics();
     let admit = |token: String| {
         let d = &d;
         async move { d.answer(&token).await }
@@ -708,7 +708,7 @@ async fn a_reload_during_a_provider_outage_keeps_the_keys() -> Result<()> {
         "",
         "the keys did not survive the reload"
     );
-    assert!(http_ok(d.callout.app().http_addr, "/readyz").await?);
+    assert!(http_ok(d.callout.app().http_addr(), "/readyz").await?);
 
     let dead = nats_callout_tests::free_port()?;
     d.reload_with(|yaml| {

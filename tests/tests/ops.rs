@@ -194,7 +194,7 @@ async fn metrics_count_every_decision_by_mode() -> Result<()> {
     }
 
     // Counted before the response is published, so the scrape sees every decision.
-    let m = scrape(callout.app().http_addr).await?;
+    let m = scrape(callout.app().http_addr()).await?;
     let total = good + forged + anonymous + passwords;
     let expect = [
         ("auth_requests_total", total),
@@ -254,7 +254,7 @@ async fn readiness_follows_the_nats_connection() -> Result<()> {
     // Well below nats-server's auth timeout (2 s), which the held-back response must beat.
     let relay = DelayRelay::start(server.port, Duration::from_millis(400)).await?;
     let callout = Callout::start(&keys, &config(&relay.url(), "", true, "")).await?;
-    let http = callout.app().http_addr;
+    let http = callout.app().http_addr();
     assert_eq!(
         raw::anonymous(server.port).await?,
         Outcome::Admitted,
@@ -328,7 +328,7 @@ async fn reload_swaps_config_while_clients_connect() -> Result<()> {
         with_test_defaults(&config(&url, &entries, false, "reload_interval: 200ms\n"))
     };
     let callout = Callout::start(&keys, &version(1, true)).await?;
-    let http = callout.app().http_addr;
+    let http = callout.app().http_addr();
     let path = callout.config_path();
 
     // A client connecting in a loop for the whole test: every attempt must be answered,
@@ -433,7 +433,7 @@ async fn reload_follows_plugin_files_and_refuses_a_broken_plugin() -> Result<()>
         ),
     );
     let callout = Callout::start(&keys, &yaml).await?;
-    let http = callout.app().http_addr;
+    let http = callout.app().http_addr();
     let port = server.port;
     let anonymous = || raw::anonymous(port);
 
@@ -482,7 +482,7 @@ async fn reload_lets_in_flight_requests_finish_on_the_old_set() -> Result<()> {
     init_tracing();
     let (keys, server, slow) = slow_deployment(6000, "reload_interval: 200ms\n")?;
     let callout = Callout::start(&keys, &slow).await?;
-    let http = callout.app().http_addr;
+    let http = callout.app().http_addr();
     let port = server.port;
 
     let in_flight = tokio::spawn(raw::anonymous(port));
@@ -562,7 +562,7 @@ async fn readiness_needs_the_jwks_only_for_oauth2() -> Result<()> {
         "jwks: {{ issuer: \"http://127.0.0.1:{dead}\", audience: nats, fetch_timeout: 1s }}\n"
     );
     let callout = Callout::start(&keys, &config(&server.url(), "", true, &jwks)).await?;
-    let http = callout.app().http_addr;
+    let http = callout.app().http_addr();
     assert_eq!(http_get(http, "/readyz").await?.0, 200);
     drop(callout);
 
@@ -571,7 +571,7 @@ async fn readiness_needs_the_jwks_only_for_oauth2() -> Result<()> {
          permissions: {{ pub: {{ allow: [\"x\"] }} }}\n{jwks}"
     );
     let callout = Callout::start(&keys, &config(&server.url(), "", true, &oauth2)).await?;
-    let (status, body) = http_get(callout.app().http_addr, "/readyz").await?;
+    let (status, body) = http_get(callout.app().http_addr(), "/readyz").await?;
     assert_eq!(status, 503, "{body}");
     assert!(body.contains("JWKS"), "{body}");
     Ok(())

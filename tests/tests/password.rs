@@ -124,7 +124,7 @@ async fn nats_and_mqtt_clients_log_in_with_username_and_password() -> Result<()>
         "an MQTT-only grant admitted a NATS client"
     );
 
-    let m = scrape(callout.app().http_addr).await?;
+    let m = scrape(callout.app().http_addr()).await?;
     assert_eq!(count(&m, "auth_password_attempts_total"), 6, "{m}");
     assert_eq!(count(&m, "auth_password_failures_total"), 4);
     assert_eq!(
@@ -255,7 +255,7 @@ async fn routes_pick_chains_by_username_and_connection_type() -> Result<()> {
         "noauth authentication is not enabled: no route takes a none credential"
     );
 
-    let m = scrape(callout.app().http_addr).await?;
+    let m = scrape(callout.app().http_addr()).await?;
     assert_eq!(
         count(&m, "auth_route_attempts_total{route=\"bots\"}"),
         1,

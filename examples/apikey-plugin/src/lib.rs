@@ -1,12 +1,13 @@
-//! An example partner plugin, kept compiling and tested by this repository: services
-//! connect with an API key as their `auth_token` (routed to the `oauth2` mode, as any
-//! bare token is), and the operator's config lists, per service, the key's SHA-256 and
-//! the service's permissions. The config holds digests only, so it leaks no key.
+//! A nats-callout authentication plugin: services connect with an API key as their
+//! bearer token (`auth_token`), and the operator's config lists, per service, the key's
+//! SHA-256 and the service's permissions. The config holds digests only, so it leaks no
+//! key. (nats-callout's example plugin, and what `nats-callout plugin new` starts from:
+//! change `authenticate` to decide your way.)
 //!
 //! ```yaml
 //! plugins:
-//!   - mode: oauth2
-//!     path: /plugins/apikey.wasm
+//!   - name: apikey
+//!     path: /plugins/partner/apikey.wasm
 //!     settings:
 //!       keys:
 //!         billing:                                   # entry name: {{name}}
@@ -15,10 +16,12 @@
 //!           permissions:
 //!             pub: { allow: ["billing.{{name}}.>"] }
 //!             sub: { allow: ["_INBOX.>"] }
+//! routes:
+//!   - { name: services, match: { credentials: [bearer-token] }, plugins: [apikey, oauth2] }
 //! ```
 //!
 //! A token that matches no digest is not this plugin's: it abstains, so a JWT plugin
-//! later in the `oauth2` chain can still decide it (and the host denies when none does).
+//! later in the chain can still decide it (and the host denies when none does).
 
 use std::collections::BTreeMap;
 

@@ -8,7 +8,6 @@ use std::sync::Arc;
 use tokio::task::JoinHandle;
 
 use crate::nats::service::{Service, ServiceError};
-use crate::ops::config::Config;
 use crate::ops::metrics::Metrics;
 use crate::ops::reload::{self, ReloadError};
 use crate::pipeline::authorizer::Shared;
@@ -28,14 +27,17 @@ pub enum AppError {
 }
 
 pub struct App {
-    pub service: Service,
-    pub shared: Shared,
-    pub metrics: Metrics,
-    pub config: Config,
-    /// Where `/metrics`, `/healthz` and `/readyz` are served.
-    pub http_addr: SocketAddr,
+    service: Service,
+    metrics: Metrics,
+    http_addr: SocketAddr,
     http: JoinHandle<()>,
     reloader: JoinHandle<()>,
+    /// The set serving now, and its config: the benchmark swaps in native builds of the
+    /// same plugins (feature `bench`).
+    #[cfg(feature = "bench")]
+    shared: Shared,
+    #[cfg(feature = "bench")]
+    config: crate::ops::config::Config,
 }
 
 impl App {
@@ -80,13 +82,42 @@ impl App {
         );
         Ok(Self {
             service,
-            shared,
             metrics,
-            config,
             http_addr,
             http,
             reloader,
+            #[cfg(feature = "bench")]
+            shared,
+            #[cfg(feature = "bench")]
+            config,
         })
+    }
+
+    /// The authorizer serving now (feature `bench`).
+    #[cfg(feature = "bench")]
+    pub fn shared(&self) -> &Shared {
+        &self.shared
+    }
+
+    /// The config it was started with (feature `bench`).
+    #[cfg(feature = "bench")]
+    pub fn config(&self) -> &crate::ops::config::Config {
+        &self.config
+    }
+
+    /// Where `/metrics`, `/healthz` and `/readyz` are served.
+    pub fn http_addr(&self) -> SocketAddr {
+        self.http_addr
+    }
+
+    pub fn metrics(&self) -> &Metrics {
+        &self.metrics
+    }
+
+    /// Whether every NATS server has the subscription within `timeout` (what `/readyz`
+    /// waits for, JWKS aside).
+    pub async fn wait_ready(&self, timeout: std::time::Duration) -> bool {
+        self.service.wait_ready(timeout).await
     }
 
     /// Stop at once, abandoning requests in flight (tests, a failed start).

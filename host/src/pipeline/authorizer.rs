@@ -245,8 +245,9 @@ impl Authorizer {
     }
 
     /// Replace the plugin called `name` with another runner, e.g. a native build of the
-    /// same plugin crate, to measure what WebAssembly costs. Configuration decides the
-    /// plugins otherwise.
+    /// same plugin crate, to measure what WebAssembly costs (feature `bench`).
+    /// Configuration decides the plugins otherwise.
+    #[cfg(feature = "bench")]
     pub fn replace_plugin(&mut self, name: &str, runner: Runner) -> bool {
         match self.plugins.iter_mut().find(|l| l.runner.name() == name) {
             Some(link) => {
@@ -257,7 +258,9 @@ impl Authorizer {
         }
     }
 
-    /// The plugins' capabilities as configured (JWKS, CA), for building native runners.
+    /// The plugins' capabilities as configured (JWKS, CA), for building native runners
+    /// (feature `bench`).
+    #[cfg(feature = "bench")]
     pub fn capabilities(&self, name: &str) -> Capabilities {
         Capabilities::new(name)
             .with_jwks(self.jwks.clone())

@@ -8,9 +8,11 @@
 
 pub mod capabilities;
 pub mod contract;
+#[cfg(feature = "bench")]
 mod native;
 pub mod precompiled;
 
+#[cfg(feature = "bench")]
 pub use native::NativePlugin;
 
 use std::path::Path;
@@ -467,13 +469,14 @@ impl LoadedPlugin {
     }
 }
 
-/// One plugin of the config: a WebAssembly component, or (for benchmarks) the same
-/// plugin crate compiled in.
+/// One plugin of the config: a WebAssembly component, or (for benchmarks, feature
+/// `bench`) the same plugin crate compiled in.
 #[derive(Clone)]
 pub enum Runner {
     /// A WebAssembly component: the normal case.
     Wasm(Arc<LoadedPlugin>),
-    /// The same plugin logic compiled in (benchmarks).
+    /// The same plugin logic compiled in.
+    #[cfg(feature = "bench")]
     Native(Arc<NativePlugin>),
 }
 
@@ -481,6 +484,7 @@ impl Runner {
     pub fn name(&self) -> &str {
         match self {
             Runner::Wasm(p) => &p.name,
+            #[cfg(feature = "bench")]
             Runner::Native(p) => &p.name,
         }
     }
@@ -489,6 +493,7 @@ impl Runner {
     pub fn credentials(&self) -> &[sdk::CredentialKind] {
         match self {
             Runner::Wasm(p) => &p.credentials,
+            #[cfg(feature = "bench")]
             Runner::Native(p) => &p.credentials,
         }
     }
@@ -504,6 +509,7 @@ impl Runner {
     pub async fn authenticate(&self, input: &PluginRequest) -> Result<Decision, CallError> {
         let (mut decision, tokens_expire) = match self {
             Runner::Wasm(p) => p.authenticate(input).await?,
+            #[cfg(feature = "bench")]
             Runner::Native(p) => p.authenticate(&input.request),
         };
         if let Decision::Allow(grant) = &mut decision {

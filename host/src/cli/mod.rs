@@ -1,0 +1,5 @@
+//! The `nats-callout` command's subcommands beside `run` and `check`.
+
+pub mod keys;
+pub mod password;
+pub mod plugin_new;
