@@ -209,6 +209,9 @@ fn check(config: &Path) -> Result<()> {
     let cfg = Config::load(config)?;
     let authorizer = Authorizer::from_config(&cfg, Metrics::new())?;
     Service::check(&cfg)?;
+    for note in authorizer.notes() {
+        eprintln!("warning: {note}");
+    }
     println!(
         "ok: {} NATS server(s), routes [{}], issuer {}",
         cfg.nats.len(),

@@ -122,3 +122,51 @@ async fn a_burst_larger_than_the_pool_is_answered_in_full() -> Result<()> {
     assert!(s.device_admitted().await?);
     Ok(())
 }
+
+/// The sandbox, as `check` reports it: a component importing an interface the host does
+/// not provide (outbound HTTP) is refused at load with each such import named and what
+/// the sandbox offers; one importing interfaces the sandbox links but refuses (sockets,
+/// files) loads with a warning naming them, and its attempt to connect is denied.
+#[tokio::test]
+async fn the_sandbox_names_what_it_refuses() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    Keys::generate().write(dir.path())?;
+    let check = |plugin: &str| -> Result<(bool, String)> {
+        let yaml = format!(
+            "nats: [ {{ url: \"nats://127.0.0.1:1\", nkey_seed_file: nkey-seed }} ]\n\
+             issuer_seed_file: issuer-seed\nplugin_dir: {}\n\
+             plugins:\n  - {{ mode: noauth, builtin: {plugin}, settings: {{ behaviour: connect }} }}\n",
+            nats_callout_tests::plugin_dir().display()
+        );
+        let path = dir.path().join("callout.yaml");
+        std::fs::write(&path, yaml)?;
+        let out =
+            nats_callout_tests::ops::run_cli(&["check", "--config", &path.to_string_lossy()])?;
+        Ok((
+            out.status.success(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        ))
+    };
+    let (ok, err) = check("networked")?;
+    assert!(!ok);
+    assert!(
+        err.contains("imports what the plugin sandbox does not offer: wasi:http/types@")
+            && err.contains("wasi:http/outgoing-handler@")
+            && err.contains("(outbound HTTP: this host offers plugins no network)")
+            && err.contains("it has no network, no files"),
+        "{err}"
+    );
+    let (ok, err) = check("misbehave")?;
+    assert!(ok, "{err}");
+    assert!(
+        err.contains("warning: plugin noauth/misbehave imports what the sandbox refuses")
+            && err.contains("wasi:sockets/tcp@")
+            && err.contains("(network sockets: the sandbox has no network)"),
+        "{err}"
+    );
+
+    let s = setup("connect", "{}").await?;
+    let reason = s.inject.error_for(|_| {}).await?;
+    assert!(reason.starts_with("noauth: no network: "), "{reason}");
+    Ok(())
+}

@@ -121,6 +121,7 @@ pub struct Authorizer {
     ca: Option<Arc<x509::CaBundle>>,
     cache: Option<DecisionCache>,
     metrics: Metrics,
+    notes: Vec<String>,
     // Keeps the epoch ticker alive as long as plugins may run.
     _engine: Arc<PluginEngine>,
 }
@@ -179,6 +180,7 @@ impl Authorizer {
             crate::runtime::precompiled::default_dir(),
         )?);
         let mut plugins = Vec::with_capacity(specs.len());
+        let mut notes = Vec::new();
         for p in specs {
             let path = cfg.plugin_path(p);
             // `host` tells the plugin which verification capabilities have key material
@@ -210,6 +212,15 @@ impl Authorizer {
                 credentials = ?plugin.credentials.iter().map(|k| k.as_str()).collect::<Vec<_>>(),
                 "plugin loaded"
             );
+            if !plugin.refused_imports.is_empty() {
+                let note = format!(
+                    "plugin {} imports what the sandbox refuses (every use fails): {}",
+                    p.name,
+                    plugin.refused_imports.join(", ")
+                );
+                tracing::warn!("{note}");
+                notes.push(note);
+            }
             plugins.push(Link {
                 metrics: metrics.plugin(&p.name),
                 runner: Runner::Wasm(plugin),
@@ -236,8 +247,15 @@ impl Authorizer {
             ca,
             cache: DecisionCache::new(cfg.decision_cache.ttl, cfg.decision_cache.max_entries),
             metrics,
+            notes,
             _engine: engine,
         })
+    }
+
+    /// What loading found worth an operator's look without refusing the config (a
+    /// plugin importing what the sandbox refuses): `check` prints these.
+    pub fn notes(&self) -> &[String] {
+        &self.notes
     }
 
     pub fn issuer_public_key(&self) -> &str {

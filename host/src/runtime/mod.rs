@@ -11,6 +11,7 @@ pub mod contract;
 #[cfg(feature = "bench")]
 mod native;
 pub mod precompiled;
+pub mod sandbox;
 
 #[cfg(feature = "bench")]
 pub use native::NativePlugin;
@@ -240,6 +241,14 @@ impl PluginEngine {
             precompiled::load(&self.engine, &bytes, self.cache_dir.as_deref())
                 .map_err(|e| load_err(format!("{e:#}")))?;
         tracing::debug!(plugin = name, precompiled = cached, "component ready");
+        let review = sandbox::review(&self.engine, &component);
+        if !review.missing.is_empty() {
+            return Err(load_err(format!(
+                "imports what the plugin sandbox does not offer: {}; {}",
+                review.missing.join(", "),
+                sandbox::OFFERS
+            )));
+        }
         let pre = self
             .linker
             .instantiate_pre(&component)
@@ -255,6 +264,7 @@ impl PluginEngine {
             name: name.to_owned(),
             version,
             built_with: built_with(&bytes),
+            refused_imports: review.refused,
             credentials: Vec::new(),
             engine: self.engine.clone(),
             pre,
@@ -324,6 +334,8 @@ pub struct LoadedPlugin {
     pub built_with: Option<String>,
     /// The credential kinds it decides, as its first instance's `init` said.
     pub credentials: Vec<sdk::CredentialKind>,
+    /// Imports the sandbox links but refuses every use of ([`sandbox::Review`]).
+    pub refused_imports: Vec<String>,
     engine: Engine,
     pre: contract::Pre,
     init_config: String,

@@ -5,7 +5,8 @@
 //! `account`, default `ANONYMOUS`, with `public.>`),
 //! `verify-jwt` (has the host verify the bearer token, then admits as `allow`,
 //! setting no expiry of its own: the careless partner plugin), `log-flood` (logs 1000
-//! lines, each trying to forge a second line, then admits as `allow`).
+//! lines, each trying to forge a second line, then admits as `allow`), `connect` (opens
+//! a TCP connection, which the sandbox refuses, then denies with the error).
 
 //! It takes every credential kind.
 
@@ -38,6 +39,7 @@ enum Behaviour {
     Allow,
     VerifyJwt,
     LogFlood,
+    Connect,
 }
 
 impl Plugin for Misbehave {
@@ -50,6 +52,7 @@ impl Plugin for Misbehave {
             "allow" => Behaviour::Allow,
             "verify-jwt" => Behaviour::VerifyJwt,
             "log-flood" => Behaviour::LogFlood,
+            "connect" => Behaviour::Connect,
             other => match other.strip_prefix("slow:").and_then(|ms| ms.parse().ok()) {
                 Some(ms) => Behaviour::Slow(ms),
                 None => return Err(format!("settings.behaviour: unknown {other:?}").into()),
@@ -100,6 +103,10 @@ impl Plugin for Misbehave {
                 }
                 self.allow()
             }
+            Behaviour::Connect => match std::net::TcpStream::connect("127.0.0.1:4222") {
+                Ok(_) => Decision::deny("connected: the sandbox has a network"),
+                Err(e) => Decision::deny(format!("no network: {e}")),
+            },
             Behaviour::VerifyJwt => {
                 let token = match &request.credential {
                     Credential::BearerToken(t) => t.expose(),

@@ -1,0 +1,95 @@
+//! What the plugin sandbox offers, and a component's imports read against it at load:
+//! an import the host does not provide at all fails the load with a reason per import
+//! (not the linker's "no matching implementation"), and one that is linked but always
+//! refused (a socket, a file) is named at load, so that `check` says what a connect would
+//! otherwise only find out as "permission denied".
+
+use wasmtime::Engine;
+use wasmtime::component::Component;
+
+/// What a plugin can use, for messages.
+pub const OFFERS: &str = "the plugin sandbox offers the host capabilities \
+    (nats-callout:plugin/host: log, verify-jwt, verify-nkey-signature, \
+    verify-certificate-chain, verify-password-hash), clocks and random numbers; it has no \
+    network, no files and no environment variables, and discards stdout and stderr";
+
+/// How the sandbox treats one import.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Treatment {
+    Offered,
+    /// Linked, but every use fails: why.
+    Refused(&'static str),
+    /// Not provided: the component cannot be instantiated. Why.
+    Missing(&'static str),
+}
+
+fn treatment(import: &str) -> Treatment {
+    let interface = import.split('@').next().unwrap_or(import);
+    let package = interface.split('/').next().unwrap_or(interface);
+    match package {
+        "nats-callout:plugin" | "wasi:io" | "wasi:clocks" | "wasi:random" | "wasi:cli" => {
+            Treatment::Offered
+        }
+        "wasi:sockets" => Treatment::Refused("network sockets: the sandbox has no network"),
+        "wasi:filesystem" => Treatment::Refused(
+            "files: the sandbox has no directories (give a plugin its data as settings)",
+        ),
+        "wasi:http" => Treatment::Missing("outbound HTTP: this host offers plugins no network"),
+        _ => Treatment::Missing("not an interface this host provides"),
+    }
+}
+
+/// A component's imports that the sandbox refuses or lacks.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Review {
+    /// Linked, but every use fails: `import: why`.
+    pub refused: Vec<String>,
+    /// Not provided, so the component cannot load: `import: why`.
+    pub missing: Vec<String>,
+}
+
+pub fn review(engine: &Engine, component: &Component) -> Review {
+    let mut review = Review::default();
+    for (name, _) in component.component_type().imports(engine) {
+        match treatment(name) {
+            Treatment::Offered => {}
+            Treatment::Refused(why) => review.refused.push(format!("{name} ({why})")),
+            Treatment::Missing(why) => review.missing.push(format!("{name} ({why})")),
+        }
+    }
+    review
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn imports_by_package() {
+        for ok in [
+            "nats-callout:plugin/host@0.2.0",
+            "wasi:io/streams@0.2.6",
+            "wasi:clocks/wall-clock@0.2.0",
+            "wasi:cli/environment@0.2.6",
+            "wasi:random/random@0.2.6",
+        ] {
+            assert_eq!(treatment(ok), Treatment::Offered, "{ok}");
+        }
+        assert!(matches!(
+            treatment("wasi:sockets/tcp@0.2.6"),
+            Treatment::Refused(_)
+        ));
+        assert!(matches!(
+            treatment("wasi:filesystem/preopens@0.2.6"),
+            Treatment::Refused(_)
+        ));
+        assert!(matches!(
+            treatment("wasi:http/outgoing-handler@0.2.6"),
+            Treatment::Missing(_)
+        ));
+        assert!(matches!(
+            treatment("acme:vault/secrets"),
+            Treatment::Missing(_)
+        ));
+    }
+}
