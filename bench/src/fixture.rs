@@ -47,6 +47,12 @@ impl Alg {
     }
 }
 
+/// The password of the password route's one user, and its bcrypt hash at cost 10 (the
+/// cost `nats-callout password hash` makes by default).
+pub const BENCH_PASSWORD: &str = "bench-password";
+pub const BENCH_PASSWORD_HASH: &str =
+    "$2b$10$OvHlXCsv71ftZCrRVrfkg.n70qtppbfzAZ5zMrzkVZ04ldM3.IEUm";
+
 /// The OpenID provider and the identities the benchmark's clients use.
 pub struct Fixture {
     pub oidc: Oidc,
@@ -140,6 +146,13 @@ permissions:
       permissions:
         pub: {{ allow: ["device-state.{{{{claims.device_id}}}}", "_INBOX.>"] }}
         sub: {{ allow: ["device-commands.{{{{claims.device_id}}}}", "_INBOX.>"] }}
+  password:
+    bench-user:
+      password_hash: "{BENCH_PASSWORD_HASH}"
+      account: DEVICES
+      permissions:
+        pub: {{ allow: ["device-state.{{{{username}}}}", "_INBOX.>"] }}
+        sub: {{ allow: ["device-commands.{{{{username}}}}", "_INBOX.>"] }}
   noauth:
     account: ANONYMOUS
     permissions: {{ pub: {{ allow: ["public.>"] }}, sub: {{ allow: ["public.>"] }} }}

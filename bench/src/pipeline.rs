@@ -45,14 +45,17 @@ pub enum Case {
     Noauth,
     Nkey,
     Oauth2(Alg),
+    /// Username and password, bcrypt at cost 10.
+    Password,
 }
 
 impl Case {
-    pub const ALL: [Case; 4] = [
+    pub const ALL: [Case; 5] = [
         Case::Noauth,
         Case::Nkey,
         Case::Oauth2(Alg::Rs256),
         Case::Oauth2(Alg::Es256),
+        Case::Password,
     ];
 
     pub fn label(self) -> String {
@@ -60,6 +63,7 @@ impl Case {
             Case::Noauth => "noauth".into(),
             Case::Nkey => "nkey".into(),
             Case::Oauth2(alg) => format!("oauth2 {}", alg.as_str()),
+            Case::Password => "password (bcrypt cost 10)".into(),
         }
     }
 
@@ -68,22 +72,41 @@ impl Case {
             Case::Noauth => Mode::Noauth,
             Case::Nkey => Mode::Nkey,
             Case::Oauth2(_) => Mode::Oauth2,
+            Case::Password => Mode::Password,
+        }
+    }
+
+    /// Iterations for this case: a bcrypt check is 70 ms, where the others take
+    /// microseconds, so its batches are short and few (its figures are dominated by the
+    /// hash either way).
+    fn options(self, opts: Options) -> Options {
+        match self {
+            Case::Password => Options {
+                batches: opts.batches.min(6),
+                per_batch: opts.per_batch.min(4),
+                ..opts
+            },
+            _ => opts,
         }
     }
 }
 
-/// WASM and native figures of one case, in nanoseconds per decision.
+/// Figures of one case on two sides (WASM and native, or contract 0.2.0 and 0.1.0), in
+/// nanoseconds per decision.
 #[derive(Debug, Clone)]
 pub struct Pair {
     pub case: String,
-    /// Median of the WASM batches.
+    /// Median of the measured side's batches (WASM; contract 0.2.0).
     pub wasm_ns: f64,
-    /// Median of the native batches.
+    /// Median of its baseline's batches (native; contract 0.1.0).
     pub native_ns: f64,
     /// Median over the batches of the ratio, and of the difference, of the two sides'
     /// means in that batch (whose calls interleaved one by one).
     pub paired_ratio: f64,
     pub paired_added_ns: f64,
+    /// Whether the speed targets apply: not to a password check, whose tens of
+    /// milliseconds of hashing drown microseconds either way.
+    pub targeted: bool,
 }
 
 impl Pair {
@@ -96,6 +119,14 @@ impl Pair {
             native_ns: median(native),
             paired_ratio: median(&ratios),
             paired_added_ns: median(&added),
+            targeted: true,
+        }
+    }
+
+    fn untargeted(self) -> Self {
+        Self {
+            targeted: false,
+            ..self
         }
     }
 
@@ -114,6 +145,9 @@ pub struct Report {
     pub pipeline: Vec<Pair>,
     /// The plugin chain alone (`Runner::authenticate` on a decoded request).
     pub plugin_call: Vec<Pair>,
+    /// `Authorizer::handle` with the same plugins built against contract 0.2.0 (the
+    /// `wasm_ns` side) and 0.1.0 (`native_ns`).
+    pub contracts: Vec<Pair>,
 }
 
 /// Forged requests of one case, signed by a fake server key, valid for an hour (the
@@ -152,6 +186,10 @@ fn requests(
                         nats["connect_opts"]["user"] = "oauthtoken".into();
                         nats["connect_opts"]["pass"] = token.unwrap_or_default().into();
                     }
+                    Case::Password => {
+                        nats["connect_opts"]["user"] = "bench-user".into();
+                        nats["connect_opts"]["pass"] = crate::fixture::BENCH_PASSWORD.into();
+                    }
                 }
             })
         })
@@ -178,7 +216,10 @@ fn native_plugin(cfg: &Config, auth: &Authorizer, mode: Mode) -> Result<NativePl
         Mode::Oauth2 => {
             NativePlugin::new::<nats_callout_plugin_oauth2::OauthPlugin>(name, &init, caps)
         }
-        Mode::Mtls | Mode::Password => Err(format!("{mode} is not benchmarked here")),
+        Mode::Password => {
+            NativePlugin::new::<nats_callout_plugin_password::PasswordPlugin>(name, &init, caps)
+        }
+        Mode::Mtls => Err(format!("{mode} is not benchmarked here")),
     }
     .map_err(|e| anyhow!("native {mode} plugin: {e}"))
 }
@@ -190,7 +231,7 @@ pub async fn native_authorizer(cfg: &Config, metrics: Metrics) -> Result<Authori
     if let Some(jwks) = auth.jwks() {
         jwks.refresh().await.context("JWKS fetch")?;
     }
-    for mode in [Mode::Noauth, Mode::Nkey, Mode::Oauth2] {
+    for mode in [Mode::Noauth, Mode::Nkey, Mode::Oauth2, Mode::Password] {
         let p = native_plugin(cfg, &auth, mode)?;
         let name = format!("{mode}/{mode}");
         if !auth.replace_plugin(&name, Runner::Native(Arc::new(p))) {
@@ -327,7 +368,7 @@ pub async fn run(fx: &Fixture, opts: Options) -> Result<Report> {
             &s.issuer,
             case,
             token.as_deref(),
-            opts.per_batch,
+            case.options(opts).per_batch,
         );
         cases.push((case, reqs));
     }
@@ -335,13 +376,18 @@ pub async fn run(fx: &Fixture, opts: Options) -> Result<Report> {
     let mut pipeline = Vec::new();
     for (case, reqs) in &cases {
         let (w, n) = interleaved(
-            opts,
+            case.options(opts),
             reqs.len(),
             async |i| decide(&s.wasm, &reqs[i]).await,
             async |i| decide(&s.native, &reqs[i]).await,
         )
         .await?;
-        pipeline.push(Pair::new(case.label(), &w, &n));
+        let pair = Pair::new(case.label(), &w, &n);
+        pipeline.push(if *case == Case::Password {
+            pair.untargeted()
+        } else {
+            pair
+        });
     }
 
     // The plugin call alone: a separately loaded WASM plugin (same engine settings and
@@ -385,7 +431,7 @@ pub async fn run(fx: &Fixture, opts: Options) -> Result<Report> {
             })
             .collect::<Result<Vec<_>>>()?;
         let (w, n) = interleaved(
-            opts,
+            case.options(opts),
             plain.len(),
             async |i| call(&wasm, &plain[i]).await,
             async |i| call(&native, &plain[i]).await,
@@ -397,7 +443,74 @@ pub async fn run(fx: &Fixture, opts: Options) -> Result<Report> {
     Ok(Report {
         pipeline,
         plugin_call,
+        contracts: contracts(opts, &server).await?,
     })
+}
+
+/// The API key of the contract comparison's apikey plugin.
+const API_KEY: &str = "bench-api-key";
+
+/// An authorizer whose noauth and bearer-token routes run the noauth and apikey plugins
+/// in `dir`, with the issuer of `keys`.
+fn contract_authorizer(
+    keys: &Keys,
+    dir: &std::path::Path,
+) -> Result<(tempfile::TempDir, Authorizer)> {
+    use sha2::Digest as _;
+    let work = tempfile::tempdir()?;
+    keys.write(work.path())?;
+    let digest: String = sha2::Sha256::digest(API_KEY.as_bytes())
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    let yaml = format!(
+        "nats: [ {{ url: \"nats://127.0.0.1:1\", nkey_seed_file: nkey-seed }} ]\n\
+         issuer_seed_file: issuer-seed\nhttp_listen: 127.0.0.1:0\ndecision_cache: {{ ttl: 0s }}\n\
+         plugins:\n  - {{ mode: noauth, path: \"{noauth}\" }}\n  \
+         - {{ mode: oauth2, path: \"{apikey}\", settings: {{ keys: {{ bench: {{ sha256: {digest}, \
+         account: DEVICES, permissions: {{ pub: {{ allow: [\"bench.>\"] }} }} }} }} }} }}\n\
+         permissions:\n  noauth: {{ account: ANONYMOUS, permissions: {{ pub: {{ allow: [\"public.>\"] }} }} }}\n",
+        noauth = dir.join("noauth.wasm").display(),
+        apikey = dir.join("apikey.wasm").display(),
+    );
+    let path = work.path().join("callout.yaml");
+    std::fs::write(&path, yaml)?;
+    let auth = Authorizer::from_config(&Config::load(&path)?, Metrics::new())?;
+    Ok((work, auth))
+}
+
+/// The same two plugins built against contract 0.2.0 (today's builds) and 0.1.0 (the
+/// fixtures committed from the last 0.1.0 tree), decided in process: what the contract
+/// and its dispatch cost a decision, the plugins' own code changes between the two
+/// trees included (small: the SDK's request types, not the plugins' logic).
+async fn contracts(opts: Options, server: &nkeys::KeyPair) -> Result<Vec<Pair>> {
+    let keys = Keys::generate();
+    let (_v2_dir, v2) = contract_authorizer(&keys, &nats_callout_tests::plugin_dir())?;
+    let fixtures = nats_callout_tests::workspace_root().join("tests/fixtures/v0.1.0");
+    let (_v1_dir, v1) = contract_authorizer(&keys, &fixtures)?;
+    let issuer = keys.issuer.public_key();
+    let mut pairs = Vec::new();
+    for (label, api_key) in [("noauth", None), ("apikey (bearer token)", Some(API_KEY))] {
+        let reqs: Vec<String> = (0..opts.per_batch)
+            .map(|_| {
+                inject::request(server, &issuer, |c| {
+                    c["exp"] = (unix_now() + 3600).into();
+                    if let Some(key) = api_key {
+                        c["nats"]["connect_opts"]["auth_token"] = key.into();
+                    }
+                })
+            })
+            .collect();
+        let (a, b) = interleaved(
+            opts,
+            reqs.len(),
+            async |i| decide(&v2, &reqs[i]).await,
+            async |i| decide(&v1, &reqs[i]).await,
+        )
+        .await?;
+        pairs.push(Pair::new(label.into(), &a, &b));
+    }
+    Ok(pairs)
 }
 
 /// In-process cost of one oauth2 (RS256) decision with the same token every time, with
