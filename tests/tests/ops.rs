@@ -883,7 +883,13 @@ async fn binary_logs_json_decisions_without_secrets() -> Result<()> {
         &server.url(),
         &device.entry("state.logged"),
         true,
-        &format!("xkey_seed_file: xkey-seed\nhttp_listen: {http}\n"),
+        // bob's password is "s3cret" (bcrypt, cost 4): the password plugin checks the
+        // wrong one sent below, with the password in its request and debug logs on.
+        &format!(
+            "  password:\n    bob:\n      password_hash: \"$2b$04$qlJ4LcpOAB6XT5EsktDSZ.FIJGEdd7lUH2/AXq872Avl2JGyY.lfm\"\n      \
+             account: DEVICES\n      permissions: {{ sub: {{ allow: [\"_INBOX.>\"] }} }}\n\
+             xkey_seed_file: xkey-seed\nhttp_listen: {http}\n"
+        ),
     );
     let config_path = dir.path().join("callout.yaml");
     std::fs::write(&config_path, with_test_defaults(&yaml))?;
@@ -981,8 +987,12 @@ async fn binary_logs_json_decisions_without_secrets() -> Result<()> {
         .filter_map(|l| l["fields"]["mode"].as_str())
         .collect();
     assert!(
-        modes.contains(&"nkey") && modes.contains(&"oauth2"),
+        modes.contains(&"nkey") && modes.contains(&"oauth2") && modes.contains(&"password"),
         "{modes:?}"
+    );
+    assert!(
+        log.contains("wrong password for user \\\"bob\\\""),
+        "the password plugin did not check bob's password:\n{log}"
     );
     if !lines
         .iter()
