@@ -218,6 +218,15 @@ pub struct AuthRequest {
     pub tls: Option<ClientTls>,
 }
 
+impl AuthRequest {
+    /// The connection name the client announced (`client_info.name`, else the CONNECT's
+    /// `name`): chosen by the client, never verified; fit to narrow a grant, not to
+    /// identify anyone.
+    pub fn client_name(&self) -> Option<&str> {
+        self.client.name.as_deref().or(self.connect.name.as_deref())
+    }
+}
+
 /// Allow and deny subject lists for one direction (publish or subscribe).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default)]

@@ -108,6 +108,29 @@ pub fn run_cli(args: &[&str]) -> Result<Output> {
         .with_context(|| format!("cannot run {}", bin.display()))
 }
 
+/// What `nats-callout check` said of a config.
+#[derive(Debug)]
+pub struct Checked {
+    pub ok: bool,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+/// `nats-callout check` on `yaml`, written with fresh seeds (`nkey-seed`, `issuer-seed`,
+/// `xkey-seed`) beside it and the test defaults (`plugin_dir`, `http_listen`) added.
+pub fn check(yaml: &str) -> Result<Checked> {
+    let dir = tempfile::tempdir()?;
+    crate::Keys::generate().write(dir.path())?;
+    let path = dir.path().join("callout.yaml");
+    std::fs::write(&path, crate::with_test_defaults(yaml))?;
+    let out = run_cli(&["check", "--config", &path.to_string_lossy()])?;
+    Ok(Checked {
+        ok: out.status.success(),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    })
+}
+
 /// `nats-callout run` as a child process: stderr (the log) goes to a file, the process
 /// is killed on drop.
 pub struct CalloutProcess {

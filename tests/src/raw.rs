@@ -68,6 +68,22 @@ pub async fn anonymous(port: u16) -> Result<Outcome> {
     connect(port, |_| serde_json::json!({})).await
 }
 
+/// [`connect`] with a bearer token (`auth_token`): an API key, or an access token.
+pub async fn bearer(port: u16, token: &str) -> Result<Outcome> {
+    let token = token.to_owned();
+    connect(port, move |_| serde_json::json!({ "auth_token": token })).await
+}
+
+/// [`connect`] with a username and password.
+pub async fn user_pass(port: u16, user: &str, pass: &str) -> Result<Outcome> {
+    let (user, pass) = (user.to_owned(), pass.to_owned());
+    connect(
+        port,
+        move |_| serde_json::json!({ "user": user, "pass": pass }),
+    )
+    .await
+}
+
 /// CONNECT options of an NKey client signing `nonce` with `key`, claiming `nkey`.
 pub fn nkey_connect(nkey: &str, key: &nkeys::KeyPair, nonce: &str) -> serde_json::Value {
     use base64::Engine as _;

@@ -5,6 +5,7 @@
 use std::path::PathBuf;
 
 use anyhow::Result;
+use nats_callout_tests::ops::check;
 use nats_callout_tests::raw::{self, Outcome};
 use nats_callout_tests::{
     Callout, Keys, NatsServer, callout_server_config, connect_watching, expect_server_error,
@@ -54,13 +55,12 @@ async fn plugins_built_against_contract_0_1_0_keep_deciding() -> Result<()> {
     assert!(e.contains("private.hello"), "{e}");
 
     // apikey 0.1.0: its service gets its entry, an unknown key nothing.
-    let token = |t: &'static str| move |_: &str| serde_json::json!({ "auth_token": t });
     assert_eq!(
-        raw::connect(server.port, token("billing-key-1")).await?,
+        raw::bearer(server.port, "billing-key-1").await?,
         Outcome::Admitted
     );
     assert_eq!(
-        raw::connect(server.port, token("guessed-key")).await?,
+        raw::bearer(server.port, "guessed-key").await?,
         Outcome::Refused("Authorization Violation".into())
     );
     let watcher = platform(&server.url()).await?;
@@ -87,39 +87,28 @@ async fn plugins_built_against_contract_0_1_0_keep_deciding() -> Result<()> {
 /// reason that says which.
 #[test]
 fn components_of_no_known_contract_are_refused_at_load() -> Result<()> {
-    let dir = tempfile::tempdir()?;
-    Keys::generate().write(dir.path())?;
-    let plugins = nats_callout_tests::plugin_dir();
-    let check = |plugin: &str| -> Result<(bool, String)> {
-        let yaml = format!(
+    let check_plugin = |plugin: &str| -> Result<(bool, String)> {
+        let c = check(&format!(
             "nats: [ {{ url: \"nats://127.0.0.1:1\", nkey_seed_file: nkey-seed }} ]\n\
-             issuer_seed_file: issuer-seed\nplugins:\n  - {{ mode: noauth, path: {} }}\n\
-             permissions: {{ noauth: {{ account: A, permissions: {{ sub: {{ allow: [x] }} }} }} }}\n",
-            plugins.join(plugin).display()
-        );
-        let path = dir.path().join("callout.yaml");
-        std::fs::write(&path, yaml)?;
-        let out =
-            nats_callout_tests::ops::run_cli(&["check", "--config", &path.to_string_lossy()])?;
-        Ok((
-            out.status.success(),
-            String::from_utf8_lossy(&out.stderr).into_owned(),
-        ))
+             issuer_seed_file: issuer-seed\nplugins:\n  - {{ mode: noauth, builtin: {plugin} }}\n\
+             permissions: {{ noauth: {{ account: A, permissions: {{ sub: {{ allow: [x] }} }} }} }}\n"
+        ))?;
+        Ok((c.ok, c.stderr))
     };
-    let (ok, e) = check("future-contract.wasm")?;
+    let (ok, e) = check_plugin("future-contract")?;
     assert!(!ok);
     assert!(
         e.contains("built against plugin contract 0.9.0, which this host does not know (it loads 0.1.0, 0.2.0)"),
         "{e}"
     );
-    let (ok, e) = check("both-contracts.wasm")?;
+    let (ok, e) = check_plugin("both-contracts")?;
     assert!(!ok);
     assert!(
         e.contains("exports plugin contracts 0.1.0 and 0.2.0 at once"),
         "{e}"
     );
     // The same config with a plugin of the current contract passes.
-    let (ok, e) = check("noauth.wasm")?;
+    let (ok, e) = check_plugin("noauth")?;
     assert!(ok, "{e}");
     Ok(())
 }

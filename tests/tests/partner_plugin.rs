@@ -27,13 +27,12 @@ async fn services_connect_with_their_api_keys() -> Result<()> {
         server.url()
     );
     let _callout = Callout::start(&keys, &yaml).await?;
-    let token = |t: &'static str| move |_: &str| serde_json::json!({ "auth_token": t });
     assert_eq!(
-        raw::connect(server.port, token("billing-key-1")).await?,
+        raw::bearer(server.port, "billing-key-1").await?,
         Outcome::Admitted
     );
     assert_eq!(
-        raw::connect(server.port, token("guessed-key")).await?,
+        raw::bearer(server.port, "guessed-key").await?,
         Outcome::Refused("Authorization Violation".into())
     );
 

@@ -6,24 +6,18 @@ use std::time::Duration;
 use anyhow::{Result, bail};
 use futures::StreamExt;
 use nats_callout_tests::inject::{Injector, request};
-use nats_callout_tests::ops::{count, scrape};
+use nats_callout_tests::ops::{check, count, scrape};
 use nats_callout_tests::raw::{self, Outcome};
 use nats_callout_tests::{
     Callout, Keys, NatsServer, callout_server_config, connect, connect_watching,
     expect_server_error, init_tracing, platform, stays_silent, synced,
 };
-use serde_json::json;
 
 /// `s3cret`, bcrypt cost 4: the tests verify hashes for real, but need not wait for
 /// production costs (BENCHMARKS.md measures cost 10).
 const S3CRET_BCRYPT: &str = "$2b$04$qlJ4LcpOAB6XT5EsktDSZ.FIJGEdd7lUH2/AXq872Avl2JGyY.lfm";
 /// `0ps-pass`, argon2id m=19456 t=2 p=1.
 const OPS_ARGON2: &str = "$argon2id$v=19$m=19456,t=2,p=1$c29tZXNhbHRzb21lc2FsdA$VF00vS/HUCMrGIUR97LELe5Z4/kX2iRHVUK7zsBX74w";
-
-fn user_pass(user: &str, pass: &str) -> impl FnOnce(&str) -> serde_json::Value {
-    let (user, pass) = (user.to_owned(), pass.to_owned());
-    move |_| json!({ "user": user, "pass": pass })
-}
 
 /// nats-server with an MQTT listener (MQTT needs a server name and JetStream, also in the
 /// account its clients land in); returns the server and its MQTT port.
@@ -85,7 +79,7 @@ async fn nats_and_mqtt_clients_log_in_with_username_and_password() -> Result<()>
     // Wrong password, unknown user: refused; never anonymous.
     for (user, pass) in [("ops@example.com", "guess"), ("nobody", "0ps-pass")] {
         assert_eq!(
-            raw::connect(server.port, user_pass(user, pass)).await?,
+            raw::user_pass(server.port, user, pass).await?,
             Outcome::Refused("Authorization Violation".into()),
             "{user}"
         );
@@ -197,7 +191,7 @@ async fn oversized_passwords_and_slow_hashes_are_refused_with_a_reason() -> Resu
     );
     assert_eq!(raw::anonymous(server.port).await?, Outcome::Admitted);
     assert_eq!(
-        raw::connect(server.port, user_pass("ops@example.com", "0ps-pass")).await?,
+        raw::user_pass(server.port, "ops@example.com", "0ps-pass").await?,
         Outcome::Admitted
     );
     Ok(())
@@ -227,16 +221,16 @@ async fn routes_pick_chains_by_username_and_connection_type() -> Result<()> {
 
     // bot-*: the bots plugin admits any password (a partner's decision to make).
     assert_eq!(
-        raw::connect(server.port, user_pass("bot-17", "anything")).await?,
+        raw::user_pass(server.port, "bot-17", "anything").await?,
         Outcome::Admitted
     );
     // Anyone else: the password plugin.
     assert_eq!(
-        raw::connect(server.port, user_pass("ops@example.com", "0ps-pass")).await?,
+        raw::user_pass(server.port, "ops@example.com", "0ps-pass").await?,
         Outcome::Admitted
     );
     assert_eq!(
-        raw::connect(server.port, user_pass("bob", "anything")).await?,
+        raw::user_pass(server.port, "bob", "anything").await?,
         Outcome::Refused("Authorization Violation".into())
     );
     // A bot over websocket does not match the bots route; the people route refuses it.
@@ -270,31 +264,16 @@ async fn routes_pick_chains_by_username_and_connection_type() -> Result<()> {
 /// chain cannot take.
 #[test]
 fn check_refuses_routes_that_cannot_work() -> Result<()> {
-    let dir = tempfile::tempdir()?;
-    Keys::generate().write(dir.path())?;
-    let check = |routes: &str| -> Result<(bool, String)> {
-        let yaml = format!(
+    let check_routes = |routes: &str| -> Result<(bool, String)> {
+        let c = check(&format!(
             "nats: [ {{ url: \"nats://127.0.0.1:1\", nkey_seed_file: nkey-seed }} ]\n\
              issuer_seed_file: issuer-seed\n{}  \
-             noauth: {{ account: A, permissions: {{ sub: {{ allow: [x] }} }} }}\n\
-             plugin_dir: {}\nroutes:\n{routes}",
+             noauth: {{ account: A, permissions: {{ sub: {{ allow: [x] }} }} }}\nroutes:\n{routes}",
             entries(),
-            nats_callout_tests::plugin_dir().display()
-        );
-        let path = dir.path().join("callout.yaml");
-        std::fs::write(&path, yaml)?;
-        let out =
-            nats_callout_tests::ops::run_cli(&["check", "--config", &path.to_string_lossy()])?;
-        Ok((
-            out.status.success(),
-            format!(
-                "{}{}",
-                String::from_utf8_lossy(&out.stdout),
-                String::from_utf8_lossy(&out.stderr)
-            ),
-        ))
+        ))?;
+        Ok((c.ok, c.stdout + &c.stderr))
     };
-    let (ok, out) = check(
+    let (ok, out) = check_routes(
         "  - { name: devices, match: { credentials: user-password, username: 'dev-*' }, plugins: [password] }\n  \
          - { name: people, match: { credentials: user-password }, plugins: [password] }\n  \
          - { name: anonymous, plugins: [noauth] }\n",
@@ -316,7 +295,7 @@ fn check_refuses_routes_that_cannot_work() -> Result<()> {
             "routes[0] (people): no plugin of the route takes none credentials",
         ),
     ] {
-        let (ok, out) = check(routes)?;
+        let (ok, out) = check_routes(routes)?;
         assert!(!ok && out.contains(reason), "{routes}\n{out}");
     }
     Ok(())

@@ -6,6 +6,7 @@
 use anyhow::Result;
 use futures::future::join_all;
 use nats_callout_tests::inject::Injector;
+use nats_callout_tests::ops::check;
 use nats_callout_tests::raw::{self, Outcome};
 use nats_callout_tests::{Callout, Keys, NatsServer, callout_server_config, init_tracing};
 
@@ -129,25 +130,15 @@ async fn a_burst_larger_than_the_pool_is_answered_in_full() -> Result<()> {
 /// files) loads with a warning naming them, and its attempt to connect is denied.
 #[tokio::test]
 async fn the_sandbox_names_what_it_refuses() -> Result<()> {
-    let dir = tempfile::tempdir()?;
-    Keys::generate().write(dir.path())?;
-    let check = |plugin: &str| -> Result<(bool, String)> {
-        let yaml = format!(
+    let check_plugin = |plugin: &str| -> Result<(bool, String)> {
+        let c = check(&format!(
             "nats: [ {{ url: \"nats://127.0.0.1:1\", nkey_seed_file: nkey-seed }} ]\n\
-             issuer_seed_file: issuer-seed\nplugin_dir: {}\n\
-             plugins:\n  - {{ mode: noauth, builtin: {plugin}, settings: {{ behaviour: connect }} }}\n",
-            nats_callout_tests::plugin_dir().display()
-        );
-        let path = dir.path().join("callout.yaml");
-        std::fs::write(&path, yaml)?;
-        let out =
-            nats_callout_tests::ops::run_cli(&["check", "--config", &path.to_string_lossy()])?;
-        Ok((
-            out.status.success(),
-            String::from_utf8_lossy(&out.stderr).into_owned(),
-        ))
+             issuer_seed_file: issuer-seed\n\
+             plugins:\n  - {{ mode: noauth, builtin: {plugin}, settings: {{ behaviour: connect }} }}\n"
+        ))?;
+        Ok((c.ok, c.stderr))
     };
-    let (ok, err) = check("networked")?;
+    let (ok, err) = check_plugin("networked")?;
     assert!(!ok);
     assert!(
         err.contains("imports what the plugin sandbox does not offer: wasi:http/types@")
@@ -156,7 +147,7 @@ async fn the_sandbox_names_what_it_refuses() -> Result<()> {
             && err.contains("it has no network, no files"),
         "{err}"
     );
-    let (ok, err) = check("misbehave")?;
+    let (ok, err) = check_plugin("misbehave")?;
     assert!(ok, "{err}");
     assert!(
         err.contains("warning: plugin noauth/misbehave imports what the sandbox refuses")

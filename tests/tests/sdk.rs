@@ -121,13 +121,12 @@ async fn a_plugin_new_crate_builds_against_the_packaged_sdk_and_serves() -> Resu
     );
 
     let _callout = Callout::start(&keys, &yaml).await?;
-    let token = |t: &'static str| move |_: &str| serde_json::json!({ "auth_token": t });
     assert_eq!(
-        raw::connect(server.port, token("fleet-key")).await?,
+        raw::bearer(server.port, "fleet-key").await?,
         Outcome::Admitted
     );
     assert_eq!(
-        raw::connect(server.port, token("other-key")).await?,
+        raw::bearer(server.port, "other-key").await?,
         Outcome::Refused("Authorization Violation".into())
     );
     Ok(())

@@ -113,11 +113,7 @@ impl Plugin for NkeyPlugin {
             host.info(&format!("nkey {} is not configured", loggable(nkey)));
             return Decision::deny("unknown nkey");
         };
-        let client_name = request
-            .client
-            .name
-            .as_deref()
-            .or(request.connect.name.as_deref());
+        let client_name = request.client_name();
         let filled = entry.policy.grant(|p| match p {
             "nkey" => Some(nkey.to_string()),
             "name" => Some(entry.name.clone()),

@@ -173,11 +173,7 @@ impl Plugin for OauthPlugin {
                 return Decision::deny(reason);
             }
         };
-        let client_name = request
-            .client
-            .name
-            .as_deref()
-            .or(request.connect.name.as_deref());
+        let client_name = request.client_name();
         let filled = entry.policy.grant(|p| match p {
             "azp" => client.map(str::to_owned),
             "sub" => sub.map(str::to_owned),

@@ -140,11 +140,7 @@ impl Plugin for PasswordPlugin {
         if !matched {
             return Decision::deny(format!("wrong password for user {}", loggable(username)));
         }
-        let client_name = request
-            .client
-            .name
-            .as_deref()
-            .or(request.connect.name.as_deref());
+        let client_name = request.client_name();
         let filled = entry.policy.grant(|p| match p {
             "name" => Some(entry.name.clone()),
             "username" => Some(username.clone()),
