@@ -12,7 +12,7 @@ pub use wit_bindgen;
 use crate::{
     AuthRequest, Certificate, ClientInfo, ClientTls, ConnectOpts, ConnectionType, Credential,
     CredentialKind, Decision, Grant, Host, LogLevel, Permission, Plugin, ResponsePermission,
-    Secret, ServerInfo, VerifiedJwt,
+    Secret, ServerInfo, VerifiedJwt, http,
 };
 
 /// Generated bindings. The export macro is public so that it can be expanded in the
@@ -84,6 +84,132 @@ impl Host for ComponentHost {
     fn verify_password_hash(&self, password: &str, hash: &str) -> Result<bool, String> {
         wit_host::verify_password_hash(password, hash)
     }
+
+    fn cache_get(&self, key: &str) -> Option<Vec<u8>> {
+        wit_host::cache_get(key)
+    }
+
+    fn cache_set(&self, key: &str, value: &[u8], ttl: std::time::Duration) {
+        wit_host::cache_set(
+            key,
+            value,
+            u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX),
+        );
+    }
+
+    fn http(&self, request: &http::Request) -> Result<http::Response, String> {
+        send(request)
+    }
+}
+
+/// A wasi:http error as a plugin's deny reason says it.
+fn describe(e: &wasip2::http::types::ErrorCode) -> String {
+    use wasip2::http::types::ErrorCode as E;
+    match e {
+        E::HttpRequestDenied => "denied: not a host in the plugin's allowed_outbound_hosts".into(),
+        E::ConnectionRefused => "connection refused".into(),
+        E::ConnectionTimeout | E::HttpResponseTimeout => "timed out".into(),
+        E::HttpRequestBodySize(_) => "request body too large".into(),
+        E::HttpResponseBodySize(_) => "response body too large".into(),
+        E::HttpProtocolError => "HTTP protocol error (or outbound HTTP not available here)".into(),
+        other => format!("{other:?}"),
+    }
+}
+
+/// [`Host::http`] over wasi:http/outgoing-handler: write the request, wait for the
+/// response (the host bounds the wait by the call's deadline), read its body whole.
+fn send(request: &http::Request) -> Result<http::Response, String> {
+    use wasip2::http::types::{
+        Fields, IncomingBody, Method, OutgoingBody, OutgoingRequest, Scheme,
+    };
+    use wasip2::io::streams::StreamError;
+
+    let (scheme, authority, path) = request.url_parts()?;
+    let entries: Vec<(String, Vec<u8>)> = request
+        .headers
+        .iter()
+        .map(|(n, v)| (n.to_ascii_lowercase(), v.as_bytes().to_vec()))
+        .collect();
+    let headers = Fields::from_list(&entries).map_err(|e| format!("request headers: {e:?}"))?;
+    let outgoing = OutgoingRequest::new(headers);
+    let method = match request.method.as_str() {
+        "GET" => Method::Get,
+        "POST" => Method::Post,
+        "PUT" => Method::Put,
+        "DELETE" => Method::Delete,
+        "HEAD" => Method::Head,
+        "PATCH" => Method::Patch,
+        other => Method::Other(other.to_owned()),
+    };
+    let scheme = match scheme {
+        "https" => Scheme::Https,
+        "http" => Scheme::Http,
+        other => return Err(format!("scheme {other:?} is neither http nor https")),
+    };
+    let invalid = |what: &str| format!("invalid {what} in {:?}", request.url);
+    outgoing
+        .set_method(&method)
+        .map_err(|()| invalid("method"))?;
+    outgoing
+        .set_scheme(Some(&scheme))
+        .map_err(|()| invalid("scheme"))?;
+    outgoing
+        .set_authority(Some(authority))
+        .map_err(|()| invalid("host"))?;
+    outgoing
+        .set_path_with_query(Some(path))
+        .map_err(|()| invalid("path"))?;
+    let body = outgoing
+        .body()
+        .map_err(|()| "the request body is taken".to_owned())?;
+    let future = wasip2::http::outgoing_handler::handle(outgoing, None)
+        .map_err(|e| format!("request refused: {}", describe(&e)))?;
+    {
+        let stream = body
+            .write()
+            .map_err(|()| "the request body cannot be written".to_owned())?;
+        for chunk in request.body.chunks(4096) {
+            stream
+                .blocking_write_and_flush(chunk)
+                .map_err(|e| format!("writing the request body: {e:?}"))?;
+        }
+    }
+    OutgoingBody::finish(body, None).map_err(|e| format!("request body: {e:?}"))?;
+    future.subscribe().block();
+    let response = match future.get() {
+        Some(Ok(Ok(response))) => response,
+        Some(Ok(Err(e))) => return Err(format!("HTTP request failed: {}", describe(&e))),
+        Some(Err(())) | None => return Err("no HTTP response".into()),
+    };
+    let status = response.status();
+    let headers = response
+        .headers()
+        .entries()
+        .into_iter()
+        .map(|(n, v)| (n, String::from_utf8_lossy(&v).into_owned()))
+        .collect();
+    let incoming = response
+        .consume()
+        .map_err(|()| "the response body is taken".to_owned())?;
+    let mut body = Vec::new();
+    {
+        let stream = incoming
+            .stream()
+            .map_err(|()| "the response body cannot be read".to_owned())?;
+        loop {
+            match stream.blocking_read(64 * 1024) {
+                Ok(chunk) => body.extend_from_slice(&chunk),
+                Err(StreamError::Closed) => break,
+                Err(e) => return Err(format!("reading the response body: {e:?}")),
+            }
+        }
+    }
+    let _ = IncomingBody::finish(incoming);
+    Ok(http::Response {
+        status,
+        headers,
+        body,
+    })
 }
 
 fn wit_kind(kind: CredentialKind) -> wit::CredentialKind {

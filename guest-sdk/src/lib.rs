@@ -48,6 +48,7 @@ pub mod cert;
 mod claims;
 mod config;
 pub mod format;
+pub mod http;
 // Used by the wasm export only, but compiled and unit-tested natively too.
 #[cfg_attr(not(target_arch = "wasm32"), allow(dead_code))]
 mod glue;
@@ -109,6 +110,19 @@ pub trait Host {
     /// outside the host's rules. A right and a wrong password cost the same. The time it
     /// takes counts against the plugin's deadline: bcrypt cost 12 takes about 0.3 s.
     fn verify_password_hash(&self, password: &str, hash: &str) -> Result<bool, String>;
+
+    /// The value stored under `key` by any instance of this plugin, unless expired: the
+    /// plugin's cache, shared by its pooled instances, bounded, emptied by a reload.
+    fn cache_get(&self, key: &str) -> Option<Vec<u8>>;
+
+    /// Stores `value` under `key` for `ttl` at most (the operator caps it). Keep secrets
+    /// out of keys: store by digest.
+    fn cache_set(&self, key: &str, value: &[u8], ttl: std::time::Duration);
+
+    /// Sends an HTTP request and reads the whole response (see [`http`]): only to hosts
+    /// the operator listed for this plugin, within the call's deadline. An `Err` for
+    /// anything but a response: deny then, never allow.
+    fn http(&self, request: &http::Request) -> Result<http::Response, String>;
 
     /// `log(LogLevel::Debug, ..)`.
     fn debug(&self, message: &str) {

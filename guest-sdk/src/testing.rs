@@ -27,11 +27,12 @@ pub use nkeys;
 use nkeys::KeyPair;
 
 use crate::{
-    AuthRequest, ClientTls, Credential, Host, LogLevel, PluginConfig, Secret, VerifiedJwt,
+    AuthRequest, ClientTls, Credential, Host, LogLevel, PluginConfig, Secret, VerifiedJwt, http,
 };
 
 type JwtFn = dyn Fn(&str) -> Result<VerifiedJwt, String> + Send + Sync;
 type ChainFn = dyn Fn(&[String]) -> Result<(), String> + Send + Sync;
+type HttpFn = dyn Fn(&http::Request) -> Result<http::Response, String> + Send + Sync;
 
 /// A native [`Host`]: real NKey verification, recorded log lines, configurable JWT and
 /// certificate-chain answers (both fail by default, so a test that forgets to configure
@@ -39,6 +40,9 @@ type ChainFn = dyn Fn(&[String]) -> Result<(), String> + Send + Sync;
 pub struct TestHost {
     logs: Mutex<Vec<(LogLevel, String)>>,
     hashes: Mutex<Vec<String>>,
+    cache: Mutex<std::collections::BTreeMap<String, (Vec<u8>, std::time::Instant)>>,
+    requests: Mutex<Vec<http::Request>>,
+    http: Box<HttpFn>,
     verify_jwt: Box<JwtFn>,
     verify_chain: Box<ChainFn>,
 }
@@ -54,6 +58,9 @@ impl TestHost {
         Self {
             logs: Mutex::new(Vec::new()),
             hashes: Mutex::new(Vec::new()),
+            cache: Mutex::new(std::collections::BTreeMap::new()),
+            requests: Mutex::new(Vec::new()),
+            http: Box::new(|_| Err("http is not configured in this TestHost".into())),
             verify_jwt: Box::new(|_| Err("verify_jwt is not configured in this TestHost".into())),
             verify_chain: Box::new(|_| {
                 Err("verify_certificate_chain is not configured in this TestHost".into())
@@ -77,6 +84,23 @@ impl TestHost {
     ) -> Self {
         self.verify_chain = Box::new(f);
         self
+    }
+
+    /// Answers `http` with `f` (a stand-in for the registry or endpoint the plugin asks).
+    pub fn with_http(
+        mut self,
+        f: impl Fn(&http::Request) -> Result<http::Response, String> + Send + Sync + 'static,
+    ) -> Self {
+        self.http = Box::new(f);
+        self
+    }
+
+    /// The HTTP requests the plugin sent, in order.
+    pub fn http_requests(&self) -> Vec<http::Request> {
+        self.requests
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 
     /// Every line logged so far.
@@ -135,6 +159,30 @@ impl Host for TestHost {
     fn verify_password_hash(&self, password: &str, hash: &str) -> Result<bool, String> {
         self.lock_hashes().push(hash.to_owned());
         crate::password::verify(password, hash).map_err(|e| e.to_string())
+    }
+
+    fn cache_get(&self, key: &str) -> Option<Vec<u8>> {
+        let cache = self.cache.lock().unwrap_or_else(|e| e.into_inner());
+        cache
+            .get(key)
+            .filter(|(_, expires)| *expires > std::time::Instant::now())
+            .map(|(v, _)| v.clone())
+    }
+
+    fn cache_set(&self, key: &str, value: &[u8], ttl: std::time::Duration) {
+        let mut cache = self.cache.lock().unwrap_or_else(|e| e.into_inner());
+        cache.insert(
+            key.to_owned(),
+            (value.to_vec(), std::time::Instant::now() + ttl),
+        );
+    }
+
+    fn http(&self, request: &http::Request) -> Result<http::Response, String> {
+        self.requests
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(request.clone());
+        (self.http)(request)
     }
 }
 

@@ -12,6 +12,7 @@ pub mod ops;
 pub mod pki;
 pub mod raw;
 pub mod relay;
+pub mod web;
 
 use std::io::Write;
 use std::net::TcpListener;

@@ -125,9 +125,10 @@ async fn a_burst_larger_than_the_pool_is_answered_in_full() -> Result<()> {
 }
 
 /// The sandbox, as `check` reports it: a component importing an interface the host does
-/// not provide (outbound HTTP) is refused at load with each such import named and what
-/// the sandbox offers; one importing interfaces the sandbox links but refuses (sockets,
-/// files) loads with a warning naming them, and its attempt to connect is denied.
+/// not provide (another host's secrets vault) is refused at load with each such import
+/// named and what the sandbox offers; one importing interfaces the sandbox links but
+/// refuses (sockets, files) loads with a warning naming them, and its attempt to connect
+/// is denied.
 #[tokio::test]
 async fn the_sandbox_names_what_it_refuses() -> Result<()> {
     let check_plugin = |plugin: &str| -> Result<(bool, String)> {
@@ -138,13 +139,12 @@ async fn the_sandbox_names_what_it_refuses() -> Result<()> {
         ))?;
         Ok((c.ok, c.stderr))
     };
-    let (ok, err) = check_plugin("networked")?;
+    let (ok, err) = check_plugin("foreign-import")?;
     assert!(!ok);
     assert!(
-        err.contains("imports what the plugin sandbox does not offer: wasi:http/types@")
-            && err.contains("wasi:http/outgoing-handler@")
-            && err.contains("(outbound HTTP: this host offers plugins no network)")
-            && err.contains("it has no network, no files"),
+        err.contains("imports what the plugin sandbox does not offer: test:foreign/vault")
+            && err.contains("(not an interface this host provides)")
+            && err.contains("it has no other network, no files"),
         "{err}"
     );
     let (ok, err) = check_plugin("misbehave")?;

@@ -13,6 +13,7 @@ use std::time::Duration;
 use serde::Deserialize;
 
 pub use crate::identity::oauth::JwksConfig;
+pub use crate::runtime::capabilities::http::{AllowedHost, OutboundConfig};
 
 use crate::pipeline::routing::{Mode, RouteConfig, RouteMatch};
 
@@ -67,6 +68,9 @@ pub struct Config {
     /// Client-certificate verification (the `verify-certificate-chain` capability).
     #[serde(default)]
     pub mtls: Option<MtlsConfig>,
+    /// Plugins' outbound HTTP (to the hosts each plugin's `allowed_outbound_hosts` lists).
+    #[serde(default)]
+    pub outbound_http: OutboundConfig,
     #[serde(default)]
     pub permissions: Permissions,
     #[serde(default)]
@@ -176,6 +180,10 @@ pub struct PluginConfig {
     /// Overrides of the global `limits` for this plugin.
     #[serde(default)]
     pub limits: PluginLimits,
+    /// Where the plugin may send HTTP requests (`https://registry.example.com`); none:
+    /// every request is denied.
+    #[serde(default)]
+    pub allowed_outbound_hosts: Vec<AllowedHost>,
 }
 
 /// Where a plugin's component comes from.
@@ -196,6 +204,7 @@ pub struct PluginSpec {
     pub permissions: Option<String>,
     pub settings: serde_json::Value,
     pub limits: PluginLimits,
+    pub allowed_outbound_hosts: Vec<AllowedHost>,
     /// Where the config declares it, for messages: `plugins[2]`, or the `permissions`
     /// section or route that implies a built-in.
     pub origin: String,
@@ -231,6 +240,12 @@ pub struct PluginLimits {
     /// the wall-clock timeout. Unset: unmetered.
     #[serde(default)]
     pub fuel: Option<u64>,
+    /// Bytes of the plugin's cache (`cache-set`); 0 turns it off.
+    #[serde(default)]
+    pub cache_bytes: Option<usize>,
+    /// The longest an entry of the plugin's cache lives, whatever the plugin asks.
+    #[serde(default, with = "nats_callout_sdk::format::duration::option")]
+    pub cache_ttl: Option<Duration>,
 }
 
 /// The decision cache (see `cache.rs`): `ttl: 0` turns it off.
@@ -298,6 +313,13 @@ pub struct Limits {
     /// Accepted clock skew between nats-server and this host on the request's `exp`.
     #[serde(with = "nats_callout_sdk::format::duration")]
     pub request_leeway: Duration,
+    /// Bytes of each plugin's cache: 4 MiB holds tens of thousands of lookups of a few
+    /// dozen bytes, a fleet's worth, at a bounded cost per plugin.
+    pub plugin_cache_bytes: usize,
+    /// The longest a plugin's cache keeps an entry: a device disabled in a registry is
+    /// refused again within this, however long the plugin asked to keep it.
+    #[serde(with = "nats_callout_sdk::format::duration")]
+    pub plugin_cache_ttl: Duration,
 }
 
 impl Default for Limits {
@@ -308,6 +330,8 @@ impl Default for Limits {
             plugin_timeout: Duration::from_millis(250),
             plugin_memory_bytes: 64 << 20,
             request_leeway: Duration::from_secs(2),
+            plugin_cache_bytes: 4 << 20,
+            plugin_cache_ttl: Duration::from_secs(300),
         }
     }
 }
@@ -351,6 +375,11 @@ const MAX_PLUGIN_MEMORY: usize = 4 << 30;
 /// nats-server waits 2 s for the whole exchange by default; a call allowed a minute is
 /// a configuration mistake.
 const MAX_PLUGIN_TIMEOUT: Duration = Duration::from_secs(60);
+/// A plugin's cache at most: its bytes are the host's memory, per plugin.
+const MAX_PLUGIN_CACHE_BYTES: usize = 256 << 20;
+/// A plugin's cache entry lives at most a day: what it caches came from elsewhere and
+/// goes stale there.
+const MAX_PLUGIN_CACHE_TTL: Duration = Duration::from_secs(24 * 3600);
 /// File polling below this is busy work (and zero would stop the reload task).
 const MIN_RELOAD_INTERVAL: Duration = Duration::from_millis(100);
 
@@ -493,6 +522,12 @@ impl Config {
             if pl.fuel == Some(0) {
                 return Err(invalid(key("fuel"), "must be at least 1"));
             }
+            if pl.cache_bytes.is_some_and(|b| b > MAX_PLUGIN_CACHE_BYTES) {
+                return Err(invalid(key("cache_bytes"), "must be at most 256 MiB"));
+            }
+            if pl.cache_ttl.is_some_and(|t| t > MAX_PLUGIN_CACHE_TTL) {
+                return Err(invalid(key("cache_ttl"), "must be at most 24h"));
+            }
             instances += pl.instances.unwrap_or(l.instances_per_plugin);
         }
         if instances > crate::runtime::MAX_INSTANCES {
@@ -510,6 +545,35 @@ impl Config {
             self.decision_cache.max_entries,
             MAX_CACHE_ENTRIES,
         )?;
+        if l.plugin_cache_bytes > MAX_PLUGIN_CACHE_BYTES {
+            return Err(invalid(
+                "limits.plugin_cache_bytes".into(),
+                "must be at most 256 MiB",
+            ));
+        }
+        if l.plugin_cache_ttl > MAX_PLUGIN_CACHE_TTL {
+            return Err(invalid(
+                "limits.plugin_cache_ttl".into(),
+                "must be at most 24h",
+            ));
+        }
+        let o = &self.outbound_http;
+        count(
+            "outbound_http.max_request_bytes".into(),
+            o.max_request_bytes,
+            16 << 20,
+        )?;
+        count(
+            "outbound_http.max_response_bytes".into(),
+            o.max_response_bytes,
+            64 << 20,
+        )?;
+        if o.max_redirects > 10 {
+            return Err(invalid(
+                "outbound_http.max_redirects".into(),
+                "must be at most 10",
+            ));
+        }
         if self.reload_interval < MIN_RELOAD_INTERVAL {
             return Err(invalid("reload_interval".into(), "must be at least 100ms"));
         }
@@ -635,6 +699,7 @@ impl Config {
                 permissions,
                 settings: p.settings.clone(),
                 limits: p.limits.clone(),
+                allowed_outbound_hosts: p.allowed_outbound_hosts.clone(),
                 origin,
             });
         }
@@ -644,6 +709,7 @@ impl Config {
             permissions: Some(mode.as_str().to_owned()),
             settings: serde_json::Value::Null,
             limits: PluginLimits::default(),
+            allowed_outbound_hosts: Vec::new(),
             origin,
         };
         let mut routes = Vec::new();

@@ -63,6 +63,8 @@ pub struct Metrics {
     pub jwks_failures: IntCounter,
     pub cache_hits: IntCounter,
     pub cache_misses: IntCounter,
+    /// Plugins' outbound HTTP requests.
+    pub http: crate::runtime::capabilities::http::HttpMetrics,
 }
 
 fn counter(registry: &Registry, name: &str, help: &str) -> IntCounter {
@@ -191,6 +193,31 @@ impl Metrics {
                 "decision_cache_misses_total",
                 "Cacheable requests that had to ask the plugin",
             ),
+            http: {
+                let requests = IntCounterVec::new(
+                    Opts::new(
+                        "plugin_http_requests_total",
+                        "Plugins' outbound HTTP requests by listed host and HTTP status \
+                         (or denied, timeout, too_large, error)",
+                    ),
+                    &["plugin", "host", "status"],
+                )
+                .expect("static metric");
+                r.register(Box::new(requests.clone()))
+                    .expect("metric names are unique");
+                let duration = HistogramVec::new(
+                    HistogramOpts::new(
+                        "plugin_http_request_duration_seconds",
+                        "Time of one outbound HTTP request of a plugin",
+                    )
+                    .buckets(LATENCY_BUCKETS.to_vec()),
+                    &["plugin"],
+                )
+                .expect("static metric");
+                r.register(Box::new(duration.clone()))
+                    .expect("metric names are unique");
+                crate::runtime::capabilities::http::HttpMetrics { requests, duration }
+            },
             registry: r,
         }
     }

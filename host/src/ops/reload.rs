@@ -38,6 +38,7 @@ fn watched_files(config_path: &Path, cfg: &Config) -> Vec<PathBuf> {
     );
     // A rotated CA bundle takes effect like any other config change.
     files.extend(cfg.mtls_ca_file());
+    files.extend(cfg.outbound_http.ca_file.as_ref().map(|p| cfg.resolve(p)));
     files
 }
 

@@ -40,6 +40,8 @@ pub enum LoadError {
     Ca(#[from] x509::CaError),
     #[error("issuer key: {0}")]
     Signer(#[from] crate::nats::jwt::JwtError),
+    #[error(transparent)]
+    Outbound(#[from] crate::runtime::capabilities::http::OutboundError),
     #[error("{origin} ({name}): {message}")]
     Route {
         origin: String,
@@ -179,6 +181,18 @@ impl Authorizer {
             specs.iter().any(|p| p.limits.fuel.is_some()),
             crate::runtime::precompiled::default_dir(),
         )?);
+        let outbound_ca = match &cfg.outbound_http.ca_file {
+            Some(path) => {
+                let path = cfg.resolve(path);
+                Some(std::fs::read(&path).map_err(|e| {
+                    LoadError::Outbound(crate::runtime::capabilities::http::OutboundError::Ca {
+                        path: path.display().to_string(),
+                        message: e.to_string(),
+                    })
+                })?)
+            }
+            None => None,
+        };
         let mut plugins = Vec::with_capacity(specs.len());
         let mut notes = Vec::new();
         for p in specs {
@@ -201,7 +215,9 @@ impl Authorizer {
                 init,
                 Capabilities::new(p.name.clone())
                     .with_jwks(jwks.clone())
-                    .with_ca(ca.clone()),
+                    .with_ca(ca.clone())
+                    .with_outbound(outbound(cfg, p, outbound_ca.as_deref(), &metrics)?)
+                    .with_cache(plugin_cache(cfg, p)),
                 limits_of(p),
             )?;
             tracing::info!(
@@ -628,6 +644,46 @@ fn routes(cfg: &Config, plugins: &[Link], metrics: &Metrics) -> Result<Vec<Route
         });
     }
     Ok(routes)
+}
+
+/// The plugin's cache, unless its size is 0.
+fn plugin_cache(
+    cfg: &Config,
+    plugin: &crate::ops::config::PluginSpec,
+) -> Option<Arc<crate::runtime::capabilities::cache::PluginCache>> {
+    let bytes = plugin
+        .limits
+        .cache_bytes
+        .unwrap_or(cfg.limits.plugin_cache_bytes);
+    let ttl = plugin
+        .limits
+        .cache_ttl
+        .unwrap_or(cfg.limits.plugin_cache_ttl);
+    (bytes > 0).then(|| {
+        Arc::new(crate::runtime::capabilities::cache::PluginCache::new(
+            bytes, ttl,
+        ))
+    })
+}
+
+/// The plugin's outbound HTTP, when its entry lists hosts.
+fn outbound(
+    cfg: &Config,
+    plugin: &crate::ops::config::PluginSpec,
+    ca_pem: Option<&[u8]>,
+    metrics: &Metrics,
+) -> Result<Option<Arc<crate::runtime::capabilities::http::Outbound>>, LoadError> {
+    if plugin.allowed_outbound_hosts.is_empty() {
+        return Ok(None);
+    }
+    let outbound = crate::runtime::capabilities::http::Outbound::new(
+        &plugin.name,
+        plugin.allowed_outbound_hosts.clone(),
+        &cfg.outbound_http,
+        ca_pem,
+        metrics.http.clone(),
+    )?;
+    Ok(Some(Arc::new(outbound)))
 }
 
 fn names(kinds: &[CredentialKind]) -> String {

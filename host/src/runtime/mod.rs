@@ -27,6 +27,7 @@ use wasmtime::{
     StoreLimitsBuilder, Trap, UpdateDeadline,
 };
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
+use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
 
 use nats_callout_sdk as sdk;
 
@@ -86,6 +87,8 @@ pub enum CallError {
 pub struct State {
     wasi: WasiCtx,
     table: ResourceTable,
+    http: WasiHttpCtx,
+    hooks: capabilities::http::HttpHooks,
     limits: StoreLimits,
     caps: Arc<Capabilities>,
     deadline: Deadline,
@@ -151,6 +154,16 @@ impl WasiView for State {
     }
 }
 
+impl WasiHttpView for State {
+    fn http(&mut self) -> WasiHttpCtxView<'_> {
+        WasiHttpCtxView {
+            ctx: &mut self.http,
+            table: &mut self.table,
+            hooks: &mut self.hooks,
+        }
+    }
+}
+
 /// Limits applied to every call of one plugin.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct CallLimits {
@@ -199,6 +212,7 @@ impl PluginEngine {
         let engine = Engine::new(&config).map_err(err)?;
         let mut linker = Linker::new(&engine);
         wasmtime_wasi::p2::add_to_linker_async(&mut linker).map_err(err)?;
+        wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker).map_err(err)?;
         contract::add_to_linker(&mut linker).map_err(err)?;
 
         let stop = Arc::new(AtomicBool::new(false));
@@ -241,7 +255,7 @@ impl PluginEngine {
             precompiled::load(&self.engine, &bytes, self.cache_dir.as_deref())
                 .map_err(|e| load_err(format!("{e:#}")))?;
         tracing::debug!(plugin = name, precompiled = cached, "component ready");
-        let review = sandbox::review(&self.engine, &component);
+        let review = sandbox::review(&self.engine, &component, caps.outbound.is_some());
         if !review.missing.is_empty() {
             return Err(load_err(format!(
                 "imports what the plugin sandbox does not offer: {}; {}",
@@ -358,6 +372,8 @@ impl LoadedPlugin {
         let state = State {
             wasi: WasiCtx::builder().build(),
             table: ResourceTable::new(),
+            http: WasiHttpCtx::new(),
+            hooks: capabilities::http::HttpHooks::new(self.caps.outbound.clone()),
             limits: StoreLimitsBuilder::new()
                 .memory_size(self.limits.memory_bytes)
                 .trap_on_grow_failure(true)
@@ -401,6 +417,9 @@ impl LoadedPlugin {
         state.credential_expires = None;
         state.log_lines_left = LOG_LINES_PER_CALL;
         state.hashing = Duration::ZERO;
+        state.hooks.deadline = state.deadline.at;
+        // Outbound HTTP is for deciding; `init` has none (see capabilities::http).
+        state.hooks.open = false;
         store.set_epoch_deadline(1);
     }
 
@@ -440,6 +459,7 @@ impl LoadedPlugin {
             })?,
         };
         self.arm(&mut instance.store);
+        instance.store.data_mut().hooks.open = true;
         self.refuel(&mut instance.store);
         match instance
             .bindings

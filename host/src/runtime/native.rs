@@ -88,4 +88,17 @@ impl sdk::Host for NativeHost<'_> {
     fn verify_password_hash(&self, password: &str, hash: &str) -> Result<bool, String> {
         nats_callout_sdk::password::verify(password, hash).map_err(|e| e.to_string())
     }
+
+    fn cache_get(&self, key: &str) -> Option<Vec<u8>> {
+        self.0.cache_get(key)
+    }
+
+    fn cache_set(&self, key: &str, value: &[u8], ttl: std::time::Duration) {
+        self.0.cache_set(key, value.to_vec(), ttl);
+    }
+
+    /// The benchmark's native plugins make no requests.
+    fn http(&self, _request: &sdk::http::Request) -> Result<sdk::http::Response, String> {
+        Err("no outbound HTTP for plugins compiled into the host".into())
+    }
 }

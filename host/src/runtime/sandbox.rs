@@ -10,8 +10,10 @@ use wasmtime::component::Component;
 /// What a plugin can use, for messages.
 pub const OFFERS: &str = "the plugin sandbox offers the host capabilities \
     (nats-callout:plugin/host: log, verify-jwt, verify-nkey-signature, \
-    verify-certificate-chain, verify-password-hash), clocks and random numbers; it has no \
-    network, no files and no environment variables, and discards stdout and stderr";
+    verify-certificate-chain, verify-password-hash, cache-get, cache-set), clocks, random \
+    numbers and outbound HTTP (wasi:http/outgoing-handler) to the hosts the operator lists \
+    in the plugin's allowed_outbound_hosts; it has no other network, no files and no \
+    environment variables, and discards stdout and stderr";
 
 /// How the sandbox treats one import.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -23,7 +25,7 @@ enum Treatment {
     Missing(&'static str),
 }
 
-fn treatment(import: &str) -> Treatment {
+fn treatment(import: &str, outbound: bool) -> Treatment {
     let interface = import.split('@').next().unwrap_or(import);
     let package = interface.split('/').next().unwrap_or(interface);
     match package {
@@ -34,7 +36,10 @@ fn treatment(import: &str) -> Treatment {
         "wasi:filesystem" => Treatment::Refused(
             "files: the sandbox has no directories (give a plugin its data as settings)",
         ),
-        "wasi:http" => Treatment::Missing("outbound HTTP: this host offers plugins no network"),
+        "wasi:http" if outbound => Treatment::Offered,
+        "wasi:http" => Treatment::Refused(
+            "outbound HTTP: the plugin has no allowed_outbound_hosts, so every request is denied",
+        ),
         _ => Treatment::Missing("not an interface this host provides"),
     }
 }
@@ -48,10 +53,11 @@ pub struct Review {
     pub missing: Vec<String>,
 }
 
-pub fn review(engine: &Engine, component: &Component) -> Review {
+/// `outbound`: the operator listed hosts the plugin may send HTTP requests to.
+pub fn review(engine: &Engine, component: &Component, outbound: bool) -> Review {
     let mut review = Review::default();
     for (name, _) in component.component_type().imports(engine) {
-        match treatment(name) {
+        match treatment(name, outbound) {
             Treatment::Offered => {}
             Treatment::Refused(why) => review.refused.push(format!("{name} ({why})")),
             Treatment::Missing(why) => review.missing.push(format!("{name} ({why})")),
@@ -73,22 +79,26 @@ mod tests {
             "wasi:cli/environment@0.2.6",
             "wasi:random/random@0.2.6",
         ] {
-            assert_eq!(treatment(ok), Treatment::Offered, "{ok}");
+            assert_eq!(treatment(ok, false), Treatment::Offered, "{ok}");
         }
         assert!(matches!(
-            treatment("wasi:sockets/tcp@0.2.6"),
+            treatment("wasi:sockets/tcp@0.2.6", true),
             Treatment::Refused(_)
         ));
         assert!(matches!(
-            treatment("wasi:filesystem/preopens@0.2.6"),
+            treatment("wasi:filesystem/preopens@0.2.6", true),
             Treatment::Refused(_)
         ));
         assert!(matches!(
-            treatment("wasi:http/outgoing-handler@0.2.6"),
-            Treatment::Missing(_)
+            treatment("wasi:http/outgoing-handler@0.2.12", false),
+            Treatment::Refused(_)
         ));
+        assert_eq!(
+            treatment("wasi:http/outgoing-handler@0.2.12", true),
+            Treatment::Offered
+        );
         assert!(matches!(
-            treatment("acme:vault/secrets"),
+            treatment("acme:vault/secrets", true),
             Treatment::Missing(_)
         ));
     }

@@ -84,7 +84,7 @@ fn secure_or_loopback(url: &url::Url) -> bool {
 }
 
 /// `url` without its credentials, for a message about it.
-fn redacted(url: &url::Url) -> String {
+pub(crate) fn redacted(url: &url::Url) -> String {
     let mut url = url.clone();
     let _ = url.set_username("");
     let _ = url.set_password(None);

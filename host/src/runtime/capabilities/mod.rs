@@ -2,7 +2,9 @@
 //! independent of the WIT bindings: every contract version's `host` interface forwards
 //! to these, converting only types.
 
+pub mod cache;
 mod certificate;
+pub mod http;
 mod jwt;
 mod log;
 mod nkey;
@@ -26,6 +28,10 @@ pub struct Capabilities {
     pub plugin: String,
     pub jwks: Option<Arc<Jwks>>,
     pub ca: Option<Arc<CaBundle>>,
+    /// Outbound HTTP, when the operator listed hosts for the plugin.
+    pub outbound: Option<Arc<http::Outbound>>,
+    /// The plugin's cache, shared by its instances.
+    pub cache: Option<Arc<cache::PluginCache>>,
 }
 
 impl Capabilities {
@@ -34,7 +40,19 @@ impl Capabilities {
             plugin: plugin.into(),
             jwks: None,
             ca: None,
+            outbound: None,
+            cache: None,
         }
+    }
+
+    pub fn with_cache(mut self, cache: Option<Arc<cache::PluginCache>>) -> Self {
+        self.cache = cache;
+        self
+    }
+
+    pub fn with_outbound(mut self, outbound: Option<Arc<http::Outbound>>) -> Self {
+        self.outbound = outbound;
+        self
     }
 
     /// The longest a host call may legitimately wait per plugin call (a JWKS refetch

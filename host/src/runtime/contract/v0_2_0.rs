@@ -72,6 +72,15 @@ impl self::nats_callout::plugin::host::Host for State {
     ) -> Result<bool, String> {
         State::verify_password_hash(self, password, hash).await
     }
+
+    fn cache_get(&mut self, key: String) -> Option<Vec<u8>> {
+        self.caps.cache_get(&key)
+    }
+
+    fn cache_set(&mut self, key: String, value: Vec<u8>, ttl_millis: u64) {
+        self.caps
+            .cache_set(&key, value, std::time::Duration::from_millis(ttl_millis));
+    }
 }
 
 /// `init`: the credential kinds the plugin decides, or its refusal.
