@@ -1,22 +1,32 @@
 //! The configuration a plugin receives once, at `init`.
 
+use std::collections::BTreeMap;
+
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 use thiserror::Error;
 
-/// The JSON the host passes to `init`: `{"permissions": ..., "settings": ..., "host": ...}`
-/// (`host`: a [`HostContext`]; hosts before it send only the first two).
+use crate::Secret;
+
+/// The JSON the host passes to `init`: `{"permissions": ..., "settings": ..., "secrets":
+/// ..., "host": ...}` (`host`: a [`HostContext`]; `secrets`: from 0.2.0; hosts before
+/// them send only the first two).
 ///
 /// `permissions` is this mode's section of the operator's `permissions` config (the Helm
 /// values shape), `settings` the plugin's own `settings` from the `plugins` list. Either
 /// may be `null`. Plugins read them into their own types with [`PluginConfig::permissions`]
 /// and [`PluginConfig::settings`], whose errors name the offending key, because an operator
 /// fixing a typo in YAML needs the key, not a line and column of JSON they never wrote.
+///
+/// `secrets` are the values of the plugin's `secrets` in the operator's config (a client
+/// secret, an API key), which the host reads from files or environment variables: read
+/// one with [`PluginConfig::secret`]. `Debug` never shows them.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct PluginConfig {
     permissions: Value,
     settings: Value,
+    secrets: BTreeMap<String, Secret>,
     host: HostContext,
 }
 
@@ -41,8 +51,16 @@ impl PluginConfig {
         Self {
             permissions,
             settings,
+            secrets: BTreeMap::new(),
             host: HostContext::default(),
         }
+    }
+
+    /// The same config with this secret, for native tests (feature `testing`).
+    #[cfg(any(test, feature = "testing"))]
+    pub fn with_secret(mut self, name: &str, value: &str) -> Self {
+        self.secrets.insert(name.to_owned(), Secret::new(value));
+        self
     }
 
     /// The same config with this host context, for native tests (feature `testing`).
@@ -71,9 +89,15 @@ impl PluginConfig {
             Some(v) => HostContext::deserialize(v)
                 .map_err(|e| ConfigError::Malformed(format!("host: {e}")))?,
         };
+        let secrets = match map.remove("secrets") {
+            None | Some(Value::Null) => BTreeMap::new(),
+            Some(v) => BTreeMap::deserialize(v)
+                .map_err(|_| ConfigError::Malformed("secrets: not an object of strings".into()))?,
+        };
         Ok(Self {
             permissions: map.remove("permissions").unwrap_or(Value::Null),
             settings: map.remove("settings").unwrap_or(Value::Null),
+            secrets,
             host,
         })
     }
@@ -107,6 +131,18 @@ impl PluginConfig {
     /// Reads the plugin settings into `T`; same rules as [`PluginConfig::permissions`].
     pub fn settings<T: DeserializeOwned>(&self) -> Result<T, ConfigError> {
         parse("settings", &self.settings)
+    }
+
+    /// The secret the operator configured as `secrets.<name>` of this plugin; an error
+    /// saying how to configure it when there is none.
+    pub fn secret(&self, name: &str) -> Result<&Secret, ConfigError> {
+        self.secrets.get(name).ok_or_else(|| {
+            ConfigError::at(
+                format!("secrets.{name}"),
+                "not configured: give the plugin's entry `secrets: {name}: {file: PATH}` \
+                 (or `{env: VARIABLE}`)",
+            )
+        })
     }
 }
 
@@ -180,6 +216,17 @@ mod tests {
         assert!(PluginConfig::from_json(r#"{"host": {"ca_bundle": "yes"}}"#).is_err());
         assert!(PluginConfig::from_json("[1]").is_err());
         assert!(PluginConfig::from_json("{").is_err());
+    }
+
+    #[test]
+    fn secrets_are_read_by_name_and_never_printed() {
+        let c = PluginConfig::from_json(r#"{"secrets": {"client_secret": "s3cr3t"}}"#).unwrap();
+        assert_eq!(c.secret("client_secret").unwrap().expose(), "s3cr3t");
+        assert!(!format!("{c:?}").contains("s3cr3t"));
+        let e = c.secret("api_key").unwrap_err().to_string();
+        assert!(e.starts_with("secrets.api_key: not configured"), "{e}");
+        let e = PluginConfig::from_json(r#"{"secrets": {"k": 1}}"#).unwrap_err();
+        assert!(!e.to_string().contains('1'), "{e}");
     }
 
     #[test]

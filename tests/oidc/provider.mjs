@@ -136,6 +136,9 @@ for (const [i, c] of cfg.clients.entries()) {
   if (c.claims !== undefined && (typeof c.claims !== 'object' || c.claims === null || Array.isArray(c.claims))) {
     die(`clients[${i}].claims must be an object`);
   }
+  if (c.format !== undefined && c.format !== 'jwt' && c.format !== 'opaque') {
+    die(`clients[${i}].format must be "jwt" or "opaque"`);
+  }
   clients.set(c.client_id, {
     alg,
     kid: c.kid,
@@ -143,13 +146,14 @@ for (const [i, c] of cfg.clients.entries()) {
     claims: c.claims ?? {},
     audience: c.audience,
     override: c.override_claims,
+    format: c.format ?? 'jwt',
   });
 }
 
 // ---- server ----------------------------------------------------------------
 
 const stats = {
-  jwks_fetches: 0, discovery_fetches: 0, token_requests: 0,
+  jwks_fetches: 0, discovery_fetches: 0, token_requests: 0, introspection_requests: 0,
 };
 const JWKS_PATH = '/jwks';
 const DISCOVERY_PATH = '/.well-known/openid-configuration';
@@ -227,6 +231,7 @@ const server = http.createServer(async (req, res) => {
   if (path === JWKS_PATH) stats.jwks_fetches += 1;
   else if (path === DISCOVERY_PATH) stats.discovery_fetches += 1;
   else if (path === '/token') stats.token_requests += 1;
+  else if (path === '/token/introspection') stats.introspection_requests += 1;
   if (!providerCallback) return sendJson(res, 503, { error: 'starting' });
   return providerCallback(req, res);
 });
@@ -260,8 +265,11 @@ const provider = new Provider(issuer, {
   features: {
     devInteractions: { enabled: false },
     clientCredentials: { enabled: true },
-    introspection: { enabled: false },
-    revocation: { enabled: false },
+    // RFC 7662 at /token/introspection, for opaque tokens: any confidential client of
+    // the fixture may introspect any token.
+    introspection: { enabled: true, allowedPolicy: async () => true },
+    // RFC 7009 at /token/revocation: a client revokes its own tokens.
+    revocation: { enabled: true },
     resourceIndicators: {
       enabled: true,
       defaultResource: async () => defaultResourceId,
@@ -279,7 +287,7 @@ const provider = new Provider(issuer, {
           scope: meta.scope,
           audience,
           accessTokenTTL: ttl,
-          accessTokenFormat: 'jwt',
+          accessTokenFormat: meta.format,
           jwt: { sign: { alg: meta.alg, ...(meta.kid ? { kid: meta.kid } : {}) } },
         };
       },

@@ -1,7 +1,8 @@
 //! A real OpenID provider for the tests: the npm package `oidc-provider`, wrapped by
 //! `tests/oidc/provider.mjs` (installed by `scripts/setup`). It issues client-credentials
-//! JWT access tokens and serves discovery and JWKS; test-only endpoints sign arbitrary
-//! tokens with its keys (for hostile-token tests) and count JWKS fetches.
+//! access tokens (JWTs, or opaque ones it introspects and revokes) and serves discovery
+//! and JWKS; test-only endpoints sign arbitrary tokens with its keys (for hostile-token
+//! tests) and count requests.
 
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
@@ -19,6 +20,13 @@ pub struct Oidc {
     pub issuer: String,
     dir: tempfile::TempDir,
     http: reqwest::Client,
+}
+
+/// A client-credentials client of the provider whose tokens are opaque.
+pub fn opaque_client(id: &str, claims: serde_json::Value) -> serde_json::Value {
+    let mut c = client(id, "RS256", claims);
+    c["format"] = "opaque".into();
+    c
 }
 
 /// A client-credentials client of the provider.
@@ -164,6 +172,15 @@ impl Oidc {
 
     /// How many times the JWKS was fetched since the last reset.
     pub async fn jwks_fetches(&self) -> Result<u64> {
+        self.stat("jwks_fetches").await
+    }
+
+    /// How many times a token was introspected since the last reset.
+    pub async fn introspections(&self) -> Result<u64> {
+        self.stat("introspection_requests").await
+    }
+
+    async fn stat(&self, name: &str) -> Result<u64> {
         let stats: serde_json::Value = serde_json::from_slice(
             &self
                 .http
@@ -173,7 +190,20 @@ impl Oidc {
                 .bytes()
                 .await?,
         )?;
-        stats["jwks_fetches"].as_u64().context("no jwks_fetches")
+        stats[name].as_u64().with_context(|| format!("no {name}"))
+    }
+
+    /// Revokes `token` as its client (RFC 7009).
+    pub async fn revoke(&self, client_id: &str, token: &str) -> Result<()> {
+        self.http
+            .post(format!("{}/token/revocation", self.issuer))
+            .basic_auth(client_id, Some(format!("{client_id}-secret")))
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(format!("token={token}"))
+            .send()
+            .await?
+            .error_for_status()?;
+        Ok(())
     }
 }
 

@@ -269,6 +269,11 @@ fn dockerfile_ships_every_built_in_plugin() -> Result<()> {
         .context("scripts/setup has no PLUGINS=(...) line")?
         .split_whitespace()
         .collect();
+    let mut builtins = nats_callout::ops::config::BUILTINS.to_vec();
+    let mut built = plugins.clone();
+    builtins.sort_unstable();
+    built.sort_unstable();
+    assert_eq!(built, builtins, "scripts/setup builds the built-in plugins");
     let dockerfile = std::fs::read_to_string(root.join("Dockerfile"))?;
     for p in &plugins {
         assert!(

@@ -7,6 +7,7 @@
 //!
 //! Secrets never live here: only paths to seed files (or environment variables).
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -162,8 +163,7 @@ pub struct PluginConfig {
     /// A `.wasm` component; a relative path is relative to the config file.
     #[serde(default)]
     pub path: Option<PathBuf>,
-    /// A built-in plugin: `<plugin_dir>/<builtin>.wasm` (`oauth2`, `mtls`, `nkey`,
-    /// `password`, `noauth`).
+    /// A built-in plugin: `<plugin_dir>/<builtin>.wasm` ([`BUILTINS`]).
     #[serde(default)]
     pub builtin: Option<String>,
     /// Without `routes`: the default route this plugin joins, after the plugins listed
@@ -184,6 +184,23 @@ pub struct PluginConfig {
     /// every request is denied.
     #[serde(default)]
     pub allowed_outbound_hosts: Vec<AllowedHost>,
+    /// Secrets its `init` gets (`client_secret: {env: IDP_SECRET}`), read at every load.
+    #[serde(default)]
+    pub secrets: BTreeMap<String, SecretSource>,
+}
+
+/// Where one of a plugin's secrets comes from: a file (a mounted Kubernetes Secret) or an
+/// environment variable (a `secretKeyRef`), never the YAML itself, which is a ConfigMap
+/// that whoever may read the namespace reads. Set exactly one.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SecretSource {
+    /// A relative path is relative to the config file. Trailing whitespace is dropped
+    /// (`echo secret > file` leaves a newline).
+    #[serde(default)]
+    pub file: Option<PathBuf>,
+    #[serde(default)]
+    pub env: Option<String>,
 }
 
 /// Where a plugin's component comes from.
@@ -205,6 +222,7 @@ pub struct PluginSpec {
     pub settings: serde_json::Value,
     pub limits: PluginLimits,
     pub allowed_outbound_hosts: Vec<AllowedHost>,
+    pub secrets: BTreeMap<String, SecretSource>,
     /// Where the config declares it, for messages: `plugins[2]`, or the `permissions`
     /// section or route that implies a built-in.
     pub origin: String,
@@ -336,6 +354,18 @@ impl Default for Limits {
     }
 }
 
+/// The plugins that ship with the service (`scripts/setup` builds them, the image copies
+/// them to its plugin dir): `builtin: NAME` in a plugin entry. The modes' own plugins and
+/// `introspection`, which joins no default route: routes name it.
+pub const BUILTINS: [&str; 6] = [
+    "oauth2",
+    "mtls",
+    "nkey",
+    "password",
+    "noauth",
+    "introspection",
+];
+
 fn default_http_listen() -> String {
     "0.0.0.0:9090".into()
 }
@@ -466,12 +496,6 @@ impl Config {
                     message,
                 })?;
         }
-        if self.permissions.section("oauth2").is_some() && self.jwks.is_none() {
-            return Err(invalid(
-                "jwks".into(),
-                "the oauth2 mode needs a jwks section (issuer, audience, optionally url)",
-            ));
-        }
         let l = &self.limits;
         let count = |key: String, v: usize, max: usize| {
             if (1..=max).contains(&v) {
@@ -529,6 +553,22 @@ impl Config {
                 return Err(invalid(key("cache_ttl"), "must be at most 24h"));
             }
             instances += pl.instances.unwrap_or(l.instances_per_plugin);
+        }
+        // The oauth2 plugin verifies every token against the JWKS; without one it could only
+        // deny. (The introspection plugin reads the same permissions without a JWKS.)
+        if self.jwks.is_none()
+            && let Some(p) = self
+                .plugin_specs()
+                .iter()
+                .find(|p| p.source == Source::Builtin("oauth2".into()))
+        {
+            return Err(invalid(
+                "jwks".into(),
+                &format!(
+                    "the oauth2 plugin ({}) needs a jwks section (issuer, audience, optionally url)",
+                    p.origin
+                ),
+            ));
         }
         if instances > crate::runtime::MAX_INSTANCES {
             return Err(invalid(
@@ -608,10 +648,44 @@ impl Config {
         }
     }
 
+    /// The values of a plugin's secrets, read now: a reload reads them again, so a
+    /// rotated secret takes effect with the next reload. Errors name the key and never
+    /// hold the value.
+    pub fn read_secrets(
+        &self,
+        spec: &PluginSpec,
+    ) -> Result<BTreeMap<String, nats_callout_sdk::Secret>, (String, String)> {
+        let mut values = BTreeMap::new();
+        for (name, source) in &spec.secrets {
+            let at = format!("{}.secrets.{name}", spec.origin);
+            let value = match (&source.file, &source.env) {
+                (Some(file), _) => {
+                    let path = self.resolve(file);
+                    std::fs::read_to_string(&path)
+                        .map_err(|e| (at.clone(), format!("cannot read {}: {e}", path.display())))?
+                        .trim_end()
+                        .to_owned()
+                }
+                (None, Some(var)) => std::env::var(var).map_err(|_| {
+                    (
+                        at.clone(),
+                        format!("the environment variable {var} is not set (or not UTF-8)"),
+                    )
+                })?,
+                (None, None) => String::new(),
+            };
+            if value.is_empty() {
+                return Err((at, "is empty".into()));
+            }
+            values.insert(name.clone(), nats_callout_sdk::Secret::new(value));
+        }
+        Ok(values)
+    }
+
     /// Works out the plugins and routes from `plugins`, `routes` and `permissions`, or
     /// names the key that makes no sense.
     fn topology(&self) -> Result<Topology, (String, String)> {
-        let builtin_names = || Mode::ALL.map(|m| m.as_str()).join(", ");
+        let builtin_names = || BUILTINS.join(", ");
         let with_routes = self.routes.is_some();
         let mut plugins: Vec<PluginSpec> = Vec::new();
         let mut defaulted = Vec::new();
@@ -639,6 +713,20 @@ impl Config {
                     ));
                 }
             };
+            for (key, source) in &p.secrets {
+                let at = format!("{origin}.secrets.{key}");
+                if !is_name(key) || key.contains(['/', '#']) {
+                    return Err((
+                        at,
+                        "a secret's name must be 1 to 64 letters, digits, `_` or `-`".into(),
+                    ));
+                }
+                match (&source.file, &source.env) {
+                    (Some(f), None) if !f.as_os_str().is_empty() => {}
+                    (None, Some(e)) if !e.is_empty() => {}
+                    _ => return Err((at, "set either file or env (not both)".into())),
+                }
+            }
             if with_routes && p.mode.is_some() {
                 return Err((
                     format!("{origin}.mode"),
@@ -700,6 +788,7 @@ impl Config {
                 settings: p.settings.clone(),
                 limits: p.limits.clone(),
                 allowed_outbound_hosts: p.allowed_outbound_hosts.clone(),
+                secrets: p.secrets.clone(),
                 origin,
             });
         }
@@ -710,6 +799,7 @@ impl Config {
             settings: serde_json::Value::Null,
             limits: PluginLimits::default(),
             allowed_outbound_hosts: Vec::new(),
+            secrets: BTreeMap::new(),
             origin,
         };
         let mut routes = Vec::new();
@@ -930,6 +1020,43 @@ mod tests {
         assert!(e.contains("permisions"), "{e}");
         let e = parse("nats: [{url: x}]").unwrap_err().to_string();
         assert!(e.contains("no mode is enabled"), "{e}");
+    }
+
+    /// The oauth2 plugin needs a JWKS; the introspection plugin reads the same entries
+    /// without one.
+    #[test]
+    fn jwks_is_needed_by_the_oauth2_plugin_not_its_permissions() {
+        let section = "permissions: {oauth2: {any: {subject: '*', account: A}}}";
+        let e = parse(&format!("nats: [{{url: x}}]\n{section}"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("jwks: the oauth2 plugin (permissions.oauth2) needs a jwks section"),
+            "{e}"
+        );
+        let yaml = format!(
+            "nats: [{{url: x}}]\n{section}\nplugins: [{{name: opaque, builtin: introspection, \
+             permissions: oauth2, secrets: {{client_secret: {{env: S}}}}}}]\n\
+             routes: [{{name: tokens, plugins: [opaque]}}]"
+        );
+        let cfg = parse(&yaml).unwrap();
+        assert_eq!(
+            cfg.plugin_specs()[0].secrets["client_secret"]
+                .env
+                .as_deref(),
+            Some("S")
+        );
+        let e = parse(&yaml.replace("{env: S}", "{env: S, file: f}"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("plugins[0].secrets.client_secret: set either file or env"),
+            "{e}"
+        );
+        let e = parse(&yaml.replace("client_secret:", "'a b':"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("plugins[0].secrets.a b: a secret's name"), "{e}");
     }
 
     /// Values that would abort or wedge the process on a hot reload are refused with

@@ -42,6 +42,8 @@ pub enum LoadError {
     Signer(#[from] crate::nats::jwt::JwtError),
     #[error(transparent)]
     Outbound(#[from] crate::runtime::capabilities::http::OutboundError),
+    #[error("{at}: {message}")]
+    Secret { at: String, message: String },
     #[error("{origin} ({name}): {message}")]
     Route {
         origin: String,
@@ -203,9 +205,13 @@ impl Authorizer {
                 .permissions
                 .as_deref()
                 .and_then(|section| cfg.permissions.section(section));
+            let secrets = cfg
+                .read_secrets(p)
+                .map_err(|(at, message)| LoadError::Secret { at, message })?;
             let init = serde_json::json!({
                 "permissions": permissions,
                 "settings": p.settings,
+                "secrets": secrets,
                 "host": { "ca_bundle": ca.is_some(), "jwks": jwks.is_some() },
             })
             .to_string();
