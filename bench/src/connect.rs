@@ -43,7 +43,7 @@ pub struct Cpu {
 }
 
 impl Cpu {
-    fn add(&mut self, o: Cpu) {
+    pub fn add(&mut self, o: Cpu) {
         self.server += o.server;
         self.responder += o.responder;
         self.client += o.client;

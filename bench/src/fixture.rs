@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
-use nats_callout_tests::oidc::{Oidc, client};
+use nats_callout_tests::oidc::{Oidc, client, opaque_client};
 use nats_callout_tests::{Keys, NatsServer, callout_server_config, plugin_dir};
 use serde_json::json;
 
@@ -53,6 +53,12 @@ pub const BENCH_PASSWORD: &str = "bench-password";
 pub const BENCH_PASSWORD_HASH: &str =
     "$2b$10$OvHlXCsv71ftZCrRVrfkg.n70qtppbfzAZ5zMrzkVZ04ldM3.IEUm";
 
+/// The provider's client whose access tokens are opaque (part 5).
+pub const OPAQUE_CLIENT: &str = "bench-opaque";
+/// The client nats-callout's introspection plugin authenticates as; its secret is
+/// `<id>-secret`, as for every client of the fixture.
+pub const INTROSPECTOR: &str = "bench-introspector";
+
 /// The OpenID provider and the identities the benchmark's clients use.
 pub struct Fixture {
     pub oidc: Oidc,
@@ -75,6 +81,13 @@ impl Fixture {
                 json!({ "device_id": "bench-es256" }),
             ),
         ];
+        // Part 5: a device with opaque tokens, and the callout's own client that
+        // introspects them.
+        clients.push(opaque_client(
+            OPAQUE_CLIENT,
+            json!({ "device_id": OPAQUE_CLIENT }),
+        ));
+        clients.push(client(INTROSPECTOR, "RS256", json!({})));
         for i in 0..STORM_CLIENTS {
             let alg = if i % 2 == 0 { "RS256" } else { "ES256" };
             let id = format!("storm-{i}");
@@ -99,6 +112,11 @@ impl Fixture {
     /// A fresh access token signed with `alg`.
     pub async fn token(&self, alg: Alg) -> Result<String> {
         self.oidc.token(alg.client_id()).await
+    }
+
+    /// A fresh opaque access token (part 5's introspection).
+    pub async fn opaque_token(&self) -> Result<String> {
+        self.oidc.token(OPAQUE_CLIENT).await
     }
 
     /// Tokens of the storm clients (distinct credentials, mixed algorithms).
@@ -228,16 +246,32 @@ impl Target {
     /// what `nats-callout run` runs) with the decision cache on (default) or off, and
     /// the built-in plugins as WebAssembly (as configured) or compiled natively.
     pub fn nats_callout(fx: &Fixture, cache: bool, native: bool) -> Result<Self> {
+        let name = format!(
+            "nats-callout (cache {}{})",
+            if cache { "on" } else { "off" },
+            if native { ", native plugins" } else { "" }
+        );
+        Self::nats_callout_with(name, native, |_, url, listen| {
+            Ok(fx.callout_yaml(url, cache, listen))
+        })
+    }
+
+    /// nats-server with auth callout, answered by nats-callout configured by `yaml`,
+    /// given the target's directory (for files the config names), nats-server's URL
+    /// and the operations listener's address.
+    pub fn nats_callout_with(
+        name: String,
+        native: bool,
+        yaml: impl FnOnce(&Path, &str, &str) -> Result<String>,
+    ) -> Result<Self> {
         let keys = Keys::generate();
         let dir = tempfile::tempdir()?;
         keys.write(dir.path())?;
         let server = NatsServer::start(&callout_server_config(&keys, false))?;
         let metrics_port = nats_callout_tests::free_port()?;
         let config = dir.path().join("callout.yaml");
-        std::fs::write(
-            &config,
-            fx.callout_yaml(&server.url(), cache, &format!("127.0.0.1:{metrics_port}")),
-        )?;
+        let listen = format!("127.0.0.1:{metrics_port}");
+        std::fs::write(&config, yaml(dir.path(), &server.url(), &listen)?)?;
         let config_arg = config.display().to_string();
         let mut args = vec!["serve-callout", "--config", &config_arg];
         if native {
@@ -250,11 +284,7 @@ impl Target {
             READY_WITHIN,
         )?;
         Ok(Self {
-            name: format!(
-                "nats-callout (cache {}{})",
-                if cache { "on" } else { "off" },
-                if native { ", native plugins" } else { "" }
-            ),
+            name,
             server,
             responder: Some(responder),
             metrics_port: Some(metrics_port),

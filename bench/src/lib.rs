@@ -1,13 +1,15 @@
 //! Benchmarks of nats-callout (issue #5): the in-process decision pipeline with WASM
 //! and native plugins, end-to-end connects through a real nats-server with a raw NATS
-//! client (static users, a null callout, nats-callout per mode), a reconnect storm, and
-//! the decision cache. `src/main.rs` runs them and writes BENCHMARKS.md; see the
-//! README's "Benchmarks" section.
+//! client (static users, a null callout, nats-callout per mode), a reconnect storm, the
+//! decision cache, and plugins that reach out (introspection, a device registry).
+//! `src/main.rs` runs them and writes BENCHMARKS.md; see the README's "Benchmarks"
+//! section.
 
 pub mod children;
 pub mod connect;
 pub mod crypto;
 pub mod fixture;
+pub mod outbound;
 pub mod pipeline;
 pub mod procs;
 pub mod rawclient;

@@ -14,12 +14,12 @@ use clap::{Parser, Subcommand, ValueEnum};
 use nats_callout_bench::connect::{self, Kind, Targets};
 use nats_callout_bench::fixture::{Fixture, plugin_path};
 use nats_callout_bench::report::{Machine, Results, splice_into};
-use nats_callout_bench::{children, crypto, pipeline, procs};
+use nats_callout_bench::{children, crypto, outbound, pipeline, procs};
 
 #[derive(Parser)]
 #[command(
     name = "nats-callout-bench",
-    about = "Benchmarks of nats-callout: decision pipeline (WASM vs native), end-to-end connects, reconnect storm, decision cache"
+    about = "Benchmarks of nats-callout: decision pipeline (WASM vs native), end-to-end connects, reconnect storm, decision cache, plugins that reach out"
 )]
 struct Cli {
     #[command(subcommand)]
@@ -65,6 +65,9 @@ struct Cli {
     /// Part 4: reconnects with one token, per cache setting.
     #[arg(long)]
     cache_connects: Option<usize>,
+    /// Part 5: NKey devices in the registry storm.
+    #[arg(long)]
+    registry_devices: Option<usize>,
     /// Parts 2–4: the null callout spins this many µs on each request before answering.
     /// A diagnostic, not a baseline: set to the CPU nats-callout spends per decision
     /// beyond the null callout, it shows whether that CPU is the whole gap.
@@ -78,6 +81,7 @@ enum Part {
     Connect,
     Storm,
     Cache,
+    Outbound,
 }
 
 /// The benchmark's own child processes (it re-executes itself).
@@ -122,6 +126,11 @@ mod full {
     pub const STORM: usize = 4000;
     pub const STORM_RUNS: usize = 3;
     pub const CACHE: usize = 1000;
+    /// Part 5's introspection: fewer than part 2, as the provider (node, one thread)
+    /// answers each uncached connect, a millisecond or more.
+    pub const OUTBOUND_SEQUENTIAL: usize = 1000;
+    pub const OUTBOUND_CONCURRENT: usize = 3000;
+    pub const REGISTRY_DEVICES: usize = 4000;
 }
 
 /// Iteration counts of `--quick`: a smoke run.
@@ -135,6 +144,9 @@ mod quick {
     pub const STORM: usize = 200;
     pub const STORM_RUNS: usize = 1;
     pub const CACHE: usize = 50;
+    pub const OUTBOUND_SEQUENTIAL: usize = 20;
+    pub const OUTBOUND_CONCURRENT: usize = 100;
+    pub const REGISTRY_DEVICES: usize = 200;
 }
 
 fn init_logging(default: &str) {
@@ -186,7 +198,13 @@ fn bench(cli: &Cli) -> Result<()> {
     let started = Instant::now();
     check_prerequisites()?;
     let parts = if cli.only.is_empty() {
-        vec![Part::Pipeline, Part::Connect, Part::Storm, Part::Cache]
+        vec![
+            Part::Pipeline,
+            Part::Connect,
+            Part::Storm,
+            Part::Cache,
+            Part::Outbound,
+        ]
     } else {
         cli.only.clone()
     };
@@ -208,11 +226,25 @@ fn bench(cli: &Cli) -> Result<()> {
     let storm_clients = pick(cli.storm_clients, full::STORM, quick::STORM);
     let storm_runs = pick(cli.storm_runs, full::STORM_RUNS, quick::STORM_RUNS).max(1);
     let cache_connects = pick(cli.cache_connects, full::CACHE, quick::CACHE).max(1);
+    let outbound_opts = outbound::Options {
+        sequential: pick(None, full::OUTBOUND_SEQUENTIAL, quick::OUTBOUND_SEQUENTIAL),
+        concurrent: pick(None, full::OUTBOUND_CONCURRENT, quick::OUTBOUND_CONCURRENT),
+        concurrency: conn_opts.concurrency,
+        rounds: conn_opts.rounds,
+        warmup: conn_opts.warmup,
+        devices: pick(
+            cli.registry_devices,
+            full::REGISTRY_DEVICES,
+            quick::REGISTRY_DEVICES,
+        )
+        .max(1),
+    };
     // Each storm client holds a socket here and one in nats-server (which inherits
     // this limit), plus the other targets' and the runtime's descriptors.
-    let nofile = procs::raise_nofile(2 * storm_clients as u64 + 1024)?;
-    if parts.contains(&Part::Storm) && nofile < storm_clients as u64 + 256 {
-        bail!("open-files limit {nofile} is too low for a storm of {storm_clients} clients");
+    let largest = storm_clients.max(outbound_opts.devices) as u64;
+    let nofile = procs::raise_nofile(2 * largest + 1024)?;
+    if (parts.contains(&Part::Storm) || parts.contains(&Part::Outbound)) && nofile < largest + 256 {
+        bail!("open-files limit {nofile} is too low for a storm of {largest} clients");
     }
 
     let mut results = Results {
@@ -271,6 +303,10 @@ fn bench(cli: &Cli) -> Result<()> {
                     let in_process = pipeline::cache_in_process(&fx, pipe_opts).await?;
                     results.cache = Some((e2e, in_process));
                 }
+                Part::Outbound => {
+                    eprintln!("[bench] part 5: plugins that reach out…");
+                    results.outbound = Some(outbound::run(&fx, &mut targets, outbound_opts).await?);
+                }
             }
             eprintln!("[bench]   done in {:.1} s", t.elapsed().as_secs_f64());
         }
@@ -311,7 +347,7 @@ fn check_prerequisites() -> Result<()> {
             server.display()
         );
     }
-    for mode in ["noauth", "nkey", "oauth2"] {
+    for mode in ["noauth", "nkey", "oauth2", "introspection", "registry"] {
         let p = plugin_path(mode);
         if !p.exists() {
             bail!("plugin {} not built: run scripts/setup first", p.display());

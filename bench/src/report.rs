@@ -187,6 +187,8 @@ pub struct Results {
     pub cache: Option<([CacheRow; 2], (f64, f64))>,
     /// What the null responder burned per request (`--null-busy-us`; normally zero).
     pub null_busy: Duration,
+    /// Part 5: introspection and the registry storm.
+    pub outbound: Option<crate::outbound::Report>,
 }
 
 fn us(ns: f64) -> String {
@@ -520,31 +522,11 @@ impl Results {
                 "| callout | clients | admitted | refused / failed | completion s | p50 / p99 / max ms from storm start | p50 / p99 / max ms CONNECT→PONG | nats-server CPU s | callout CPU s | callout CPU µs/connect | cache hits / misses |\n|---|---:|---:|---|---:|---:|---:|---:|---:|---:|---|"
             );
             for r in &self.storm {
-                let lat = &r.tally.latencies;
-                let problems = if r.tally.problems().is_empty() {
-                    "0".to_owned()
-                } else {
-                    r.tally.problems()
-                };
-                let auth = &r.tally.since_connect;
-                let p99 = auth.percentile(99.0);
+                let p99 = r.tally.since_connect.percentile(99.0);
                 let _ = writeln!(
                     w,
-                    "| {} | {} | {} | {} | {:.2} | {:.0} / {:.0} / {:.0} | {:.0} / {:.0} / {:.0} | {:.2} | {:.2} | {:.0} | {:.0} / {:.0} |",
-                    r.target,
-                    r.clients,
-                    r.tally.admitted,
-                    problems,
-                    r.tally.wall.as_secs_f64(),
-                    ms_f(lat.percentile(50.0)),
-                    ms_f(lat.percentile(99.0)),
-                    ms_f(lat.max()),
-                    ms_f(auth.percentile(50.0)),
-                    ms_f(p99),
-                    ms_f(auth.max()),
-                    r.cpu.server,
-                    r.cpu.responder,
-                    r.cpu.responder * 1e6 / r.clients.max(1) as f64,
+                    "{} | {:.0} / {:.0} |",
+                    storm_cells(r),
                     r.cache_hits,
                     r.cache_misses
                 );
@@ -609,10 +591,14 @@ impl Results {
             );
         }
 
+        if let Some(report) = &self.outbound {
+            outbound(w, report, &mut checks);
+        }
+
         if !checks.is_empty() {
             let _ = writeln!(
                 w,
-                "### Targets (issue #5)\n\n| target | measured | |\n|---|---|---|"
+                "### Targets (issues #5 and #18)\n\n| target | measured | |\n|---|---|---|"
             );
             for c in &checks {
                 let _ = writeln!(w, "| {} | {} | {} |", c.target, c.measured, yes(c.ok));
@@ -621,6 +607,133 @@ impl Results {
         }
         out
     }
+}
+
+/// The cells of a storm row up to the callout's CPU per connect: target, clients,
+/// admitted, problems, completion, latencies from the storm's start and from CONNECT,
+/// CPU of nats-server and of the callout.
+fn storm_cells(r: &StormRow) -> String {
+    let lat = &r.tally.latencies;
+    let auth = &r.tally.since_connect;
+    let problems = if r.tally.problems().is_empty() {
+        "0".to_owned()
+    } else {
+        r.tally.problems()
+    };
+    format!(
+        "| {} | {} | {} | {} | {:.2} | {:.0} / {:.0} / {:.0} | {:.0} / {:.0} / {:.0} | {:.2} | {:.2} | {:.0}",
+        r.target,
+        r.clients,
+        r.tally.admitted,
+        problems,
+        r.tally.wall.as_secs_f64(),
+        ms_f(lat.percentile(50.0)),
+        ms_f(lat.percentile(99.0)),
+        ms_f(lat.max()),
+        ms_f(auth.percentile(50.0)),
+        ms_f(auth.percentile(99.0)),
+        ms_f(auth.max()),
+        r.cpu.server,
+        r.cpu.responder,
+        r.cpu.responder * 1e6 / r.clients.max(1) as f64,
+    )
+}
+
+/// Part 5: introspection against oauth2 in the same rounds, and the registry storm.
+fn outbound(w: &mut String, report: &crate::outbound::Report, checks: &mut Vec<Check>) {
+    use crate::outbound::{REGISTRY_INSTANCES, REGISTRY_LATENCY};
+    let _ = writeln!(
+        w,
+        "### 5. Plugins that reach out\n\n\
+         **Introspection.** Opaque access tokens, which nats-callout's introspection plugin \
+         asks the OpenID provider about (RFC 7662, over outbound HTTP to the provider on \
+         loopback: `oidc-provider` on node, one thread), with the plugin cache on (one \
+         introspection per token per minute) and off (one per connect), against the oauth2 \
+         plugin verifying a JWT locally; decision cache off everywhere, so that every \
+         connect reaches the plugin; the three scenarios interleave round by round as in \
+         part 2.\n\n\
+         | scenario | client sends | clients | connects/s | p50 ms | p99 ms | callout CPU µs | introspections / connect | not admitted |\n\
+         |---|---|---:|---:|---:|---:|---:|---:|---|"
+    );
+    for (r, asked) in &report.introspection {
+        let (_, c, _) = r.cpu_us();
+        let problems = r.tally.problems();
+        let _ = writeln!(
+            w,
+            "| {} | {} | {} | {:.0} | {} | {} | {c:.0} | {:.3} | {} |",
+            r.scenario,
+            r.client,
+            r.concurrency,
+            r.connects_per_sec(),
+            ms(r.tally.latencies.percentile(50.0)),
+            ms(r.tally.latencies.percentile(99.0)),
+            *asked as f64 / r.tally.total().max(1) as f64,
+            if problems.is_empty() {
+                "0".into()
+            } else {
+                problems
+            },
+        );
+    }
+    let _ = writeln!(
+        w,
+        "\nRelative to oauth2 with a JWT at the same concurrency (in brackets: the range \
+         over single rounds):\n\n\
+         | scenario | clients | p50 × oauth2 JWT | p99 × oauth2 JWT | connects/s × oauth2 JWT |\n\
+         |---|---:|---:|---:|---:|"
+    );
+    for (r, _) in &report.introspection {
+        let Some((base, _)) = report
+            .introspection
+            .iter()
+            .find(|(b, _)| b.scenario.ends_with("oauth2 JWT") && b.concurrency == r.concurrency)
+        else {
+            continue;
+        };
+        if std::ptr::eq(base, r) {
+            continue;
+        }
+        let v = Versus::of(r, base);
+        let _ = writeln!(
+            w,
+            "| {} | {} | {:.2}×{} | {:.2}× | {:.2}×{} |",
+            r.scenario, r.concurrency, v.p50, v.p50_rounds, v.p99, v.tput, v.tput_rounds
+        );
+    }
+    let _ = writeln!(
+        w,
+        "\n**Registry storm.** Every NKey device connects at once, each with its own key, \
+         through `examples/registry-plugin`, which asks a device registry (an HTTP server on \
+         loopback answering after {} ms) about each, with {REGISTRY_INSTANCES} warm \
+         instances (a call waiting on the network holds its instance, not a thread). The \
+         null callout's storm of the same devices is the reference; then the same devices \
+         storm again within the plugin cache's TTL. An auth timeout is a client refused \
+         (`Authorization Violation`) or failed: every device here is active.\n\n\
+         | callout | clients | admitted | refused / failed | completion s | p50 / p99 / max ms from storm start | p50 / p99 / max ms CONNECT→PONG | nats-server CPU s | callout CPU s | callout CPU µs/connect | registry calls | completion × null |\n\
+         |---|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+        REGISTRY_LATENCY.as_millis()
+    );
+    let null_wall = report
+        .storms
+        .first()
+        .map_or(f64::NAN, |(r, _)| r.tally.wall.as_secs_f64());
+    for (i, (r, calls)) in report.storms.iter().enumerate() {
+        let ratio = r.tally.wall.as_secs_f64() / null_wall;
+        let _ = writeln!(w, "{} | {calls} | {ratio:.2}× |", storm_cells(r));
+        if i > 0 {
+            checks.push(Check {
+                target: format!("5. {}: zero auth timeouts", r.target),
+                measured: format!(
+                    "{} of {} admitted in {:.2} s, {calls} registry calls",
+                    r.tally.admitted,
+                    r.clients,
+                    r.tally.wall.as_secs_f64()
+                ),
+                ok: r.tally.admitted == r.clients,
+            });
+        }
+    }
+    let _ = writeln!(w);
 }
 
 /// Part 2's WASM plugins against the native ones in the running service, where (unlike

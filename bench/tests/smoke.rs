@@ -81,3 +81,62 @@ fn connect_part_runs_every_scenario() -> Result<()> {
     assert!(stdout.contains("| p50 WASM / native |"), "{stdout}");
     Ok(())
 }
+
+/// Part 5 in quick mode: introspection with and without the plugin cache beside oauth2,
+/// and the registry storm; everyone admitted, and the counts of outside calls as they
+/// must be (one introspection per connect without the cache, none from a warm one; one
+/// registry call per device in the cold storm, none in the warm one).
+#[test]
+fn outbound_part_runs_every_scenario() -> Result<()> {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_nats-callout-bench"))
+        .args([
+            "--quick",
+            "--only",
+            "outbound",
+            "--concurrency",
+            "8",
+            "--registry-devices",
+            "50",
+        ])
+        .output()?;
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let row = |prefix: &str| {
+        stdout
+            .lines()
+            .find(|l| l.starts_with(prefix))
+            .unwrap_or_else(|| panic!("{prefix} missing:\n{stdout}"))
+            .to_owned()
+    };
+    for (scenario, asked) in [
+        (
+            "| nats-callout oauth2 JWT | RS256 JWT | 8 |",
+            "| 0.000 | 0 |",
+        ),
+        (
+            "| nats-callout introspection, plugin cache on | opaque token | 8 |",
+            "| 0.000 | 0 |",
+        ),
+        (
+            "| nats-callout introspection, plugin cache off | opaque token | 8 |",
+            "| 1.000 | 0 |",
+        ),
+    ] {
+        let line = row(scenario);
+        assert!(line.ends_with(asked), "{line}");
+    }
+    // The registry calls: the last column but one.
+    let calls = |line: String| {
+        let cells: Vec<&str> = line.split('|').map(str::trim).collect();
+        cells[cells.len() - 3].to_owned()
+    };
+    let cold = row("| registry plugin (20 ms registry), first storm, cache cold | 50 | 50 | 0 |");
+    assert_eq!(calls(cold), "50");
+    let warm = row("| registry plugin (20 ms registry), second storm, cache warm | 50 | 50 | 0 |");
+    assert_eq!(calls(warm), "0");
+    Ok(())
+}

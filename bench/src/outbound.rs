@@ -1,0 +1,362 @@
+//! Part 5: plugins that reach out. Opaque tokens introspected at the OpenID provider
+//! (the plugin cache on and off) against the oauth2 plugin verifying JWTs locally, in the
+//! same rounds; and a reconnect storm of NKey devices through the example registry
+//! plugin, with a registry that takes 20 ms per answer, against the null callout's storm
+//! of the same devices.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use axum::Router;
+use axum::extract::Path;
+use axum::routing::get;
+use nats_callout_tests::plugin_dir;
+use nats_callout_tests::web::WebServer;
+use serde_json::json;
+
+use crate::connect::{self, Cpu, Kind, Round, Row, StormRow, Targets};
+use crate::fixture::{AUDIENCE, Alg, Fixture, INTROSPECTOR, Target};
+use crate::procs;
+use crate::rawclient::{self, Client, Credential, Tally};
+
+/// How long the registry takes to answer: a lookup in a database a network hop away.
+pub const REGISTRY_LATENCY: Duration = Duration::from_millis(20);
+
+/// Warm instances of the registry plugin in the storm. A call waiting for the registry
+/// holds an instance, so instances bound lookups in flight: 256 matches the host's
+/// `max_concurrent` (decisions in flight per NATS connection), so that neither waits
+/// for the other; at 20 ms a lookup that is 12,800 lookups/s.
+pub const REGISTRY_INSTANCES: usize = 256;
+
+/// Iteration counts of part 5.
+#[derive(Debug, Clone, Copy)]
+pub struct Options {
+    /// Introspection: connects per scenario one at a time, and by `concurrency` clients.
+    pub sequential: usize,
+    pub concurrent: usize,
+    pub concurrency: usize,
+    pub rounds: usize,
+    pub warmup: usize,
+    /// Devices in the registry storm, each its own NKey.
+    pub devices: usize,
+}
+
+/// What part 5 measured.
+#[derive(Debug)]
+pub struct Report {
+    /// Rows by scenario (oauth2 JWT, introspection with and without the plugin cache),
+    /// each with the introspection requests the provider counted during it.
+    pub introspection: Vec<(Row, u64)>,
+    /// The null callout's storm, then the registry plugin's first storm (cold cache) and
+    /// second (warm), each with the registry calls made during it.
+    pub storms: Vec<(StormRow, usize)>,
+}
+
+/// The callout config of the introspection targets: decision cache off, so that every
+/// connect reaches the plugin, and the plugin cache for `cache_ttl`.
+fn introspection_yaml(
+    fx: &Fixture,
+    cache_ttl: &str,
+    dir: &std::path::Path,
+    nats_url: &str,
+    listen: &str,
+) -> Result<String> {
+    std::fs::write(
+        dir.join("introspector-secret"),
+        format!("{INTROSPECTOR}-secret"),
+    )?;
+    let issuer = &fx.oidc.issuer;
+    Ok(format!(
+        r#"nats:
+  - {{ name: main, url: "{nats_url}", nkey_seed_file: nkey-seed }}
+issuer_seed_file: issuer-seed
+plugin_dir: "{plugins}"
+http_listen: "{listen}"
+decision_cache: {{ ttl: 0s }}
+plugins:
+  - name: introspection
+    builtin: introspection
+    permissions: oauth2
+    settings:
+      endpoint: "{issuer}/token/introspection"
+      client_id: {INTROSPECTOR}
+      audience: {AUDIENCE}
+      issuer: "{issuer}"
+      cache_ttl: {cache_ttl}
+    secrets: {{ client_secret: {{ file: introspector-secret }} }}
+    allowed_outbound_hosts: ["http://127.0.0.1:{port}"]
+routes:
+  - {{ name: tokens, match: {{ credentials: bearer-token }}, plugins: [introspection] }}
+permissions:
+  oauth2:
+    devices:
+      subject: "*"
+      claims: {{ device_id: "*" }}
+      account: DEVICES
+      permissions:
+        pub: {{ allow: ["device-state.{{{{claims.device_id}}}}", "_INBOX.>"] }}
+        sub: {{ allow: ["device-commands.{{{{claims.device_id}}}}", "_INBOX.>"] }}
+"#,
+        plugins = plugin_dir().display(),
+        port = fx.oidc.port,
+    ))
+}
+
+/// The callout config of the registry target.
+fn registry_yaml(registry: &str, nats_url: &str, listen: &str) -> String {
+    format!(
+        r#"nats:
+  - {{ name: main, url: "{nats_url}", nkey_seed_file: nkey-seed }}
+issuer_seed_file: issuer-seed
+plugin_dir: "{plugins}"
+http_listen: "{listen}"
+plugins:
+  - name: registry
+    builtin: registry
+    settings:
+      registry: "{registry}"
+      cache_ttl: 5m
+      grant:
+        account: DEVICES
+        permissions:
+          pub: {{ allow: ["telemetry.{{{{site}}}}.{{{{device}}}}"] }}
+          sub: {{ allow: ["commands.{{{{device}}}}"] }}
+    allowed_outbound_hosts: ["{registry}"]
+    limits: {{ instances: {REGISTRY_INSTANCES} }}
+routes:
+  - {{ name: devices, match: {{ credentials: nkey }}, plugins: [registry] }}
+"#,
+        plugins = plugin_dir().display(),
+    )
+}
+
+pub async fn run(fx: &Fixture, t: &mut Targets, opts: Options) -> Result<Report> {
+    let introspection = introspection(fx, t, opts).await?;
+    let storms = registry_storm(t, fx, opts.devices).await?;
+    Ok(Report {
+        introspection,
+        storms,
+    })
+}
+
+/// oauth2 with a JWT, introspection with the plugin cache on and off, at concurrency 1
+/// and `opts.concurrency`, in interleaved rounds as part 2.
+async fn introspection(fx: &Fixture, t: &mut Targets, opts: Options) -> Result<Vec<(Row, u64)>> {
+    let opaque = Credential::Token(fx.opaque_token().await?);
+    let credentials = [
+        ("RS256 JWT", Credential::Token(fx.token(Alg::Rs256).await?)),
+        ("opaque token", opaque.clone()),
+        ("opaque token", opaque),
+    ];
+    let mut own = Vec::new();
+    for (state, ttl) in [("on", "60s"), ("off", "0s")] {
+        own.push(Target::nats_callout_with(
+            format!("nats-callout introspection, plugin cache {state}"),
+            false,
+            |dir, url, listen| introspection_yaml(fx, ttl, dir, url, listen),
+        )?);
+    }
+    let mut rows: Vec<(Row, u64)> = Vec::new();
+    let mut clients = Vec::new();
+    for (i, (sends, credential)) in credentials.into_iter().enumerate() {
+        let target = scenario(t, fx, &mut own, i)?;
+        let client = Arc::new(Client::new(target.port(), credential));
+        connect::warm_up(target, &client, opts.warmup).await?;
+        let name = if i == 0 {
+            "nats-callout oauth2 JWT".to_owned()
+        } else {
+            target.name.clone()
+        };
+        for concurrency in [1, opts.concurrency] {
+            let row = Row {
+                scenario: name.clone(),
+                client: sends,
+                concurrency,
+                tally: Tally::default(),
+                cpu: Cpu::default(),
+                rounds: Vec::with_capacity(opts.rounds),
+            };
+            rows.push((row, 0));
+        }
+        clients.push(client);
+    }
+    let rounds = opts.rounds.max(1);
+    for round in 0..rounds {
+        let sizes = [(1, opts.sequential), (opts.concurrency, opts.concurrent)];
+        for (ci, (concurrency, total)) in sizes.into_iter().enumerate() {
+            let n = total / rounds + usize::from(round < total % rounds);
+            if n == 0 {
+                continue;
+            }
+            for (si, client) in clients.iter().enumerate() {
+                let target = scenario(t, fx, &mut own, si)?;
+                let before = fx.oidc.introspections().await?;
+                let (tally, cpu) = connect::measure(target, client, n, concurrency).await?;
+                let asked = fx.oidc.introspections().await? - before;
+                let (row, introspections) = &mut rows[si * 2 + ci];
+                row.rounds.push(Round {
+                    p50: tally.latencies.percentile(50.0),
+                    per_sec: tally.admitted as f64 / tally.wall.as_secs_f64(),
+                });
+                row.tally.merge(&tally);
+                row.cpu.add(cpu);
+                *introspections += asked;
+            }
+        }
+    }
+    Ok(rows)
+}
+
+/// Scenario `i` of the introspection rounds: 0 is oauth2 (part 2's nats-callout with the
+/// decision cache off), the others this part's own targets.
+fn scenario<'a>(
+    t: &'a mut Targets,
+    fx: &Fixture,
+    own: &'a mut [Target],
+    i: usize,
+) -> Result<&'a mut Target> {
+    match i {
+        0 => t.get(fx, Kind::Callout),
+        _ => own.get_mut(i - 1).context("no such scenario"),
+    }
+}
+
+/// The registry the storm's devices are looked up in: every key is an active device of
+/// site `plant-1`, answered after [`REGISTRY_LATENCY`]. It runs on a runtime of its own,
+/// so that it does not share the load generator's thread.
+struct Registry {
+    url: String,
+    calls: Arc<AtomicUsize>,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Registry {
+    fn start() -> Result<Self> {
+        let calls = Arc::new(AtomicUsize::new(0));
+        let counter = calls.clone();
+        let router = Router::new().route(
+            "/devices/{key}",
+            get(move |Path(key): Path<String>| {
+                let counter = counter.clone();
+                async move {
+                    counter.fetch_add(1, Ordering::Relaxed);
+                    tokio::time::sleep(REGISTRY_LATENCY).await;
+                    let id: String = key.chars().take(12).collect::<String>().to_lowercase();
+                    json!({ "id": id, "active": true, "site": "plant-1" }).to_string()
+                }
+            }),
+        );
+        let (addr_tx, addr_rx) = std::sync::mpsc::channel();
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let thread = std::thread::spawn(move || {
+            let rt = match tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(1)
+                .enable_all()
+                .build()
+            {
+                Ok(rt) => rt,
+                Err(e) => {
+                    let _ = addr_tx.send(Err(anyhow::anyhow!("registry runtime: {e}")));
+                    return;
+                }
+            };
+            rt.block_on(async move {
+                match WebServer::start(router).await {
+                    Ok(server) => {
+                        let _ = addr_tx.send(Ok(server.url("")));
+                        let _ = stopped.await;
+                    }
+                    Err(e) => {
+                        let _ = addr_tx.send(Err(e));
+                    }
+                }
+            });
+        });
+        let url = addr_rx
+            .recv_timeout(Duration::from_secs(10))
+            .context("the registry did not start")??;
+        Ok(Self {
+            url,
+            calls,
+            stop: Some(stop),
+            thread: Some(thread),
+        })
+    }
+
+    fn calls(&self) -> usize {
+        self.calls.load(Ordering::Relaxed)
+    }
+}
+
+impl Drop for Registry {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+/// `devices` NKey devices connect at once: to the null callout (what nats-server makes
+/// of the storm), then twice to the registry plugin, the second time with its cache warm.
+async fn registry_storm(
+    t: &mut Targets,
+    fx: &Fixture,
+    devices: usize,
+) -> Result<Vec<(StormRow, usize)>> {
+    let keys: Vec<Arc<nkeys::KeyPair>> = (0..devices)
+        .map(|_| Arc::new(nkeys::KeyPair::new_user()))
+        .collect();
+    let registry = Registry::start()?;
+    let mut target = Target::nats_callout_with(
+        format!(
+            "registry plugin ({} ms registry)",
+            REGISTRY_LATENCY.as_millis()
+        ),
+        false,
+        |_, url, listen| Ok(registry_yaml(&registry.url, url, listen)),
+    )?;
+    let mut rows = Vec::new();
+    let null = t.get(fx, Kind::Null)?;
+    rows.push((storm(null, &keys, "null callout").await?, 0));
+    for label in ["first storm, cache cold", "second storm, cache warm"] {
+        let before = registry.calls();
+        let name = format!("{}, {label}", target.name);
+        let row = storm(&mut target, &keys, &name).await?;
+        rows.push((row, registry.calls() - before));
+    }
+    Ok(rows)
+}
+
+/// Every device connects once, all at once.
+async fn storm(target: &mut Target, keys: &[Arc<nkeys::KeyPair>], name: &str) -> Result<StormRow> {
+    let clients: Vec<Arc<Client>> = keys
+        .iter()
+        .map(|k| Arc::new(Client::new(target.port(), Credential::Nkey(k.clone()))))
+        .collect();
+    // Let the previous storm's sockets close and nats-server settle before the burst.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let (s0, r0) = target.cpu()?;
+    let c0 = procs::self_cpu_seconds();
+    let tally = rawclient::storm(&clients, clients.len()).await;
+    let (s1, r1) = target.cpu()?;
+    let c1 = procs::self_cpu_seconds();
+    target.check_alive()?;
+    Ok(StormRow {
+        target: name.to_owned(),
+        clients: clients.len(),
+        tally,
+        cpu: Cpu {
+            server: s1 - s0,
+            responder: r1 - r0,
+            client: c1 - c0,
+        },
+        cache_hits: 0.0,
+        cache_misses: 0.0,
+    })
+}
