@@ -97,12 +97,19 @@ impl Host for ComponentHost {
         );
     }
 
+    #[cfg(feature = "http")]
     fn http(&self, request: &http::Request) -> Result<http::Response, String> {
         send(request)
+    }
+
+    #[cfg(not(feature = "http"))]
+    fn http(&self, _request: &http::Request) -> Result<http::Response, String> {
+        Err("outbound HTTP needs the plugin built with nats-callout-sdk's feature \"http\"".into())
     }
 }
 
 /// A wasi:http error as a plugin's deny reason says it.
+#[cfg(feature = "http")]
 fn describe(e: &wasip2::http::types::ErrorCode) -> String {
     use wasip2::http::types::ErrorCode as E;
     match e {
@@ -118,6 +125,7 @@ fn describe(e: &wasip2::http::types::ErrorCode) -> String {
 
 /// [`Host::http`] over wasi:http/outgoing-handler: write the request, wait for the
 /// response (the host bounds the wait by the call's deadline), read its body whole.
+#[cfg(feature = "http")]
 fn send(request: &http::Request) -> Result<http::Response, String> {
     use wasip2::http::types::{
         Fields, IncomingBody, Method, OutgoingBody, OutgoingRequest, Scheme,

@@ -228,3 +228,27 @@ fn check_names_outbound_http_problems() -> Result<()> {
     );
     Ok(())
 }
+
+/// Only plugins that send HTTP requests import wasi:http (the SDK's `http` feature, which
+/// scripts/setup and the Dockerfile build apart because cargo unifies features within a
+/// build): the others load without a note about an import the sandbox refuses.
+#[test]
+fn only_plugins_that_send_requests_import_http() -> Result<()> {
+    for builtin in nats_callout::ops::config::BUILTINS {
+        let path = nats_callout_tests::plugin_dir().join(format!("{builtin}.wasm"));
+        let component = std::fs::read(&path)?;
+        let imports_http = component
+            .windows(b"wasi:http/outgoing-handler".len())
+            .any(|w| w == b"wasi:http/outgoing-handler");
+        assert_eq!(imports_http, builtin == "introspection", "{builtin}");
+    }
+    let c = check(
+        "nats: [ { url: \"nats://127.0.0.1:1\", nkey_seed_file: nkey-seed } ]\n\
+         issuer_seed_file: issuer-seed\n\
+         permissions:\n  noauth: { account: A, permissions: { pub: { allow: [a] } } }\n  \
+         password: { u: { password_hash: \"$2b$04$qlJ4LcpOAB6XT5EsktDSZ.FIJGEdd7lUH2/AXq872Avl2JGyY.lfm\", account: A, permissions: {} } }\n",
+    )?;
+    assert!(c.ok, "{}", c.stderr);
+    assert!(!c.stderr.contains("sandbox refuses"), "{}", c.stderr);
+    Ok(())
+}
