@@ -320,18 +320,31 @@ pub async fn storm(fx: &Fixture, target: &mut Target, n: usize) -> Result<StormR
         Credential::Token(fx.token(Alg::Rs256).await?),
     ));
     warm_up(target, &warm, 20).await?;
-    // Let the warm-up's sockets close and nats-server settle before the burst.
+    let name = target.name.clone();
+    burst(target, &clients, n, name).await
+}
+
+/// `n` clients connect at once, client `i` as `clients[i % len]`, against `target`, once
+/// the sockets of what ran before have closed: the storm's tally, CPU and decision-cache
+/// counters, reported as `name`.
+pub async fn burst(
+    target: &mut Target,
+    clients: &[Arc<Client>],
+    n: usize,
+    name: String,
+) -> Result<StormRow> {
+    // Let earlier sockets close and nats-server settle before the burst.
     tokio::time::sleep(Duration::from_millis(500)).await;
     let (h0, m0) = cache_counters(target);
     let (s0, r0) = target.cpu()?;
     let c0 = procs::self_cpu_seconds();
-    let tally = rawclient::storm(&clients, n).await;
+    let tally = rawclient::storm(clients, n).await;
     let (s1, r1) = target.cpu()?;
     let c1 = procs::self_cpu_seconds();
     let (h1, m1) = cache_counters(target);
     target.check_alive()?;
     Ok(StormRow {
-        target: target.name.clone(),
+        target: name,
         clients: n,
         tally,
         cpu: Cpu {

@@ -138,12 +138,7 @@ impl Fixture {
             "decision_cache: { ttl: 0s }\n"
         };
         format!(
-            r#"nats:
-  - {{ name: main, url: "{nats_url}", nkey_seed_file: nkey-seed }}
-issuer_seed_file: issuer-seed
-plugin_dir: "{plugins}"
-http_listen: "{http_listen}"
-{cache}jwks:
+            r#"{head}{cache}jwks:
   issuer: "{issuer}"
   audience: ["{AUDIENCE}"]
   require_typ: at+jwt
@@ -175,11 +170,21 @@ permissions:
     account: ANONYMOUS
     permissions: {{ pub: {{ allow: ["public.>"] }}, sub: {{ allow: ["public.>"] }} }}
 "#,
-            plugins = plugin_dir().display(),
+            head = callout_head(nats_url, http_listen),
             issuer = self.oidc.issuer,
             device = self.device.public_key(),
         )
     }
+}
+
+/// What every callout config of the benchmark starts with: its NATS connection, the
+/// seeds beside the config, the built plugins, the operations listener.
+pub fn callout_head(nats_url: &str, http_listen: &str) -> String {
+    format!(
+        "nats:\n  - {{ name: main, url: \"{nats_url}\", nkey_seed_file: nkey-seed }}\n\
+         issuer_seed_file: issuer-seed\nplugin_dir: \"{}\"\nhttp_listen: \"{http_listen}\"\n",
+        plugin_dir().display()
+    )
 }
 
 /// A nats-server a client connects to, and the process answering its auth callout.

@@ -12,14 +12,12 @@ use anyhow::{Context, Result};
 use axum::Router;
 use axum::extract::Path;
 use axum::routing::get;
-use nats_callout_tests::plugin_dir;
 use nats_callout_tests::web::WebServer;
 use serde_json::json;
 
 use crate::connect::{self, Cpu, Kind, Round, Row, StormRow, Targets};
-use crate::fixture::{AUDIENCE, Alg, Fixture, INTROSPECTOR, Target};
-use crate::procs;
-use crate::rawclient::{self, Client, Credential, Tally};
+use crate::fixture::{AUDIENCE, Alg, Fixture, INTROSPECTOR, Target, callout_head};
+use crate::rawclient::{Client, Credential, Tally};
 
 /// How long the registry takes to answer: a lookup in a database a network hop away.
 pub const REGISTRY_LATENCY: Duration = Duration::from_millis(20);
@@ -69,12 +67,7 @@ fn introspection_yaml(
     )?;
     let issuer = &fx.oidc.issuer;
     Ok(format!(
-        r#"nats:
-  - {{ name: main, url: "{nats_url}", nkey_seed_file: nkey-seed }}
-issuer_seed_file: issuer-seed
-plugin_dir: "{plugins}"
-http_listen: "{listen}"
-decision_cache: {{ ttl: 0s }}
+        r#"{head}decision_cache: {{ ttl: 0s }}
 plugins:
   - name: introspection
     builtin: introspection
@@ -99,7 +92,7 @@ permissions:
         pub: {{ allow: ["device-state.{{{{claims.device_id}}}}", "_INBOX.>"] }}
         sub: {{ allow: ["device-commands.{{{{claims.device_id}}}}", "_INBOX.>"] }}
 "#,
-        plugins = plugin_dir().display(),
+        head = callout_head(nats_url, listen),
         port = fx.oidc.port,
     ))
 }
@@ -107,12 +100,7 @@ permissions:
 /// The callout config of the registry target.
 fn registry_yaml(registry: &str, nats_url: &str, listen: &str) -> String {
     format!(
-        r#"nats:
-  - {{ name: main, url: "{nats_url}", nkey_seed_file: nkey-seed }}
-issuer_seed_file: issuer-seed
-plugin_dir: "{plugins}"
-http_listen: "{listen}"
-plugins:
+        r#"{head}plugins:
   - name: registry
     builtin: registry
     settings:
@@ -128,7 +116,7 @@ plugins:
 routes:
   - {{ name: devices, match: {{ credentials: nkey }}, plugins: [registry] }}
 "#,
-        plugins = plugin_dir().display(),
+        head = callout_head(nats_url, listen),
     )
 }
 
@@ -322,41 +310,23 @@ async fn registry_storm(
         |_, url, listen| Ok(registry_yaml(&registry.url, url, listen)),
     )?;
     let mut rows = Vec::new();
+    let devices_of = |target: &Target| -> Vec<Arc<Client>> {
+        keys.iter()
+            .map(|k| Arc::new(Client::new(target.port(), Credential::Nkey(k.clone()))))
+            .collect()
+    };
     let null = t.get(fx, Kind::Null)?;
-    rows.push((storm(null, &keys, "null callout").await?, 0));
+    let clients = devices_of(null);
+    rows.push((
+        connect::burst(null, &clients, devices, "null callout".into()).await?,
+        0,
+    ));
+    let clients = devices_of(&target);
     for label in ["first storm, cache cold", "second storm, cache warm"] {
         let before = registry.calls();
         let name = format!("{}, {label}", target.name);
-        let row = storm(&mut target, &keys, &name).await?;
+        let row = connect::burst(&mut target, &clients, devices, name).await?;
         rows.push((row, registry.calls() - before));
     }
     Ok(rows)
-}
-
-/// Every device connects once, all at once.
-async fn storm(target: &mut Target, keys: &[Arc<nkeys::KeyPair>], name: &str) -> Result<StormRow> {
-    let clients: Vec<Arc<Client>> = keys
-        .iter()
-        .map(|k| Arc::new(Client::new(target.port(), Credential::Nkey(k.clone()))))
-        .collect();
-    // Let the previous storm's sockets close and nats-server settle before the burst.
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    let (s0, r0) = target.cpu()?;
-    let c0 = procs::self_cpu_seconds();
-    let tally = rawclient::storm(&clients, clients.len()).await;
-    let (s1, r1) = target.cpu()?;
-    let c1 = procs::self_cpu_seconds();
-    target.check_alive()?;
-    Ok(StormRow {
-        target: name.to_owned(),
-        clients: clients.len(),
-        tally,
-        cpu: Cpu {
-            server: s1 - s0,
-            responder: r1 - r0,
-            client: c1 - c0,
-        },
-        cache_hits: 0.0,
-        cache_misses: 0.0,
-    })
 }

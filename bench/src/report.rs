@@ -296,15 +296,7 @@ impl Results {
                 "| mode | WASM µs/decision | native µs/decision | WASM / native | WASM − native µs |\n|---|---:|---:|---:|---:|"
             );
             for r in &p.pipeline {
-                let _ = writeln!(
-                    w,
-                    "| {} | {} | {} | {:.3}× | {:+.1} |",
-                    r.case,
-                    us(r.wasm_ns),
-                    us(r.native_ns),
-                    r.ratio(),
-                    r.added_us()
-                );
+                pair_row(w, r);
                 if !r.targeted {
                     continue;
                 }
@@ -355,15 +347,7 @@ impl Results {
                 "| plugin | 0.2.0 µs/decision | 0.1.0 µs/decision | 0.2.0 / 0.1.0 | 0.2.0 − 0.1.0 µs |\n|---|---:|---:|---:|---:|"
             );
             for r in &p.contracts {
-                let _ = writeln!(
-                    w,
-                    "| {} | {} | {} | {:.3}× | {:+.1} |",
-                    r.case,
-                    us(r.wasm_ns),
-                    us(r.native_ns),
-                    r.ratio(),
-                    r.added_us()
-                );
+                pair_row(w, r);
             }
             let _ = writeln!(w);
         }
@@ -607,6 +591,19 @@ impl Results {
         }
         out
     }
+}
+
+/// A row of part 1's tables: case, both sides' µs, their ratio and difference.
+fn pair_row(w: &mut String, r: &pipeline::Pair) {
+    let _ = writeln!(
+        w,
+        "| {} | {} | {} | {:.3}× | {:+.1} |",
+        r.case,
+        us(r.wasm_ns),
+        us(r.native_ns),
+        r.ratio(),
+        r.added_us()
+    );
 }
 
 /// The cells of a storm row up to the callout's CPU per connect: target, clients,

@@ -15,10 +15,10 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use nats_callout_sdk::format::{duration, one_or_many};
 use nats_callout_sdk::http::{self, Request};
 use nats_callout_sdk::{
-    AuthRequest, Claims, ConfigError, Credential, CredentialKind, Decision, Host, InitError,
-    Plugin, PluginConfig, Secret,
+    AuthRequest, Claims, ConfigError, CredentialKind, Decision, Host, InitError, Plugin,
+    PluginConfig, Secret,
 };
-use nats_callout_token_entries::{TokenEntries, loggable};
+use nats_callout_token_entries::{TokenEntries, access_token, loggable};
 use serde::Deserialize;
 use serde_json::Value;
 use sha2::{Digest, Sha256};
@@ -132,15 +132,10 @@ impl Plugin for IntrospectionPlugin {
     }
 
     fn authenticate(&self, request: &AuthRequest, host: &dyn Host) -> Decision {
-        let Credential::BearerToken(token) = &request.credential else {
-            return Decision::Abstain;
+        let token = match access_token(request) {
+            Ok(token) => token,
+            Err(decision) => return decision,
         };
-        let token = token.expose();
-        if token.is_empty() {
-            return Decision::deny(
-                "no access token: connect with username \"oauthtoken\" and the token as password",
-            );
-        }
         let max = self.settings.max_token_len.unwrap_or(DEFAULT_MAX_TOKEN_LEN);
         if token.len() > max {
             return Decision::deny(format!("access token longer than {max} bytes"));

@@ -5,10 +5,9 @@
 //! rules of [`nats_callout_token_entries`] (shared with the `introspection` plugin).
 
 use nats_callout_sdk::{
-    AuthRequest, Claims, Credential, CredentialKind, Decision, Host, InitError, Plugin,
-    PluginConfig,
+    AuthRequest, Claims, CredentialKind, Decision, Host, InitError, Plugin, PluginConfig,
 };
-use nats_callout_token_entries::TokenEntries;
+use nats_callout_token_entries::{TokenEntries, access_token};
 use serde::Deserialize;
 
 #[derive(Debug, Default, Deserialize)]
@@ -38,15 +37,10 @@ impl Plugin for OauthPlugin {
     }
 
     fn authenticate(&self, request: &AuthRequest, host: &dyn Host) -> Decision {
-        let Credential::BearerToken(token) = &request.credential else {
-            return Decision::Abstain;
+        let token = match access_token(request) {
+            Ok(token) => token,
+            Err(decision) => return decision,
         };
-        let token = token.expose();
-        if token.is_empty() {
-            return Decision::deny(
-                "no access token: connect with username \"oauthtoken\" and the token as password",
-            );
-        }
         let verified = match host.verify_jwt(token) {
             Ok(v) => v,
             Err(reason) => return Decision::deny(format!("access token rejected: {reason}")),

@@ -16,8 +16,8 @@
 use std::collections::BTreeMap;
 
 use nats_callout_sdk::{
-    AuthRequest, Claims, CompiledEntry, ConfigError, Decision, Host, InitError, PermissionEntry,
-    Placeholders, PluginConfig,
+    AuthRequest, Claims, CompiledEntry, ConfigError, Credential, Decision, Host, InitError,
+    PermissionEntry, Placeholders, PluginConfig,
 };
 use serde::Deserialize;
 
@@ -219,6 +219,24 @@ impl TokenEntries {
             "no {} permissions entry matches this token's client",
             self.mode
         ))
+    }
+}
+
+/// The access token a request presents, or the plugin's decision without one: abstain on
+/// another kind of credential, deny an empty token.
+#[expect(
+    clippy::result_large_err,
+    reason = "the Err is the plugin's answer, returned at once; boxing it only adds an allocation"
+)]
+pub fn access_token(request: &AuthRequest) -> Result<&str, Decision> {
+    let Credential::BearerToken(token) = &request.credential else {
+        return Err(Decision::Abstain);
+    };
+    match token.expose() {
+        "" => Err(Decision::deny(
+            "no access token: connect with username \"oauthtoken\" and the token as password",
+        )),
+        token => Ok(token),
     }
 }
 
