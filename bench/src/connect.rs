@@ -79,6 +79,16 @@ impl Row {
         self.tally.admitted as f64 / self.tally.wall.as_secs_f64()
     }
 
+    /// One round's connects and CPU.
+    pub fn add_round(&mut self, tally: &Tally, cpu: Cpu) {
+        self.rounds.push(Round {
+            p50: tally.latencies.percentile(50.0),
+            per_sec: tally.admitted as f64 / tally.wall.as_secs_f64(),
+        });
+        self.tally.merge(tally);
+        self.cpu.add(cpu);
+    }
+
     /// CPU microseconds per connect of nats-server, of the callout, of the client.
     pub fn cpu_us(&self) -> (f64, f64, f64) {
         let n = self.tally.total().max(1) as f64;
@@ -281,13 +291,7 @@ pub async fn run(fx: &Fixture, t: &mut Targets, opts: Options) -> Result<Vec<Row
                 }
                 let target = t.get(fx, *kind)?;
                 let (tally, cpu) = measure(target, client, n, concurrency).await?;
-                let row = &mut rows[si * 2 + ci];
-                row.rounds.push(Round {
-                    p50: tally.latencies.percentile(50.0),
-                    per_sec: tally.admitted as f64 / tally.wall.as_secs_f64(),
-                });
-                row.tally.merge(&tally);
-                row.cpu.add(cpu);
+                rows[si * 2 + ci].add_round(&tally, cpu);
             }
         }
     }

@@ -15,7 +15,7 @@ use axum::routing::get;
 use nats_callout_tests::web::WebServer;
 use serde_json::json;
 
-use crate::connect::{self, Cpu, Kind, Round, Row, StormRow, Targets};
+use crate::connect::{self, Cpu, Kind, Row, StormRow, Targets};
 use crate::fixture::{AUDIENCE, Alg, Fixture, INTROSPECTOR, Target, callout_head};
 use crate::rawclient::{Client, Credential, Tally};
 
@@ -184,12 +184,7 @@ async fn introspection(fx: &Fixture, t: &mut Targets, opts: Options) -> Result<V
                 let (tally, cpu) = connect::measure(target, client, n, concurrency).await?;
                 let asked = fx.oidc.introspections().await? - before;
                 let (row, introspections) = &mut rows[si * 2 + ci];
-                row.rounds.push(Round {
-                    p50: tally.latencies.percentile(50.0),
-                    per_sec: tally.admitted as f64 / tally.wall.as_secs_f64(),
-                });
-                row.tally.merge(&tally);
-                row.cpu.add(cpu);
+                row.add_round(&tally, cpu);
                 *introspections += asked;
             }
         }
