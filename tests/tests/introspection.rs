@@ -26,6 +26,8 @@ struct Deployment {
     oidc: Oidc,
     inject: Injector,
     callout: Callout,
+    /// The client secret's file (in a directory of its own).
+    secret_file: std::path::PathBuf,
     _secret_dir: tempfile::TempDir,
 }
 
@@ -54,6 +56,7 @@ async fn deploy(cache_ttl: &str, secret: &str) -> Result<Deployment> {
         r#"nats:
   - {{ url: {url}, nkey_seed_file: nkey-seed }}
 {inject}issuer_seed_file: issuer-seed
+reload_interval: 200ms
 decision_cache: {{ ttl: 0 }}
 jwks: {{ issuer: "{issuer}", audience: [{AUDIENCE}] }}
 plugins:
@@ -94,6 +97,7 @@ permissions:
         oidc,
         inject,
         callout,
+        secret_file,
         _secret_dir: secret_dir,
     })
 }
@@ -195,7 +199,7 @@ async fn revoked_tokens_are_refused_when_not_cached() -> Result<()> {
 }
 
 /// The endpoint refusing the service, or gone: a deny that says why, never an allow, and
-/// no secret in the reason.
+/// no secret in the reason. A rotated secret file takes effect without a restart.
 #[tokio::test]
 async fn endpoint_failures_deny() -> Result<()> {
     let mut d = deploy("60s", "wrong-secret").await?;
@@ -206,14 +210,31 @@ async fn endpoint_failures_deny() -> Result<()> {
         "{r}"
     );
     assert!(!r.contains("wrong-secret"), "{r}");
+
+    let reloads = d.callout.app().metrics().reloads.with_label_values(&["ok"]);
+    let before = reloads.get();
+    std::fs::write(&d.secret_file, SECRET)?;
+    for _ in 0..100 {
+        if reloads.get() > before {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(reloads.get() > before, "the rotated secret did not reload");
+    assert_eq!(d.answer(&token).await?, "");
+
+    // The provider gone: a token it answered for is still served from the plugin cache,
+    // a new one is refused.
+    let fresh = d.oidc.token("sensor-8").await?;
     d.oidc.stop();
-    let r = d.answer(&token).await?;
+    assert_eq!(d.answer(&token).await?, "");
+    let r = d.answer(&fresh).await?;
     assert!(
         r.starts_with("tokens: introspection endpoint unreachable"),
         "{r}"
     );
     assert_eq!(
-        raw::bearer(d.server.port, &token).await?,
+        raw::bearer(d.server.port, &fresh).await?,
         Outcome::Refused("Authorization Violation".into())
     );
     Ok(())

@@ -39,6 +39,14 @@ fn watched_files(config_path: &Path, cfg: &Config) -> Vec<PathBuf> {
     // A rotated CA bundle takes effect like any other config change.
     files.extend(cfg.mtls_ca_file());
     files.extend(cfg.outbound_http.ca_file.as_ref().map(|p| cfg.resolve(p)));
+    // So does a rotated plugin secret (a Kubernetes Secret's file swapped under its mount).
+    files.extend(
+        cfg.plugin_specs()
+            .iter()
+            .flat_map(|p| p.secrets.values())
+            .filter_map(|s| s.file.as_ref())
+            .map(|f| cfg.resolve(f)),
+    );
     files
 }
 
