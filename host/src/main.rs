@@ -57,6 +57,13 @@ enum Command {
         #[command(subcommand)]
         command: PluginCommand,
     },
+    /// Write the plugin contracts this host loads (WIT packages, one folder per version),
+    /// to generate a plugin's bindings in any language.
+    Wit {
+        /// Where: `DIR/v0.2.0/plugin.wit`, ...
+        #[arg(long)]
+        out: PathBuf,
+    },
     /// Password hashes for `permissions.password` entries.
     Password {
         #[command(subcommand)]
@@ -194,6 +201,12 @@ fn main() -> Result<()> {
                  component (README.md says how to load it)",
                 root.display()
             );
+            Ok(())
+        }
+        Command::Wit { out } => {
+            for file in cli::wit::write(&out)? {
+                println!("wrote {}", file.display());
+            }
             Ok(())
         }
         Command::ServerConfig {

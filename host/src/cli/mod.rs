@@ -3,3 +3,4 @@
 pub mod keys;
 pub mod password;
 pub mod plugin_new;
+pub mod wit;

@@ -32,6 +32,15 @@ impl Version {
         }
     }
 
+    /// This version's WIT package, as the bindings read it (`guest-sdk/wit/vX.Y.Z/`):
+    /// what `nats-callout wit` hands a plugin author in any language.
+    pub fn wit(self) -> &'static str {
+        match self {
+            Version::V0_1_0 => include_str!("../../../../guest-sdk/wit/v0.1.0/plugin.wit"),
+            Version::V0_2_0 => include_str!("../../../../guest-sdk/wit/v0.2.0/plugin.wit"),
+        }
+    }
+
     /// Whether `component` exports this version's world.
     fn exported_by(self, exports: &[(String, ComponentItem)]) -> bool {
         let has = |name: &str| exports.iter().any(|(n, _)| n == name);
