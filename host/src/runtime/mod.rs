@@ -12,6 +12,7 @@ pub mod contract;
 mod native;
 pub mod precompiled;
 pub mod sandbox;
+mod stderr;
 
 #[cfg(feature = "bench")]
 pub use native::NativePlugin;
@@ -100,6 +101,8 @@ pub struct State {
     hashing: Duration,
     /// Log lines the current call may still write.
     log_lines_left: u32,
+    /// What the current call wrote to stderr, for the reason when it traps.
+    stderr: stderr::StderrTail,
 }
 
 /// Log lines one call may write: plenty for a diagnosis, and a plugin logging in a loop
@@ -251,6 +254,17 @@ impl PluginEngine {
             message,
         };
         let bytes = std::fs::read(path).map_err(|e| load_err(e.to_string()))?;
+        let needs = sandbox::initial_memory(&bytes);
+        if needs > limits.memory_bytes as u64 {
+            return Err(load_err(format!(
+                "needs {} MiB of memory per instance before its first call (its initial \
+                 linear memory), more than its memory limit of {} MiB: raise the plugin's \
+                 limits.memory_bytes (or limits.plugin_memory_bytes for all plugins) to at \
+                 least {needs}, with room to grow",
+                needs.div_ceil(1 << 20),
+                limits.memory_bytes >> 20,
+            )));
+        }
         let (component, cached) =
             precompiled::load(&self.engine, &bytes, self.cache_dir.as_deref())
                 .map_err(|e| load_err(format!("{e:#}")))?;
@@ -320,6 +334,16 @@ struct Instance {
 /// What a component's `nats-callout-sdk` custom section says it was built with (the
 /// SDK's export macro writes it), e.g. `{"sdk":"0.2.0","contract":"0.2.0"}`; `None` for
 /// a component built otherwise (another language's toolchain).
+/// A trap as a reason: what the plugin wrote to stderr during the call (a panic's message,
+/// an exception's traceback) and the trap itself; without the former, wasmtime's account
+/// of the trap with its wasm backtrace, bounded.
+fn with_stderr(e: &wasmtime::Error, stderr: &stderr::StderrTail) -> String {
+    match stderr.summary() {
+        Some(said) => format!("{said} (stderr); {}", e.root_cause()),
+        None => truncate(&format!("{e:#}"), 512).into_owned(),
+    }
+}
+
 fn built_with(component: &[u8]) -> Option<String> {
     wasmparser::Parser::new(0)
         .parse_all(component)
@@ -369,8 +393,9 @@ pub struct LoadedPlugin {
 
 impl LoadedPlugin {
     async fn instantiate(&self) -> Result<(Instance, Vec<sdk::CredentialKind>), InstantiateError> {
+        let stderr = stderr::StderrTail::default();
         let state = State {
-            wasi: WasiCtx::builder().build(),
+            wasi: WasiCtx::builder().stderr(stderr.clone()).build(),
             table: ResourceTable::new(),
             http: WasiHttpCtx::new(),
             hooks: capabilities::http::HttpHooks::new(self.caps.outbound.clone()),
@@ -383,6 +408,7 @@ impl LoadedPlugin {
             credential_expires: None,
             log_lines_left: LOG_LINES_PER_CALL,
             hashing: Duration::ZERO,
+            stderr,
         };
         let mut store = Store::new(&self.engine, state);
         store.limiter(|s| &mut s.limits);
@@ -406,7 +432,10 @@ impl LoadedPlugin {
         match bindings.init(&mut store, &self.init_config).await {
             Ok(Ok(kinds)) => Ok((Instance { store, bindings }, kinds)),
             Ok(Err(message)) => Err(InstantiateError::Init(message)),
-            Err(e) => Err(InstantiateError::Other(format!("init trapped: {e:#}"))),
+            Err(e) => Err(InstantiateError::Other(format!(
+                "init trapped: {}",
+                with_stderr(&e, &store.data().stderr)
+            ))),
         }
     }
 
@@ -417,6 +446,7 @@ impl LoadedPlugin {
         state.credential_expires = None;
         state.log_lines_left = LOG_LINES_PER_CALL;
         state.hashing = Duration::ZERO;
+        state.stderr.clear();
         state.hooks.deadline = state.deadline.at;
         // Outbound HTTP is for deciding; `init` has none (see capabilities::http).
         state.hooks.open = false;
@@ -435,6 +465,22 @@ impl LoadedPlugin {
         if let Ok(mut idle) = self.idle.lock() {
             idle.push(instance);
         }
+    }
+
+    /// Instantiate (and `init`) warm instances until `n` are idle, for measuring what
+    /// one costs in memory (feature `bench`); the service grows its pool on demand.
+    #[cfg(feature = "bench")]
+    pub async fn prewarm(&self, n: usize) -> Result<(), CallError> {
+        while self.idle.lock().map_or(n, |idle| idle.len()) < n {
+            let (instance, _) = self.instantiate().await.map_err(|e| {
+                let msg = match e {
+                    InstantiateError::Init(m) | InstantiateError::Other(m) => m,
+                };
+                CallError::Instantiate(self.name.clone(), msg)
+            })?;
+            self.release(instance);
+        }
+        Ok(())
     }
 
     /// Decide one request, and the earliest expiry of the tokens it had the host
@@ -472,11 +518,19 @@ impl LoadedPlugin {
                 Ok((decision, expires))
             }
             // The instance is poisoned: drop it; the next call instantiates afresh.
-            Err(e) => Err(self.classify(&e, instance.store.data().hashing)),
+            Err(e) => {
+                let state = instance.store.data();
+                Err(self.classify(&e, state.hashing, &state.stderr))
+            }
         }
     }
 
-    fn classify(&self, e: &wasmtime::Error, hashing: Duration) -> CallError {
+    fn classify(
+        &self,
+        e: &wasmtime::Error,
+        hashing: Duration,
+        stderr: &stderr::StderrTail,
+    ) -> CallError {
         let name = self.name.clone();
         match e.downcast_ref::<Trap>() {
             Some(Trap::Interrupt) => {
@@ -496,7 +550,7 @@ impl LoadedPlugin {
             _ if format!("{e:#}").contains("forcing trap when growing memory") => {
                 CallError::OutOfMemory(name)
             }
-            _ => CallError::Trap(name, truncate(&format!("{e:#}"), 512).into_owned()),
+            _ => CallError::Trap(name, with_stderr(e, stderr)),
         }
     }
 }

@@ -13,7 +13,8 @@ pub const OFFERS: &str = "the plugin sandbox offers the host capabilities \
     verify-certificate-chain, verify-password-hash, cache-get, cache-set), clocks, random \
     numbers and outbound HTTP (wasi:http/outgoing-handler) to the hosts the operator lists \
     in the plugin's allowed_outbound_hosts; it has no other network, no files and no \
-    environment variables, and discards stdout and stderr";
+    environment variables, discards stdout, and keeps of stderr only the end of what a \
+    trapping call wrote, for its deny reason";
 
 /// How the sandbox treats one import.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -44,6 +45,27 @@ fn treatment(import: &str, outbound: bool) -> Treatment {
     }
 }
 
+/// The largest initial size of a linear memory the component defines, in bytes: what one
+/// instance needs before its first call. An interpreter's component (Python's, with its
+/// heap snapshot) starts at 10 MiB and more; a Rust plugin at about 1. Read from the
+/// bytes, before the slow compile, so that a limit too small says so at once.
+pub fn initial_memory(component: &[u8]) -> u64 {
+    wasmparser::Parser::new(0)
+        .parse_all(component)
+        .filter_map(Result::ok)
+        .filter_map(|payload| match payload {
+            wasmparser::Payload::MemorySection(memories) => Some(memories),
+            _ => None,
+        })
+        .flat_map(|memories| memories.into_iter().filter_map(Result::ok))
+        .map(|m| {
+            m.initial
+                .saturating_mul(1 << m.page_size_log2.unwrap_or(16))
+        })
+        .max()
+        .unwrap_or(0)
+}
+
 /// A component's imports that the sandbox refuses or lacks.
 #[derive(Debug, Default, PartialEq, Eq)]
 pub struct Review {
@@ -69,6 +91,15 @@ pub fn review(engine: &Engine, component: &Component, outbound: bool) -> Review 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn initial_memory_is_the_memory_minimum() {
+        // A core module whose one memory starts at 17 pages of 64 KiB: the header, then
+        // the memory section (id 5, 3 bytes: one memory, no maximum, 17 pages).
+        let module = [0x00, 0x61, 0x73, 0x6d, 1, 0, 0, 0, 5, 3, 1, 0x00, 17];
+        assert_eq!(initial_memory(&module), 17 << 16);
+        assert_eq!(initial_memory(b"not wasm"), 0);
+    }
 
     #[test]
     fn imports_by_package() {
