@@ -298,6 +298,64 @@ pub async fn run(fx: &Fixture, t: &mut Targets, opts: Options) -> Result<Vec<Row
     Ok(rows)
 }
 
+/// How many connects [`rounds`] makes per scenario.
+#[derive(Debug, Clone, Copy)]
+pub struct Sizes {
+    /// Connects one at a time, and by `concurrency` clients, over all rounds.
+    pub sequential: usize,
+    pub concurrent: usize,
+    pub concurrency: usize,
+    pub rounds: usize,
+    /// Unmeasured connects per scenario first.
+    pub warmup: usize,
+}
+
+/// Scenarios measured as part 2's: each a client (sending `sends`) against its target,
+/// named `name`, all warmed up, then one at a time and `concurrency` at once in
+/// interleaved rounds. `counted` reads a counter of outside work (a provider's
+/// introspections) around each measurement; its growth is the row's second figure.
+pub async fn rounds(
+    scenarios: &mut [(String, &'static str, &mut Target, Arc<Client>)],
+    sizes: Sizes,
+    mut counted: impl AsyncFnMut() -> Result<u64>,
+) -> Result<Vec<(Row, u64)>> {
+    let mut rows = Vec::new();
+    for (name, sends, target, client) in scenarios.iter_mut() {
+        warm_up(target, client, sizes.warmup)
+            .await
+            .with_context(|| name.clone())?;
+        for concurrency in [1, sizes.concurrency] {
+            let row = Row {
+                scenario: name.clone(),
+                client: sends,
+                concurrency,
+                tally: Tally::default(),
+                cpu: Cpu::default(),
+                rounds: Vec::with_capacity(sizes.rounds),
+            };
+            rows.push((row, 0));
+        }
+    }
+    let rounds = sizes.rounds.max(1);
+    for round in 0..rounds {
+        let each = [(1, sizes.sequential), (sizes.concurrency, sizes.concurrent)];
+        for (ci, (concurrency, total)) in each.into_iter().enumerate() {
+            let n = total / rounds + usize::from(round < total % rounds);
+            if n == 0 {
+                continue;
+            }
+            for (si, (_, _, target, client)) in scenarios.iter_mut().enumerate() {
+                let before = counted().await?;
+                let (tally, cpu) = measure(target, client, n, concurrency).await?;
+                let (row, count) = &mut rows[si * 2 + ci];
+                row.add_round(&tally, cpu);
+                *count += counted().await? - before;
+            }
+        }
+    }
+    Ok(rows)
+}
+
 /// A reconnect storm against one target.
 #[derive(Debug, Clone)]
 pub struct StormRow {

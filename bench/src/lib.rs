@@ -9,6 +9,7 @@ pub mod children;
 pub mod connect;
 pub mod crypto;
 pub mod fixture;
+pub mod languages;
 pub mod outbound;
 pub mod pipeline;
 pub mod procs;

@@ -14,12 +14,12 @@ use clap::{Parser, Subcommand, ValueEnum};
 use nats_callout_bench::connect::{self, Kind, Targets};
 use nats_callout_bench::fixture::{Fixture, plugin_path};
 use nats_callout_bench::report::{Machine, Results, splice_into};
-use nats_callout_bench::{children, crypto, outbound, pipeline, procs};
+use nats_callout_bench::{children, crypto, languages, outbound, pipeline, procs};
 
 #[derive(Parser)]
 #[command(
     name = "nats-callout-bench",
-    about = "Benchmarks of nats-callout: decision pipeline (WASM vs native), end-to-end connects, reconnect storm, decision cache, plugins that reach out"
+    about = "Benchmarks of nats-callout: decision pipeline (WASM vs native), end-to-end connects, reconnect storm, decision cache, plugins that reach out, plugins in Python and JavaScript"
 )]
 struct Cli {
     #[command(subcommand)]
@@ -82,6 +82,7 @@ enum Part {
     Storm,
     Cache,
     Outbound,
+    Languages,
 }
 
 /// The benchmark's own child processes (it re-executes itself).
@@ -126,10 +127,10 @@ mod full {
     pub const STORM: usize = 4000;
     pub const STORM_RUNS: usize = 3;
     pub const CACHE: usize = 1000;
-    /// Part 5's introspection: fewer than part 2, as the provider (node, one thread)
-    /// answers each uncached connect, a millisecond or more.
-    pub const OUTBOUND_SEQUENTIAL: usize = 1000;
-    pub const OUTBOUND_CONCURRENT: usize = 3000;
+    /// Parts 5 and 6: fewer than part 2, as a provider (node, one thread) answers each
+    /// uncached introspection, a millisecond or more, and interpreters decide slower.
+    pub const FEW_SEQUENTIAL: usize = 1000;
+    pub const FEW_CONCURRENT: usize = 3000;
     pub const REGISTRY_DEVICES: usize = 4000;
 }
 
@@ -144,8 +145,8 @@ mod quick {
     pub const STORM: usize = 200;
     pub const STORM_RUNS: usize = 1;
     pub const CACHE: usize = 50;
-    pub const OUTBOUND_SEQUENTIAL: usize = 20;
-    pub const OUTBOUND_CONCURRENT: usize = 100;
+    pub const FEW_SEQUENTIAL: usize = 20;
+    pub const FEW_CONCURRENT: usize = 100;
     pub const REGISTRY_DEVICES: usize = 200;
 }
 
@@ -204,6 +205,7 @@ fn bench(cli: &Cli) -> Result<()> {
             Part::Storm,
             Part::Cache,
             Part::Outbound,
+            Part::Languages,
         ]
     } else {
         cli.only.clone()
@@ -226,12 +228,17 @@ fn bench(cli: &Cli) -> Result<()> {
     let storm_clients = pick(cli.storm_clients, full::STORM, quick::STORM);
     let storm_runs = pick(cli.storm_runs, full::STORM_RUNS, quick::STORM_RUNS).max(1);
     let cache_connects = pick(cli.cache_connects, full::CACHE, quick::CACHE).max(1);
-    let outbound_opts = outbound::Options {
-        sequential: pick(None, full::OUTBOUND_SEQUENTIAL, quick::OUTBOUND_SEQUENTIAL),
-        concurrent: pick(None, full::OUTBOUND_CONCURRENT, quick::OUTBOUND_CONCURRENT),
+    // Parts 5 and 6 measure plugins that wait on a provider or run an interpreter: fewer
+    // connects than part 2, in as many rounds.
+    let few = connect::Sizes {
+        sequential: pick(None, full::FEW_SEQUENTIAL, quick::FEW_SEQUENTIAL),
+        concurrent: pick(None, full::FEW_CONCURRENT, quick::FEW_CONCURRENT),
         concurrency: conn_opts.concurrency,
         rounds: conn_opts.rounds,
         warmup: conn_opts.warmup,
+    };
+    let outbound_opts = outbound::Options {
+        sizes: few,
         devices: pick(
             cli.registry_devices,
             full::REGISTRY_DEVICES,
@@ -302,6 +309,14 @@ fn bench(cli: &Cli) -> Result<()> {
                             .await?;
                     let in_process = pipeline::cache_in_process(&fx, pipe_opts).await?;
                     results.cache = Some((e2e, in_process));
+                }
+                Part::Languages => {
+                    eprintln!("[bench] part 6: one plugin in Rust, Python and JavaScript…");
+                    let opts = languages::Options {
+                        sizes: few,
+                        pipeline: pipe_opts,
+                    };
+                    results.languages = Some(languages::run(opts).await?);
                 }
                 Part::Outbound => {
                     eprintln!("[bench] part 5: plugins that reach out…");

@@ -15,9 +15,9 @@ use axum::routing::get;
 use nats_callout_tests::web::WebServer;
 use serde_json::json;
 
-use crate::connect::{self, Cpu, Kind, Row, StormRow, Targets};
+use crate::connect::{self, Kind, Row, StormRow, Targets};
 use crate::fixture::{AUDIENCE, Alg, Fixture, INTROSPECTOR, Target, callout_head};
-use crate::rawclient::{Client, Credential, Tally};
+use crate::rawclient::{Client, Credential};
 
 /// How long the registry takes to answer: a lookup in a database a network hop away.
 pub const REGISTRY_LATENCY: Duration = Duration::from_millis(20);
@@ -31,12 +31,8 @@ pub const REGISTRY_INSTANCES: usize = 256;
 /// Iteration counts of part 5.
 #[derive(Debug, Clone, Copy)]
 pub struct Options {
-    /// Introspection: connects per scenario one at a time, and by `concurrency` clients.
-    pub sequential: usize,
-    pub concurrent: usize,
-    pub concurrency: usize,
-    pub rounds: usize,
-    pub warmup: usize,
+    /// Introspection's connects.
+    pub sizes: connect::Sizes,
     /// Devices in the registry storm, each its own NKey.
     pub devices: usize,
 }
@@ -133,77 +129,35 @@ pub async fn run(fx: &Fixture, t: &mut Targets, opts: Options) -> Result<Report>
 /// and `opts.concurrency`, in interleaved rounds as part 2.
 async fn introspection(fx: &Fixture, t: &mut Targets, opts: Options) -> Result<Vec<(Row, u64)>> {
     let opaque = Credential::Token(fx.opaque_token().await?);
-    let credentials = [
-        ("RS256 JWT", Credential::Token(fx.token(Alg::Rs256).await?)),
-        ("opaque token", opaque.clone()),
-        ("opaque token", opaque),
-    ];
-    let mut own = Vec::new();
-    for (state, ttl) in [("on", "60s"), ("off", "0s")] {
-        own.push(Target::nats_callout_with(
+    let jwt = Credential::Token(fx.token(Alg::Rs256).await?);
+    let target = |state: &str, ttl: &str| {
+        Target::nats_callout_with(
             format!("nats-callout introspection, plugin cache {state}"),
             false,
             |dir, url, listen| introspection_yaml(fx, ttl, dir, url, listen),
-        )?);
-    }
-    let mut rows: Vec<(Row, u64)> = Vec::new();
-    let mut clients = Vec::new();
-    for (i, (sends, credential)) in credentials.into_iter().enumerate() {
-        let target = scenario(t, fx, &mut own, i)?;
-        let client = Arc::new(Client::new(target.port(), credential));
-        connect::warm_up(target, &client, opts.warmup).await?;
-        let name = if i == 0 {
-            "nats-callout oauth2 JWT".to_owned()
-        } else {
-            target.name.clone()
-        };
-        for concurrency in [1, opts.concurrency] {
-            let row = Row {
-                scenario: name.clone(),
-                client: sends,
-                concurrency,
-                tally: Tally::default(),
-                cpu: Cpu::default(),
-                rounds: Vec::with_capacity(opts.rounds),
-            };
-            rows.push((row, 0));
-        }
-        clients.push(client);
-    }
-    let rounds = opts.rounds.max(1);
-    for round in 0..rounds {
-        let sizes = [(1, opts.sequential), (opts.concurrency, opts.concurrent)];
-        for (ci, (concurrency, total)) in sizes.into_iter().enumerate() {
-            let n = total / rounds + usize::from(round < total % rounds);
-            if n == 0 {
-                continue;
-            }
-            for (si, client) in clients.iter().enumerate() {
-                let target = scenario(t, fx, &mut own, si)?;
-                let before = fx.oidc.introspections().await?;
-                let (tally, cpu) = connect::measure(target, client, n, concurrency).await?;
-                let asked = fx.oidc.introspections().await? - before;
-                let (row, introspections) = &mut rows[si * 2 + ci];
-                row.add_round(&tally, cpu);
-                *introspections += asked;
-            }
-        }
-    }
-    Ok(rows)
-}
-
-/// Scenario `i` of the introspection rounds: 0 is oauth2 (part 2's nats-callout with the
-/// decision cache off), the others this part's own targets.
-fn scenario<'a>(
-    t: &'a mut Targets,
-    fx: &Fixture,
-    own: &'a mut [Target],
-    i: usize,
-) -> Result<&'a mut Target> {
-    match i {
-        0 => t.get(fx, Kind::Callout),
-        _ => own.get_mut(i - 1).context("no such scenario"),
-    }
+        )
+    };
+    let (mut on, mut off) = (target("on", "60s")?, target("off", "0s")?);
+    let (on, off) = (&mut on, &mut off);
+    let oauth2 = t.get(fx, Kind::Callout)?;
+    let client = |target: &Target, credential: &Credential| {
+        Arc::new(Client::new(target.port(), credential.clone()))
+    };
+    let mut scenarios = [
+        (
+            "nats-callout oauth2 JWT".to_owned(),
+            "RS256 JWT",
+            client(oauth2, &jwt),
+            oauth2,
+        ),
+        (on.name.clone(), "opaque token", client(on, &opaque), on),
+        (off.name.clone(), "opaque token", client(off, &opaque), off),
+    ]
+    .map(|(name, sends, client, target)| (name, sends, target, client));
+    connect::rounds(&mut scenarios, opts.sizes, async || {
+        fx.oidc.introspections().await
+    })
+    .await
 }
 
 /// The registry the storm's devices are looked up in: every key is an active device of

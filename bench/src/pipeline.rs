@@ -110,7 +110,7 @@ pub struct Pair {
 }
 
 impl Pair {
-    fn new(case: String, wasm: &[f64], native: &[f64]) -> Self {
+    pub(crate) fn new(case: String, wasm: &[f64], native: &[f64]) -> Self {
         let ratios: Vec<f64> = wasm.iter().zip(native).map(|(w, n)| w / n).collect();
         let added: Vec<f64> = wasm.iter().zip(native).map(|(w, n)| w - n).collect();
         Self {
@@ -286,7 +286,7 @@ async fn setup(fx: &Fixture) -> Result<Setup> {
 }
 
 /// One decision through `Authorizer::handle`; it must admit.
-async fn decide(auth: &Authorizer, request: &str) -> Result<()> {
+pub(crate) async fn decide(auth: &Authorizer, request: &str) -> Result<()> {
     match std::hint::black_box(auth.handle(request.as_bytes(), None).await).verdict {
         Verdict::Allowed { .. } => Ok(()),
         refused => bail!("a benchmark request was not admitted: {refused:?}"),
@@ -294,7 +294,7 @@ async fn decide(auth: &Authorizer, request: &str) -> Result<()> {
 }
 
 /// One plugin call; it must allow.
-async fn call(runner: &Runner, request: &PluginRequest) -> Result<()> {
+pub(crate) async fn call(runner: &Runner, request: &PluginRequest) -> Result<()> {
     match std::hint::black_box(runner.authenticate(request).await) {
         Ok(sdk::Decision::Allow(_)) => Ok(()),
         other => bail!("a plugin call did not allow: {other:?}"),
@@ -307,7 +307,7 @@ async fn call(runner: &Runner, request: &PluginRequest) -> Result<()> {
 /// sides alike, where alternating whole batches left seconds between them. Each call
 /// is preceded, untimed, by the read of `opts.evict_bytes` of unrelated memory. Returns
 /// each side's mean nanoseconds per call, batch by batch.
-async fn interleaved(
+pub(crate) async fn interleaved(
     opts: Options,
     n: usize,
     a: impl AsyncFn(usize) -> Result<()>,
@@ -416,20 +416,7 @@ pub async fn run(fx: &Fixture, opts: Options) -> Result<Report> {
         )?;
         let wasm = Runner::Wasm(loaded);
         let native = Runner::Native(Arc::new(native_plugin(&s.cfg, &s.native, mode)?));
-        let plain = reqs
-            .iter()
-            .map(|t| {
-                let mut claims: RequestClaims = nats_callout::nats::jwt::decode_verified(t)?;
-                let kind = credential::kind(&claims.nats)?;
-                let credential = credential::take(&mut claims.nats.connect_opts, kind);
-                let request =
-                    runtime::plain_request(claims.nats, mode.as_str(), credential, vec![]);
-                Ok(PluginRequest {
-                    request,
-                    legacy: None,
-                })
-            })
-            .collect::<Result<Vec<_>>>()?;
+        let plain = plain_requests(reqs, mode.as_str())?;
         let (w, n) = interleaved(
             case.options(opts),
             plain.len(),
@@ -447,8 +434,24 @@ pub async fn run(fx: &Fixture, opts: Options) -> Result<Report> {
     })
 }
 
-/// The API key of the contract comparison's apikey plugin.
-const API_KEY: &str = "bench-api-key";
+/// Forged requests as a plugin of route `route` gets them: decoded, their credential taken.
+pub(crate) fn plain_requests(reqs: &[String], route: &str) -> Result<Vec<PluginRequest>> {
+    reqs.iter()
+        .map(|t| {
+            let mut claims: RequestClaims = nats_callout::nats::jwt::decode_verified(t)?;
+            let kind = credential::kind(&claims.nats)?;
+            let credential = credential::take(&mut claims.nats.connect_opts, kind);
+            let request = runtime::plain_request(claims.nats, route, credential, vec![]);
+            Ok(PluginRequest {
+                request,
+                legacy: None,
+            })
+        })
+        .collect()
+}
+
+/// The API key of the apikey plugin's one service (contracts, languages).
+pub(crate) const API_KEY: &str = "bench-api-key";
 
 /// An authorizer whose noauth and bearer-token routes run the noauth and apikey plugins
 /// in `dir`, with the issuer of `keys`.
@@ -456,22 +459,42 @@ fn contract_authorizer(
     keys: &Keys,
     dir: &std::path::Path,
 ) -> Result<(tempfile::TempDir, Authorizer)> {
+    apikey_authorizer(keys, &dir.join("noauth.wasm"), &dir.join("apikey.wasm"))
+}
+
+/// The apikey plugin's settings: one service, `bench`, whose key is [`API_KEY`], as JSON.
+pub(crate) fn apikey_settings() -> String {
     use sha2::Digest as _;
-    let work = tempfile::tempdir()?;
-    keys.write(work.path())?;
     let digest: String = sha2::Sha256::digest(API_KEY.as_bytes())
         .iter()
         .map(|b| format!("{b:02x}"))
         .collect();
+    // JSON, which is YAML too: the same text serves configs and `init`.
+    serde_json::json!({ "keys": { "bench": {
+        "sha256": digest, "account": "DEVICES", "permissions": { "pub": { "allow": ["bench.>"] } }
+    } } })
+    .to_string()
+}
+
+/// An authorizer whose noauth route runs the component `noauth` and whose bearer-token
+/// route runs `apikey` (any component of the apikey plugin's settings), with the issuer
+/// of `keys`, decision cache off.
+pub(crate) fn apikey_authorizer(
+    keys: &Keys,
+    noauth: &std::path::Path,
+    apikey: &std::path::Path,
+) -> Result<(tempfile::TempDir, Authorizer)> {
+    let work = tempfile::tempdir()?;
+    keys.write(work.path())?;
     let yaml = format!(
         "nats: [ {{ url: \"nats://127.0.0.1:1\", nkey_seed_file: nkey-seed }} ]\n\
          issuer_seed_file: issuer-seed\nhttp_listen: 127.0.0.1:0\ndecision_cache: {{ ttl: 0s }}\n\
          plugins:\n  - {{ mode: noauth, path: \"{noauth}\" }}\n  \
-         - {{ mode: oauth2, path: \"{apikey}\", settings: {{ keys: {{ bench: {{ sha256: {digest}, \
-         account: DEVICES, permissions: {{ pub: {{ allow: [\"bench.>\"] }} }} }} }} }} }}\n\
+         - {{ mode: oauth2, path: \"{apikey}\", settings: {settings} }}\n\
          permissions:\n  noauth: {{ account: ANONYMOUS, permissions: {{ pub: {{ allow: [\"public.>\"] }} }} }}\n",
-        noauth = dir.join("noauth.wasm").display(),
-        apikey = dir.join("apikey.wasm").display(),
+        noauth = noauth.display(),
+        apikey = apikey.display(),
+        settings = apikey_settings(),
     );
     let path = work.path().join("callout.yaml");
     std::fs::write(&path, yaml)?;

@@ -127,6 +127,18 @@ pub fn self_cpu_seconds() -> f64 {
     secs(usage.ru_utime) + secs(usage.ru_stime)
 }
 
+/// Resident memory of process `pid`, bytes (`VmRSS` in /proc/<pid>/status).
+pub fn rss_bytes(pid: u32) -> Result<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .with_context(|| format!("cannot read /proc/{pid}/status"))?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next()?.parse::<u64>().ok())
+        .map(|kib| kib * 1024)
+        .context("no VmRSS")
+}
+
 /// Raise the soft open-files limit to at least `want` (up to the hard limit): a storm
 /// of N clients holds N sockets here and N in nats-server, which inherits the limit.
 pub fn raise_nofile(want: u64) -> Result<u64> {

@@ -189,6 +189,8 @@ pub struct Results {
     pub null_busy: Duration,
     /// Part 5: introspection and the registry storm.
     pub outbound: Option<crate::outbound::Report>,
+    /// Part 6: one plugin in Rust, Python and JavaScript.
+    pub languages: Option<crate::languages::Report>,
 }
 
 fn us(ns: f64) -> String {
@@ -398,11 +400,7 @@ impl Results {
                     s,
                     callout,
                     cl,
-                    if r.tally.problems().is_empty() {
-                        "0".to_owned()
-                    } else {
-                        r.tally.problems()
-                    }
+                    problems_cell(&r.tally)
                 );
             }
             let _ = writeln!(
@@ -579,6 +577,10 @@ impl Results {
             outbound(w, report, &mut checks);
         }
 
+        if let Some(report) = &self.languages {
+            languages(w, report);
+        }
+
         if !checks.is_empty() {
             let _ = writeln!(
                 w,
@@ -590,6 +592,14 @@ impl Results {
             let _ = writeln!(w);
         }
         out
+    }
+}
+
+/// Clients not admitted: "0", or how many of each kind of refusal or failure.
+fn problems_cell(tally: &crate::rawclient::Tally) -> String {
+    match tally.problems() {
+        p if p.is_empty() => "0".to_owned(),
+        p => p,
     }
 }
 
@@ -612,11 +622,7 @@ fn pair_row(w: &mut String, r: &pipeline::Pair) {
 fn storm_cells(r: &StormRow) -> String {
     let lat = &r.tally.latencies;
     let auth = &r.tally.since_connect;
-    let problems = if r.tally.problems().is_empty() {
-        "0".to_owned()
-    } else {
-        r.tally.problems()
-    };
+    let problems = problems_cell(&r.tally);
     format!(
         "| {} | {} | {} | {} | {:.2} | {:.0} / {:.0} / {:.0} | {:.0} / {:.0} / {:.0} | {:.2} | {:.2} | {:.0}",
         r.target,
@@ -654,7 +660,7 @@ fn outbound(w: &mut String, report: &crate::outbound::Report, checks: &mut Vec<C
     );
     for (r, asked) in &report.introspection {
         let (_, c, _) = r.cpu_us();
-        let problems = r.tally.problems();
+        let problems = problems_cell(&r.tally);
         let _ = writeln!(
             w,
             "| {} | {} | {} | {:.0} | {} | {} | {c:.0} | {:.3} | {} |",
@@ -729,6 +735,77 @@ fn outbound(w: &mut String, report: &crate::outbound::Report, checks: &mut Vec<C
                 ok: r.tally.admitted == r.clients,
             });
         }
+    }
+    let _ = writeln!(w);
+}
+
+/// Part 6: the apikey plugin in three languages.
+fn languages(w: &mut String, report: &crate::languages::Report) {
+    let mib = |b: f64| b / f64::from(1 << 20);
+    let _ = writeln!(
+        w,
+        "### 6. One plugin in Rust, Python and JavaScript\n\n\
+         The apikey plugin (API keys by SHA-256) as `examples/apikey-plugin` (Rust), \
+         `examples/python-plugin` (componentize-py) and `examples/js-plugin` (ComponentizeJS). \
+         Load: compile with Cranelift, write the precompiled cache, create the first instance and \
+         run `init` (cold), or the same from the precompiled cache; memory per instance: this \
+         process's RSS growth per further warm instance (instantiated, `init` run); service RSS: the \
+         nats-callout process serving it after the connects below.\n\n\
+         | language | component MB | initial memory MiB | load cold s | load from cache ms | RSS per instance MiB | service RSS MiB |\n\
+         |---|---:|---:|---:|---:|---:|---:|"
+    );
+    for l in &report.loads {
+        let _ = writeln!(
+            w,
+            "| {} | {:.1} | {:.1} | {:.2} | {:.0} | {:.1} | {:.0} |",
+            l.language,
+            l.component_bytes as f64 / 1e6,
+            mib(l.initial_memory as f64),
+            l.cold.as_secs_f64(),
+            ms_f(l.cached),
+            mib(l.instance_rss),
+            mib(l.service_rss as f64),
+        );
+    }
+    let _ = writeln!(
+        w,
+        "\nIn process (`Authorizer::handle`, decision cache off), against the Rust plugin, calls \
+         interleaved as in part 1:\n\n\
+         | language | µs/decision | Rust µs/decision | × Rust | − Rust µs |\n|---|---:|---:|---:|---:|"
+    );
+    for p in &report.decisions {
+        pair_row(w, p);
+    }
+    let _ = writeln!(
+        w,
+        "\nEnd to end, the three in the same rounds (decision cache off):\n\n\
+         | scenario | clients | connects/s | p50 ms | p99 ms | callout CPU µs | p50 × Rust | connects/s × Rust | not admitted |\n\
+         |---|---:|---:|---:|---:|---:|---:|---:|---|"
+    );
+    for r in &report.connects {
+        let Some(rust) = report
+            .connects
+            .iter()
+            .find(|b| b.scenario.ends_with("Rust") && b.concurrency == r.concurrency)
+        else {
+            continue;
+        };
+        let v = Versus::of(r, rust);
+        let _ = writeln!(
+            w,
+            "| {} | {} | {:.0} | {} | {} | {:.0} | {:.2}×{} | {:.2}×{} | {} |",
+            r.scenario,
+            r.concurrency,
+            r.connects_per_sec(),
+            ms(r.tally.latencies.percentile(50.0)),
+            ms(r.tally.latencies.percentile(99.0)),
+            r.cpu_us().1,
+            v.p50,
+            v.p50_rounds,
+            v.tput,
+            v.tput_rounds,
+            problems_cell(&r.tally),
+        );
     }
     let _ = writeln!(w);
 }

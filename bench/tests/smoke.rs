@@ -140,3 +140,28 @@ fn outbound_part_runs_every_scenario() -> Result<()> {
     assert_eq!(calls(warm), "0");
     Ok(())
 }
+
+/// Part 6 in quick mode: the apikey plugin in Rust, Python and JavaScript loads, decides
+/// in process and admits every client end to end.
+#[test]
+fn languages_part_runs_every_language() -> Result<()> {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_nats-callout-bench"))
+        .args(["--quick", "--only", "languages", "--concurrency", "8"])
+        .output()?;
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for row in ["| Rust | ", "| Python | ", "| JavaScript | "] {
+        assert!(stdout.contains(row), "{row} missing:\n{stdout}");
+    }
+    // Connects: three languages, two concurrencies, each row with its ratios to Rust.
+    let connects: Vec<&str> = stdout
+        .lines()
+        .filter(|l| l.starts_with("| nats-callout apikey, "))
+        .collect();
+    assert_eq!(connects.len(), 6, "{stdout}");
+    Ok(())
+}
