@@ -43,22 +43,28 @@ async fn pipeline_part_produces_numbers() -> Result<()> {
     Ok(())
 }
 
+/// The benchmark binary's output for `args`; an error with its output if it failed.
+fn bench(args: &[&str]) -> Result<String> {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_nats-callout-bench"))
+        .args(args)
+        .output()?;
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    anyhow::ensure!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Ok(stdout)
+}
+
 /// Part 2 in quick mode, through the benchmark binary (its targets are child processes
 /// it re-executes itself as): every scenario admits its clients, the native-plugin run
 /// included, and is reported.
 #[test]
 fn connect_part_runs_every_scenario() -> Result<()> {
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_nats-callout-bench"))
-        // 8 clients, not the benchmark's 32: debug builds on a shared machine, and this
-        // checks that every scenario runs and admits, not how fast.
-        .args(["--quick", "--only", "connect", "--concurrency", "8"])
-        .output()?;
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{stdout}\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    // 8 clients, not the benchmark's 32: debug builds on a shared machine, and this
+    // checks that every scenario runs and admits, not how fast.
+    let stdout = bench(&["--quick", "--only", "connect", "--concurrency", "8"])?;
     for scenario in [
         "| null callout | RS256 token | 1 |",
         "| nats-callout oauth2 RS256 | RS256 token | 1 |",
@@ -88,23 +94,15 @@ fn connect_part_runs_every_scenario() -> Result<()> {
 /// registry call per device in the cold storm, none in the warm one).
 #[test]
 fn outbound_part_runs_every_scenario() -> Result<()> {
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_nats-callout-bench"))
-        .args([
-            "--quick",
-            "--only",
-            "outbound",
-            "--concurrency",
-            "8",
-            "--registry-devices",
-            "50",
-        ])
-        .output()?;
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{stdout}\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let stdout = bench(&[
+        "--quick",
+        "--only",
+        "outbound",
+        "--concurrency",
+        "8",
+        "--registry-devices",
+        "50",
+    ])?;
     let row = |prefix: &str| {
         stdout
             .lines()
@@ -145,15 +143,7 @@ fn outbound_part_runs_every_scenario() -> Result<()> {
 /// in process and admits every client end to end.
 #[test]
 fn languages_part_runs_every_language() -> Result<()> {
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_nats-callout-bench"))
-        .args(["--quick", "--only", "languages", "--concurrency", "8"])
-        .output()?;
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{stdout}\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let stdout = bench(&["--quick", "--only", "languages", "--concurrency", "8"])?;
     for row in ["| Rust | ", "| Python | ", "| JavaScript | "] {
         assert!(stdout.contains(row), "{row} missing:\n{stdout}");
     }
