@@ -231,6 +231,37 @@ fn check(config: &Path) -> Result<()> {
         authorizer.route_names().join(", "),
         authorizer.issuer_public_key()
     );
+    if let Some(r) = &cfg.revocation {
+        let mut sources = Vec::new();
+        if let Some(file) = &r.file {
+            sources.push(format!(
+                "{} (revokes {} now)",
+                file.display(),
+                authorizer.revocations().current().len()
+            ));
+        }
+        if let Some(bucket) = &r.kv_bucket {
+            sources.push(format!("KV bucket {bucket} via nats {}", cfg.nats[0].name));
+        }
+        println!("revocation: {}", sources.join(", "));
+    }
+    for n in &cfg.nats {
+        if n.system_user.is_some() {
+            println!(
+                "nats {}: live connections of revoked identities are closed",
+                n.name
+            );
+        } else if cfg.revocation.is_some() {
+            println!(
+                "nats {}: no system_user, so revoked identities are refused at their next \
+                 connect, and their live connections stay open",
+                n.name
+            );
+        }
+        if let Some(subject) = &n.audit_subject {
+            println!("nats {}: decisions published on {subject}", n.name);
+        }
+    }
     Ok(())
 }
 

@@ -801,3 +801,74 @@ async fn mqtt_client_connects_with_its_token_as_password() -> Result<()> {
     assert!(nats_callout_tests::mqtt::connect(options).await?.is_err());
     Ok(())
 }
+
+/// Revoked tokens are refused by their `sub`, client (`azp`) or `jti`, a cached grant
+/// included, while other tokens of the same provider keep being admitted.
+#[tokio::test]
+async fn revoked_subjects_clients_and_token_ids_are_refused_at_once() -> Result<()> {
+    init_tracing();
+    let files = tempfile::tempdir()?;
+    let revoked = files.path().join("revoked.yaml");
+    std::fs::write(&revoked, "")?;
+    let oidc = Oidc::start(AUDIENCE, clients())?;
+    // Inserted after the jwks keys, at the top level.
+    let revocation = format!("revocation: {{ file: {revoked:?} }}\n");
+    let d = deploy_with(oidc, &revocation).await?;
+    let claim = |token: &str, name: &str| -> Result<String> {
+        let (_, claims) = decode_parts(token)?;
+        claims[name]
+            .as_str()
+            .map(str::to_owned)
+            .with_context(|| format!("no {name} in {claims}"))
+    };
+    let revoke = |text: String| {
+        let tmp = revoked.with_extension("tmp");
+        std::fs::write(&tmp, text)?;
+        std::fs::rename(&tmp, &revoked)?;
+        anyhow::Ok(())
+    };
+    let refused_as = |token: String, needle: String| {
+        let d = &d;
+        async move {
+            nats_callout_tests::ops::eventually("the revocation", RECV * 3, || {
+                let (token, needle) = (token.clone(), needle.clone());
+                async move { Ok(d.answer(&token).await?.contains(&needle).then_some(())) }
+            })
+            .await
+        }
+    };
+
+    let a = d.oidc.token("sensor-a").await?;
+    let b = d.oidc.token("sensor-b").await?;
+    let (c, c2) = (
+        d.oidc.token("mqtt-client").await?,
+        d.oidc.token("mqtt-client").await?,
+    );
+    for t in [&a, &a, &b, &c, &c2] {
+        assert_eq!(d.answer(t).await?, "", "admitted before any revocation");
+    }
+    assert!(d.callout.app().metrics().cache_hits.get() >= 1);
+
+    let sub = claim(&a, "sub")?;
+    revoke(format!("sub: [{sub:?}]\n"))?;
+    refused_as(a.clone(), format!("sub {sub:?} is revoked")).await?;
+    d.refused(&a).await?;
+    assert_eq!(d.answer(&b).await?, "", "another subject stays");
+
+    let client_b = claim(&b, "azp")?;
+    let jti = claim(&c, "jti")?;
+    revoke(format!("client: [{client_b}]\njti: [{jti:?}]\n"))?;
+    refused_as(b, format!("client {client_b:?} is revoked")).await?;
+    refused_as(c, format!("jti {jti:?} is revoked")).await?;
+    assert_eq!(
+        d.answer(&c2).await?,
+        "",
+        "the same client's other token stays"
+    );
+    assert_eq!(
+        d.answer(&a).await?,
+        "",
+        "lifted: only the file's entries count"
+    );
+    Ok(())
+}

@@ -173,6 +173,13 @@ fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
+/// SHA-256 of a PEM certificate's DER, lowercase hex: `openssl x509 -fingerprint
+/// -sha256` without the colons. The identity a certificate is revoked and audited by.
+pub fn fingerprint(pem: &str) -> Option<String> {
+    let (_, block) = x509_parser::pem::parse_x509_pem(pem.as_bytes()).ok()?;
+    Some(hex(&Sha256::digest(&block.contents)))
+}
+
 /// Longest chain accepted for verification. Real client chains are two or three
 /// certificates; the cap bounds what a plugin can make the host parse.
 pub const MAX_CHAIN_LEN: usize = 8;

@@ -8,7 +8,9 @@ use futures::StreamExt;
 use tokio::sync::{Semaphore, watch};
 use tokio::task::JoinHandle;
 
+use crate::nats::audit::Audit;
 use crate::nats::keys::{KeyError, SeedSource};
+use crate::nats::sessions::Sessions;
 use crate::ops::config::{Config, NatsConfig};
 use crate::pipeline::authorizer::{Shared, Verdict};
 use crate::pipeline::request::XKEY_HEADER;
@@ -18,6 +20,9 @@ use nats_callout_sdk::CredentialKind;
 /// the password for entries with one.
 pub const NKEY_SEED_ENV: &str = "AUTH_CALLOUT_NKEY_SEED";
 pub const PASSWORD_ENV: &str = "AUTH_CALLOUT_NATS_PASSWORD";
+/// The same for `nats[].system_user`.
+pub const SYSTEM_NKEY_SEED_ENV: &str = "AUTH_CALLOUT_SYSTEM_NKEY_SEED";
+pub const SYSTEM_PASSWORD_ENV: &str = "AUTH_CALLOUT_SYSTEM_PASSWORD";
 
 /// Reconnect back-off cap. nats-server refuses clients while we are away, so come back
 /// quickly, but not in a tight loop against a server that is down.
@@ -66,7 +71,8 @@ impl Service {
         let mut ready = Vec::new();
         let (draining, drain) = watch::channel(false);
         let nkey_mode = cfg.may_route(CredentialKind::Nkey);
-        for server in &cfg.nats {
+        let revocation = cfg.revocation.as_ref();
+        for (i, server) in cfg.nats.iter().enumerate() {
             if nkey_mode && server.user.is_some() {
                 tracing::warn!(
                     server = %server.name,
@@ -76,11 +82,21 @@ impl Service {
                 );
             }
             let options = connect_options(cfg, server)?;
+            let extras = Extras {
+                system: system_connect(cfg, server, &options)?,
+                audit_subject: server.audit_subject.clone(),
+                tracked: revocation.map_or(100_000, |r| r.max_tracked_connections),
+                // One watch is enough: the bucket lives in one account of one cluster.
+                kv_bucket: revocation
+                    .and_then(|r| r.kv_bucket.clone())
+                    .filter(|_| i == 0),
+            };
             let (tx, rx) = watch::channel(false);
             ready.push(rx);
             tasks.push(tokio::spawn(serve(
                 server.clone(),
                 options,
+                extras,
                 authorizer.clone(),
                 cfg.limits.max_concurrent,
                 tx,
@@ -97,9 +113,10 @@ impl Service {
     /// Read every server's credentials and TLS files as [`Service::start`] would,
     /// without connecting: what `nats-callout check` can vouch for.
     pub fn check(cfg: &Config) -> Result<(), ServiceError> {
-        cfg.nats
-            .iter()
-            .try_for_each(|server| connect_options(cfg, server).map(drop))
+        cfg.nats.iter().try_for_each(|server| {
+            let callout = connect_options(cfg, server)?;
+            system_connect(cfg, server, &callout).map(drop)
+        })
     }
 
     /// True when every server's subscription is active.
@@ -190,11 +207,22 @@ enum Auth {
     None,
 }
 
-fn connect_options(cfg: &Config, server: &NatsConfig) -> Result<Connect, ServiceError> {
-    let seed_file = server.nkey_seed_file.as_ref().map(|p| cfg.resolve(p));
+/// One NATS login as configured: an nkey seed (file or environment), or a user with a
+/// password (file or environment).
+struct Login<'a> {
+    what: &'static str,
+    seed_env: &'static str,
+    seed_file: Option<&'a std::path::PathBuf>,
+    user: Option<&'a String>,
+    password_env: &'static str,
+    password_file: Option<&'a std::path::PathBuf>,
+}
+
+fn auth(cfg: &Config, server: &NatsConfig, login: Login<'_>) -> Result<Auth, ServiceError> {
+    let seed_file = login.seed_file.map(|p| cfg.resolve(p));
     let src = SeedSource {
-        what: "nkey seed",
-        env: NKEY_SEED_ENV,
+        what: login.what,
+        env: login.seed_env,
         file: seed_file.as_deref(),
     };
     let credentials = |source| ServiceError::Credentials {
@@ -203,39 +231,83 @@ fn connect_options(cfg: &Config, server: &NatsConfig) -> Result<Connect, Service
     };
     // A `user` entry logs in with its password even when the nkey seed comes from the
     // environment (the Helm chart always sets it): the config names the method.
-    let auth = if server.user.is_none()
-        && let Some(kp) = src
-            .key_pair(nkeys::KeyPairType::User)
-            .map_err(credentials)?
-    {
-        Auth::Nkey(kp.seed().map_err(|_| {
-            credentials(KeyError::Invalid {
-                what: "nkey seed",
-                prefix: "SU",
-            })
-        })?)
-    } else if let Some(user) = &server.user {
-        let password = match std::env::var(PASSWORD_ENV) {
-            Ok(p) if !p.is_empty() => p,
-            _ => match &server.password_file {
-                Some(f) => {
-                    let path = cfg.resolve(f);
-                    std::fs::read_to_string(&path)
-                        .map_err(|source| ServiceError::Password {
-                            server: server.name.clone(),
-                            path: path.display().to_string(),
-                            source,
-                        })?
-                        .trim()
-                        .to_owned()
-                }
-                None => String::new(),
-            },
-        };
-        Auth::Password(user.clone(), password)
-    } else {
-        Auth::None
+    Ok(
+        if login.user.is_none()
+            && let Some(kp) = src
+                .key_pair(nkeys::KeyPairType::User)
+                .map_err(credentials)?
+        {
+            Auth::Nkey(kp.seed().map_err(|_| {
+                credentials(KeyError::Invalid {
+                    what: login.what,
+                    prefix: "SU",
+                })
+            })?)
+        } else if let Some(user) = login.user {
+            let password = match std::env::var(login.password_env) {
+                Ok(p) if !p.is_empty() => p,
+                _ => match login.password_file {
+                    Some(f) => {
+                        let path = cfg.resolve(f);
+                        std::fs::read_to_string(&path)
+                            .map_err(|source| ServiceError::Password {
+                                server: server.name.clone(),
+                                path: path.display().to_string(),
+                                source,
+                            })?
+                            .trim()
+                            .to_owned()
+                    }
+                    None => String::new(),
+                },
+            };
+            Auth::Password(user.clone(), password)
+        } else {
+            Auth::None
+        },
+    )
+}
+
+/// How to reach the server as its `system_user`, when one is configured.
+fn system_connect(
+    cfg: &Config,
+    server: &NatsConfig,
+    callout: &Connect,
+) -> Result<Option<Connect>, ServiceError> {
+    let Some(u) = &server.system_user else {
+        return Ok(None);
     };
+    let auth = auth(
+        cfg,
+        server,
+        Login {
+            what: "system user nkey seed",
+            seed_env: SYSTEM_NKEY_SEED_ENV,
+            seed_file: u.nkey_seed_file.as_ref(),
+            user: u.user.as_ref(),
+            password_env: SYSTEM_PASSWORD_ENV,
+            password_file: u.password_file.as_ref(),
+        },
+    )?;
+    Ok(Some(Connect {
+        auth,
+        ..callout.clone()
+    }))
+}
+
+fn connect_options(cfg: &Config, server: &NatsConfig) -> Result<Connect, ServiceError> {
+    let auth = auth(
+        cfg,
+        server,
+        Login {
+            what: "nkey seed",
+            seed_env: NKEY_SEED_ENV,
+            seed_file: server.nkey_seed_file.as_ref(),
+            user: server.user.as_ref(),
+            password_env: PASSWORD_ENV,
+            password_file: server.password_file.as_ref(),
+        },
+    )?;
     let tls = match &server.tls {
         None => None,
         Some(t) => {
@@ -346,9 +418,33 @@ pub async fn confirm_subscribed(client: &async_nats::Client, server: &str) -> bo
     answered && client.connection_state() == async_nats::connection::State::Connected
 }
 
+/// What one server's connection does beside answering requests.
+struct Extras {
+    /// Log in as the system user, to close the connections of revoked identities.
+    system: Option<Connect>,
+    audit_subject: Option<String>,
+    /// Admitted connections remembered for closing.
+    tracked: usize,
+    /// Watch this revocation bucket.
+    kv_bucket: Option<String>,
+}
+
+/// Tasks that live as long as one server's `serve`: aborted with it.
+#[derive(Default)]
+struct Helpers(Vec<JoinHandle<()>>);
+
+impl Drop for Helpers {
+    fn drop(&mut self) {
+        for t in &self.0 {
+            t.abort();
+        }
+    }
+}
+
 async fn serve(
     server: NatsConfig,
     connect: Connect,
+    extras: Extras,
     authorizer: Shared,
     max_concurrent: usize,
     ready: watch::Sender<bool>,
@@ -418,6 +514,54 @@ async fn serve(
     let limit = Arc::new(Semaphore::new(max_concurrent));
     // For the log lines of every request: shared, not copied per request.
     let shared_name: Arc<str> = server.name.as_str().into();
+    let mut helpers = Helpers::default();
+    let (metrics, revocations) = {
+        let now = authorizer.load();
+        (now.metrics().clone(), now.revocations().clone())
+    };
+    if let Some(bucket) = extras.kv_bucket {
+        helpers
+            .0
+            .push(tokio::spawn(crate::nats::revocation_kv::watch(
+                (*client).clone(),
+                bucket,
+                revocations.clone(),
+            )));
+    }
+    let sessions = match extras.system {
+        None => None,
+        Some(system) => {
+            let options = system.options().name("nats-callout-system");
+            match async_nats::connect_with_options(system.url.as_str(), options).await {
+                Ok(system) => {
+                    let sessions = Arc::new(Sessions::new(extras.tracked));
+                    helpers
+                        .0
+                        .push(tokio::spawn(crate::nats::sessions::kick_revoked(
+                            system,
+                            sessions.clone(),
+                            revocations,
+                            shared_name.clone(),
+                            metrics.clone(),
+                        )));
+                    Some(sessions)
+                }
+                Err(e) => {
+                    tracing::error!(server = %server.name, error = %e,
+                        "cannot connect as the system user; revoked identities are refused at their next connect only");
+                    None
+                }
+            }
+        }
+    };
+    let (audit, audit_task) = match extras.audit_subject {
+        Some(subject) => {
+            let (audit, task) =
+                Audit::start((*client).clone(), subject, shared_name.clone(), metrics);
+            (Some(Arc::new(audit)), Some(task))
+        }
+        None => (None, None),
+    };
     // Set once a shutdown starts: from then on the subscription only yields what
     // nats-server sent before it processed our UNSUB, then ends.
     let mut drain_deadline: Option<tokio::time::Instant> = None;
@@ -454,6 +598,7 @@ async fn serve(
         let authorizer = authorizer.load_full();
         let client = client.clone();
         let server_name = shared_name.clone();
+        let (sessions, audit) = (sessions.clone(), audit.clone());
         tokio::spawn(async move {
             let xkey = msg
                 .headers
@@ -461,7 +606,7 @@ async fn serve(
                 .and_then(|h| h.get(XKEY_HEADER))
                 .map(|v| v.as_str().to_owned());
             let started = std::time::Instant::now();
-            let handled = authorizer.handle(&msg.payload, xkey.as_deref()).await;
+            let mut handled = authorizer.handle(&msg.payload, xkey.as_deref()).await;
             let mode = handled.mode.map(|m| m.as_str()).unwrap_or("-");
             let route = handled.route.as_deref().unwrap_or("-");
             let micros = started.elapsed().as_micros() as u64;
@@ -475,12 +620,29 @@ async fn serve(
                 Verdict::Invalid(reason) => tracing::warn!(
                     server = %server_name, reason = %reason, micros, "invalid auth request"),
             }
-            if let Err(e) = client.publish(reply.clone(), handled.reply.into()).await {
+            let answer = std::mem::take(&mut handled.reply);
+            if let Err(e) = client.publish(reply.clone(), answer.into()).await {
                 // E.g. a grant too large for the server's max_payload: refuse the
                 // client now rather than leave it to the auth timeout.
                 tracing::warn!(server = %server_name, client_id = handled.client_id,
                     error = %e, "cannot publish the response; refusing the client");
                 let _ = client.publish(reply, Default::default()).await;
+            }
+            if let (Some(sessions), Verdict::Allowed { .. }, Some(about)) =
+                (&sessions, &handled.verdict, &handled.about)
+            {
+                let expires_at = about.grant.as_ref().and_then(|g| g.expires_at);
+                sessions.admit(
+                    &about.server_id,
+                    handled.client_id,
+                    &about.identity,
+                    expires_at,
+                );
+            }
+            // Moved in and dropped here, before the permit: once every permit is back,
+            // the publisher has had the last event.
+            if let Some(audit) = audit {
+                audit.record(&handled);
             }
             drop(permit);
         });
@@ -498,6 +660,11 @@ async fn serve(
             undecided = max_concurrent - limit.available_permits(),
             "drain timeout: abandoning the requests still being decided"
         );
+    }
+    // The events of the last decisions go out before the connection closes.
+    drop(audit);
+    if let Some(publisher) = audit_task {
+        let _ = tokio::time::timeout_at(deadline, publisher).await;
     }
     let flushed = tokio::time::timeout_at(deadline, client.flush()).await;
     if !matches!(flushed, Ok(Ok(()))) {

@@ -32,6 +32,7 @@ pub struct App {
     http_addr: SocketAddr,
     http: JoinHandle<()>,
     reloader: JoinHandle<()>,
+    revocations: JoinHandle<()>,
     /// The set serving now, and its config: the benchmark swaps in native builds of the
     /// same plugins (feature `bench`).
     #[cfg(feature = "bench")]
@@ -74,6 +75,7 @@ impl App {
                     source,
                 })?;
         tracing::info!(%http_addr, "operations listener (/metrics, /healthz, /readyz)");
+        let revocations = crate::ops::revocation::spawn(&config, shared.clone(), metrics.clone());
         let reloader = reload::spawn(
             config_path.to_path_buf(),
             &config,
@@ -86,6 +88,7 @@ impl App {
             http_addr,
             http,
             reloader,
+            revocations,
             #[cfg(feature = "bench")]
             shared,
             #[cfg(feature = "bench")]
@@ -123,6 +126,7 @@ impl App {
     /// Stop at once, abandoning requests in flight (tests, a failed start).
     pub fn stop(self) {
         self.reloader.abort();
+        self.revocations.abort();
         self.http.abort();
         self.service.stop();
     }
@@ -132,6 +136,7 @@ impl App {
     /// with 503.
     pub async fn shutdown(self) {
         self.reloader.abort();
+        self.revocations.abort();
         self.service.shutdown().await;
         self.http.abort();
     }

@@ -79,6 +79,9 @@ pub struct Config {
     /// Repeat connects with the same credential skip the plugin (see `cache.rs`).
     #[serde(default)]
     pub decision_cache: DecisionCacheConfig,
+    /// Identities to refuse from now on, and closing their live connections.
+    #[serde(default)]
+    pub revocation: Option<RevocationConfig>,
     /// Operations listener: `/metrics`, `/healthz`, `/readyz`.
     #[serde(default = "default_http_listen")]
     pub http_listen: String,
@@ -123,6 +126,51 @@ pub struct NatsConfig {
     /// connection must then present a certificate too).
     #[serde(default)]
     pub tls: Option<NatsTlsConfig>,
+    /// A user of nats-server's system account, to close the live connections of revoked
+    /// identities (`$SYS.REQ.SERVER.<id>.KICK`). Without it, a revoked identity is
+    /// refused at its next connect only.
+    #[serde(default)]
+    pub system_user: Option<SystemUserConfig>,
+    /// Publish every decision on this subject as a JSON event (see `nats/audit.rs`);
+    /// the callout's user must be allowed to publish there.
+    #[serde(default)]
+    pub audit_subject: Option<String>,
+}
+
+/// The system-account login of one NATS server entry: `user` with `password_file`, or
+/// `nkey_seed_file`. Relative paths are relative to the config file.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SystemUserConfig {
+    #[serde(default)]
+    pub user: Option<String>,
+    #[serde(default)]
+    pub password_file: Option<PathBuf>,
+    #[serde(default)]
+    pub nkey_seed_file: Option<PathBuf>,
+}
+
+/// The `revocation` section (see `pipeline/revocation.rs`).
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RevocationConfig {
+    /// A revocation list, re-read when it changes (checked every `reload_interval`).
+    #[serde(default)]
+    pub file: Option<PathBuf>,
+    /// A NATS KV bucket of revocation documents, watched through the first `nats` entry.
+    #[serde(default)]
+    pub kv_bucket: Option<String>,
+    /// Admitted connections remembered per NATS server entry, to close them when their
+    /// identity is revoked; the least recently admitted are forgotten first. 100,000
+    /// entries of about 300 bytes: 30 MiB at most.
+    #[serde(default = "RevocationConfig::default_tracked")]
+    pub max_tracked_connections: usize,
+}
+
+impl RevocationConfig {
+    fn default_tracked() -> usize {
+        100_000
+    }
 }
 
 /// TLS settings of one NATS connection. Relative paths are relative to the config file.
@@ -286,6 +334,13 @@ impl Default for DecisionCacheConfig {
             max_entries: 100_000,
         }
     }
+}
+
+/// A subject one can publish on: non-empty tokens, no wildcards, no whitespace.
+fn is_publish_subject(s: &str) -> bool {
+    !s.is_empty()
+        && s.split('.')
+            .all(|t| !t.is_empty() && t != "*" && t != ">" && !t.chars().any(char::is_whitespace))
 }
 
 /// `user[:password]@` in a URL's authority.
@@ -481,6 +536,25 @@ impl Config {
                     "cert_file and key_file go together",
                 ));
             }
+            if let Some(u) = &n.system_user
+                && (u.nkey_seed_file.is_some() == u.user.is_some()
+                    || (u.password_file.is_some() && u.user.is_none()))
+            {
+                return Err(invalid(
+                    format!("nats[{i}].system_user"),
+                    "set either user (with password_file, or the password in \
+                     AUTH_CALLOUT_SYSTEM_PASSWORD), or nkey_seed_file",
+                ));
+            }
+            if let Some(subject) = &n.audit_subject
+                && !is_publish_subject(subject)
+            {
+                return Err(invalid(
+                    format!("nats[{i}].audit_subject"),
+                    "must be a subject to publish on: dot-separated tokens, no wildcards \
+                     or spaces",
+                ));
+            }
             if self.nats[..i].iter().any(|o| o.name == n.name) {
                 return Err(invalid(
                     format!("nats[{i}].name"),
@@ -530,6 +604,24 @@ impl Config {
         )?;
         timeout("limits.plugin_timeout".into(), l.plugin_timeout)?;
         memory("limits.plugin_memory_bytes".into(), l.plugin_memory_bytes)?;
+        if let Some(r) = &self.revocation {
+            if let Some(b) = &r.kv_bucket
+                && (b.is_empty()
+                    || !b
+                        .chars()
+                        .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_'))
+            {
+                return Err(invalid(
+                    "revocation.kv_bucket".into(),
+                    "a KV bucket name: letters, digits, - and _",
+                ));
+            }
+            count(
+                "revocation.max_tracked_connections".into(),
+                r.max_tracked_connections,
+                MAX_CACHE_ENTRIES,
+            )?;
+        }
         let mut instances = 0;
         for p in self.plugin_specs() {
             let key = |k: &str| format!("{}.limits.{k}", p.origin);
@@ -940,6 +1032,7 @@ impl Config {
         [
             ("nats", self.nats != old.nats),
             ("http_listen", self.http_listen != old.http_listen),
+            ("revocation", self.revocation != old.revocation),
             (
                 "limits.max_concurrent",
                 self.limits.max_concurrent != old.limits.max_concurrent,
@@ -1020,6 +1113,38 @@ mod tests {
         assert!(e.contains("permisions"), "{e}");
         let e = parse("nats: [{url: x}]").unwrap_err().to_string();
         assert!(e.contains("no mode is enabled"), "{e}");
+    }
+
+    #[test]
+    fn revocation_kick_and_audit_settings_name_the_key() {
+        let base = "permissions: {noauth: {}}\n";
+        let err = |yaml: &str| parse(&format!("{base}{yaml}")).unwrap_err().to_string();
+        let e = err("nats: [{url: x, system_user: {password_file: p}, audit_subject: a}]\n");
+        assert!(e.contains("nats[0].system_user"), "{e}");
+        let e = err("nats: [{url: x, system_user: {}}]\n");
+        assert!(e.contains("nats[0].system_user"), "{e}");
+        let e =
+            err("nats: [{url: x, system_user: {user: s, password_file: p, nkey_seed_file: n}}]");
+        assert!(e.contains("nats[0].system_user"), "{e}");
+        for subject in ["audit.>", "audit..x", "a b", ""] {
+            let e = err(&format!("nats: [{{url: x, audit_subject: \"{subject}\"}}]"));
+            assert!(e.contains("nats[0].audit_subject"), "{subject}: {e}");
+        }
+        let e = err("nats: [{url: x}]\nrevocation: {kv_bucket: \"a.b\"}");
+        assert!(e.contains("revocation.kv_bucket"), "{e}");
+        let e = err("nats: [{url: x}]\nrevocation: {max_tracked_connections: 0}");
+        assert!(e.contains("revocation.max_tracked_connections"), "{e}");
+        let e = err("nats: [{url: x}]\nrevocation: {files: r.yaml}");
+        assert!(e.contains("unknown field `files`"), "{e}");
+        let c = parse(&format!(
+            "{base}nats: [{{url: x, system_user: {{user: sys, password_file: p}}, \
+             audit_subject: callout.audit}}]\nrevocation: {{file: r.yaml, kv_bucket: REVOKED}}"
+        ))
+        .unwrap();
+        let r = c.revocation.as_ref().unwrap();
+        assert_eq!(r.max_tracked_connections, 100_000);
+        let old = parse(&format!("{base}nats: [{{url: x}}]")).unwrap();
+        assert_eq!(c.restart_only_changes(&old), ["nats", "revocation"]);
     }
 
     /// The oauth2 plugin needs a JWKS; the introspection plugin reads the same entries

@@ -63,6 +63,17 @@ pub struct Metrics {
     pub jwks_failures: IntCounter,
     pub cache_hits: IntCounter,
     pub cache_misses: IntCounter,
+    /// Requests refused because their identity is revoked.
+    pub revoked: IntCounter,
+    /// Identities revoked now (file and KV together).
+    pub revocations: IntGauge,
+    /// Reads of the revocation file, by result (`ok`, `error`).
+    pub revocation_loads: IntCounterVec,
+    /// Live connections closed for a revocation, by result (`ok`, `error`).
+    pub kicks: IntCounterVec,
+    pub audit_published: IntCounter,
+    /// Audit events dropped because NATS did not take them fast enough.
+    pub audit_dropped: IntCounter,
     /// Plugins' outbound HTTP requests.
     pub http: crate::runtime::capabilities::http::HttpMetrics,
 }
@@ -192,6 +203,40 @@ impl Metrics {
                 &r,
                 "decision_cache_misses_total",
                 "Cacheable requests that had to ask the plugin",
+            ),
+            revoked: counter(
+                &r,
+                "auth_revoked_total",
+                "Requests refused because their identity is revoked",
+            ),
+            revocations: {
+                let g =
+                    IntGauge::new("revocations", "Identities revoked now").expect("static metric");
+                r.register(Box::new(g.clone()))
+                    .expect("metric names are unique");
+                g
+            },
+            revocation_loads: labelled(
+                &r,
+                "revocation_file_loads_total",
+                "Reads of the revocation file after it changed, by result",
+                "result",
+            ),
+            kicks: labelled(
+                &r,
+                "revocation_kicks_total",
+                "Live connections of revoked identities asked to close, by result",
+                "result",
+            ),
+            audit_published: counter(
+                &r,
+                "audit_events_published_total",
+                "Decisions published as audit events",
+            ),
+            audit_dropped: counter(
+                &r,
+                "audit_events_dropped_total",
+                "Audit events dropped because NATS did not take them in time",
             ),
             http: {
                 let requests = IntCounterVec::new(

@@ -24,7 +24,7 @@ pub enum ReloadError {
     Join(String),
 }
 
-type Stamp = Vec<(PathBuf, Option<(SystemTime, u64)>)>;
+pub(crate) type Stamp = Vec<(PathBuf, Option<(SystemTime, u64)>)>;
 
 /// The files whose change triggers a reload: the config and every file it names.
 fn watched_files(config_path: &Path, cfg: &Config) -> Vec<PathBuf> {
@@ -51,7 +51,7 @@ fn watched_files(config_path: &Path, cfg: &Config) -> Vec<PathBuf> {
 }
 
 /// Each file's modification time and size.
-fn stamp(files: &[PathBuf]) -> Stamp {
+pub(crate) fn stamp(files: &[PathBuf]) -> Stamp {
     files
         .iter()
         .map(|f| {
@@ -65,7 +65,7 @@ fn stamp(files: &[PathBuf]) -> Stamp {
 }
 
 /// [`stamp`] on a blocking thread: a hung volume must not hold a runtime thread.
-async fn stamp_off_runtime(files: &Arc<Vec<PathBuf>>) -> Stamp {
+pub(crate) async fn stamp_off_runtime(files: &Arc<Vec<PathBuf>>) -> Stamp {
     let files = files.clone();
     tokio::task::spawn_blocking(move || stamp(&files))
         .await
@@ -87,7 +87,7 @@ fn settled(after: Stamp, before: &Stamp) -> Stamp {
 
 /// Load the config at `path` and build an authorizer from it, off the async threads
 /// (compiling plugins is CPU work). `previous`: the set it replaces, whose JWKS keys it
-/// starts from.
+/// starts from and whose revocations it keeps serving.
 pub async fn load(
     path: &Path,
     metrics: &Metrics,
@@ -95,13 +95,16 @@ pub async fn load(
 ) -> Result<(Config, Authorizer), ReloadError> {
     let path = path.to_path_buf();
     let metrics = metrics.clone();
-    let (cfg, authorizer) = tokio::task::spawn_blocking(move || {
+    let (cfg, mut authorizer) = tokio::task::spawn_blocking(move || {
         let cfg = Config::load(&path)?;
         let authorizer = Authorizer::from_config(&cfg, metrics)?;
         Ok::<_, ReloadError>((cfg, authorizer))
     })
     .await
     .map_err(|e| ReloadError::Join(e.to_string()))??;
+    if let Some(previous) = previous {
+        authorizer.adopt_revocations(previous);
+    }
     // Fetch the keys before this set serves: an unreachable provider is logged and
     // retried in the background (oauth2 denies meanwhile, other modes serve).
     if let Some(jwks) = authorizer.jwks() {

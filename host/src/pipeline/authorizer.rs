@@ -16,8 +16,10 @@ use crate::ops::metrics::{Counters, Metrics, PluginMetrics};
 use crate::pipeline::cache::{DecisionCache, Key};
 use crate::pipeline::credential;
 use crate::pipeline::decision::{Connection, Decision, Grant};
+use crate::pipeline::identity::Identity;
 use crate::pipeline::request::{ReplyTarget, Verifier, unix_now};
 use crate::pipeline::respond::Signer;
+use crate::pipeline::revocation::{Revocations, Revoked};
 use crate::pipeline::routing::{Facts, Matcher, Mode, shadows};
 use crate::runtime::capabilities::Capabilities;
 use crate::runtime::{
@@ -42,6 +44,8 @@ pub enum LoadError {
     Signer(#[from] crate::nats::jwt::JwtError),
     #[error(transparent)]
     Outbound(#[from] crate::runtime::capabilities::http::OutboundError),
+    #[error(transparent)]
+    Revocation(#[from] crate::pipeline::revocation::RevocationError),
     #[error("{at}: {message}")]
     Secret { at: String, message: String },
     #[error("{origin} ({name}): {message}")]
@@ -79,6 +83,50 @@ pub struct Handled {
     /// Connection id and user nkey, for the log line.
     pub client_id: u64,
     pub user_nkey: String,
+    /// What audit events and the connection registry record, when either is on.
+    pub about: Option<Box<About>>,
+}
+
+/// Who asked and what was granted: the record of one decision beyond its verdict.
+#[derive(Debug, Default)]
+pub struct About {
+    pub identity: Identity,
+    /// The nats-server that asked (its id addresses `$SYS.REQ.SERVER.<id>.*`).
+    pub server_id: String,
+    pub server_name: String,
+    pub client_host: String,
+    /// The connection type (`STANDARD`, `MQTT`, `WEBSOCKET`, `LEAFNODE`).
+    pub client_type: String,
+    /// The plugin whose grant or deny decided; `None` when the host decided alone.
+    pub plugin: Option<String>,
+    /// The grant came from the decision cache.
+    pub cached: bool,
+    /// The grant signed, when the client was admitted.
+    pub grant: Option<Grant>,
+}
+
+impl About {
+    /// Nothing known: a request too broken to say who asked.
+    pub fn empty() -> &'static About {
+        static EMPTY: About = About {
+            identity: Identity {
+                jti: None,
+                sub: None,
+                client: None,
+                nkey: None,
+                cert_sha256: None,
+                user: None,
+            },
+            server_id: String::new(),
+            server_name: String::new(),
+            client_host: String::new(),
+            client_type: String::new(),
+            plugin: None,
+            cached: false,
+            grant: None,
+        };
+        &EMPTY
+    }
 }
 
 /// One loaded plugin, with its metric series.
@@ -124,6 +172,10 @@ pub struct Authorizer {
     /// verify against it before any plugin sees the request.
     ca: Option<Arc<x509::CaBundle>>,
     cache: Option<DecisionCache>,
+    /// Shared with the revocation watchers and every later reload.
+    revocations: Arc<Revocations>,
+    /// Fill [`Handled::about`]: some audit subject or connection registry reads it.
+    record: bool,
     metrics: Metrics,
     notes: Vec<String>,
     // Keeps the epoch ticker alive as long as plugins may run.
@@ -249,6 +301,10 @@ impl Authorizer {
             });
         }
         let routes = routes(cfg, &plugins, &metrics)?;
+        let revocations = Revocations::new();
+        if let Some(file) = cfg.revocation.as_ref().and_then(|r| r.file.as_ref()) {
+            revocations.set_file(Revoked::load(&cfg.resolve(file))?);
+        }
         if ca.is_none()
             && routes
                 .iter()
@@ -268,6 +324,11 @@ impl Authorizer {
             jwks,
             ca,
             cache: DecisionCache::new(cfg.decision_cache.ttl, cfg.decision_cache.max_entries),
+            revocations,
+            record: cfg
+                .nats
+                .iter()
+                .any(|n| n.audit_subject.is_some() || n.system_user.is_some()),
             metrics,
             notes,
             _engine: engine,
@@ -278,6 +339,25 @@ impl Authorizer {
     /// plugin importing what the sandbox refuses): `check` prints these.
     pub fn notes(&self) -> &[String] {
         &self.notes
+    }
+
+    /// Serve the revocations of `previous` (a reload keeps the list that the watchers
+    /// maintain, and what the KV bucket said).
+    pub fn adopt_revocations(&mut self, previous: &Authorizer) {
+        self.revocations = previous.revocations.clone();
+    }
+
+    /// The revocations in force, to feed (file and KV watchers) or watch (the kicker).
+    pub fn revocations(&self) -> &Arc<Revocations> {
+        &self.revocations
+    }
+
+    /// Forget every cached grant: after a revocation, no grant of the revoked
+    /// identity stays in memory (none would be served: revocation is checked first).
+    pub fn clear_cache(&self) {
+        if let Some(cache) = &self.cache {
+            cache.clear();
+        }
     }
 
     pub fn issuer_public_key(&self) -> &str {
@@ -370,7 +450,7 @@ impl Authorizer {
             Err(rejected) => {
                 let reason = rejected.error.to_string();
                 let refused = Refused::Invalid(reason);
-                return self.finish(None, None, rejected.target, Err(refused), 0);
+                return self.finish(None, None, rejected.target, Err(refused), 0, None);
             }
         };
         let mut req = verified.request;
@@ -385,10 +465,23 @@ impl Authorizer {
                     Some(target),
                     Err(Refused::Denied(e.to_string())),
                     client_id,
+                    None,
                 );
             }
         };
         let mode = Mode::of(kind);
+        let revoked = self.revocations.current();
+        let identity = (self.record || !revoked.is_empty()).then(|| Identity::of(&req, kind));
+        let mut about = self.record.then(|| {
+            Box::new(About {
+                identity: identity.clone().unwrap_or_default(),
+                server_id: req.server_id.id.clone(),
+                server_name: req.server_id.name.clone(),
+                client_host: req.client_info.host.clone(),
+                client_type: req.client_info.kind.clone(),
+                ..Default::default()
+            })
+        });
         let connection = Connection {
             kind: ConnectionType::from_nats(&req.client_info.kind, &req.client_info.client_type),
             addr: req.client_info.host.parse().ok(),
@@ -408,12 +501,32 @@ impl Authorizer {
                 Some(target),
                 Err(Refused::Denied(reason)),
                 client_id,
+                about,
             );
         };
-        let decision = match self.prepare(route, kind, &mut req) {
-            Ok(Prepared::Cached(grant)) => Ok(grant),
-            Ok(Prepared::Run { request, key }) => self.run_chain(route, &request, key).await,
-            Err(reason) => Err(reason),
+        // Before the cache and the plugins: a revoked identity is refused whatever
+        // either would say.
+        let decision = if let Some((kind, value)) = identity.as_ref().and_then(|i| revoked.find(i))
+        {
+            self.metrics.revoked.inc();
+            Err(format!("{}: {kind} {value:?} is revoked", route.name))
+        } else {
+            match self.prepare(route, kind, &mut req) {
+                Ok(Prepared::Cached(grant)) => {
+                    if let Some(a) = about.as_mut() {
+                        a.cached = true;
+                    }
+                    Ok(grant)
+                }
+                Ok(Prepared::Run { request, key }) => {
+                    let (decision, plugin) = self.run_chain(route, &request, key).await;
+                    if let Some(a) = about.as_mut() {
+                        a.plugin = plugin.map(str::to_owned);
+                    }
+                    decision
+                }
+                Err(reason) => Err(reason),
+            }
         };
         let now = unix_now();
         let outcome = decision.map_err(Refused::Denied).and_then(|mut grant| {
@@ -423,7 +536,7 @@ impl Authorizer {
                 .signer
                 .user_jwt(&grant, &target.user_nkey, now)
                 .map_err(|e| Refused::Invalid(format!("cannot sign user JWT: {e}")))?;
-            Ok((grant.account, jwt))
+            Ok((grant, jwt))
         });
         self.finish(
             Some(route.name.clone()),
@@ -431,6 +544,7 @@ impl Authorizer {
             Some(target),
             outcome,
             client_id,
+            about,
         )
     }
 
@@ -488,12 +602,13 @@ impl Authorizer {
 
     /// Run the route's plugin chain, asking only the plugins that take the credential:
     /// the first allow or deny wins; all abstaining denies. A grant is cached under `key`.
+    /// Also says which plugin decided, if one did.
     async fn run_chain(
         &self,
         route: &Route,
         request: &PluginRequest,
         key: Option<Key>,
-    ) -> Result<Grant, String> {
+    ) -> (Result<Grant, String>, Option<&str>) {
         let name = &route.name;
         let kind = request.request.credential.kind();
         for link in route.chain.iter().map(|&i| &self.plugins[i]) {
@@ -503,31 +618,31 @@ impl Authorizer {
             let started = std::time::Instant::now();
             let result = link.runner.authenticate(request).await;
             count_call(&link.metrics, &result, started.elapsed());
-            match result {
+            let decided = match result {
                 Ok(Decision::Allow(grant)) => {
                     if let (Some(cache), Some(key)) = (&self.cache, key) {
                         cache.put(key, &grant, unix_now());
                     }
-                    return Ok(grant);
+                    Ok(grant)
                 }
                 // Bounded: a plugin's text (its reason, or the error its init returned)
                 // goes into the response and the log.
-                Ok(Decision::Deny(reason)) => {
-                    return Err(format!(
-                        "{name}: {}",
-                        crate::runtime::truncate(&reason, 512)
-                    ));
-                }
+                Ok(Decision::Deny(reason)) => Err(format!(
+                    "{name}: {}",
+                    crate::runtime::truncate(&reason, 512)
+                )),
                 Ok(Decision::Abstain) => continue,
-                Err(e) => {
-                    return Err(format!(
-                        "{name}: {}",
-                        crate::runtime::truncate(&e.to_string(), 512)
-                    ));
-                }
-            }
+                Err(e) => Err(format!(
+                    "{name}: {}",
+                    crate::runtime::truncate(&e.to_string(), 512)
+                )),
+            };
+            return (decided, Some(link.runner.name()));
         }
-        Err(format!("{name}: no plugin accepted the credential"))
+        (
+            Err(format!("{name}: no plugin accepted the credential")),
+            None,
+        )
     }
 
     fn finish(
@@ -535,11 +650,18 @@ impl Authorizer {
         route: Option<Arc<str>>,
         mode: Option<Mode>,
         target: Option<ReplyTarget>,
-        outcome: Result<(String, String), Refused>,
+        outcome: Result<(Grant, String), Refused>,
         client_id: u64,
+        mut about: Option<Box<About>>,
     ) -> Handled {
         let (verdict, answer) = match outcome {
-            Ok((account, jwt)) => (Verdict::Allowed { account }, Ok(jwt)),
+            Ok((grant, jwt)) => {
+                let account = match about.as_mut() {
+                    Some(a) => a.grant.insert(grant).account.clone(),
+                    None => grant.account,
+                };
+                (Verdict::Allowed { account }, Ok(jwt))
+            }
             Err(Refused::Denied(reason)) => (Verdict::Denied(reason.clone()), Err(reason)),
             Err(Refused::Invalid(reason)) => (Verdict::Invalid(reason.clone()), Err(reason)),
         };
@@ -564,6 +686,7 @@ impl Authorizer {
             reply,
             client_id,
             user_nkey,
+            about,
         }
     }
 }

@@ -112,6 +112,13 @@ impl DecisionCache {
         Some(h.finalize().into())
     }
 
+    /// Forget every entry.
+    pub fn clear(&self) {
+        if let Ok(mut entries) = self.entries.lock() {
+            entries.clear();
+        }
+    }
+
     pub fn get(&self, key: &Key, now: i64) -> Option<Grant> {
         let mut entries = self.entries.lock().ok()?;
         match entries.get(key) {

@@ -2,12 +2,15 @@
 //! [`credential`] (what the client presented), [`routing`] (which route's plugin
 //! chain), the plugins ([`crate::runtime`]), [`decision`]
 //! (host-side bounds on the grant), [`respond`] (sign and seal the answer);
-//! [`authorizer`] runs the steps, [`cache`] lets repeat connects skip the plugins.
+//! [`authorizer`] runs the steps, [`cache`] lets repeat connects skip the plugins,
+//! [`identity`] and [`revocation`] refuse revoked identities before either runs.
 
 pub mod authorizer;
 pub mod cache;
 pub mod credential;
 pub mod decision;
+pub mod identity;
 pub mod request;
 pub mod respond;
+pub mod revocation;
 pub mod routing;
