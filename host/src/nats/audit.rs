@@ -159,6 +159,36 @@ mod tests {
     use super::*;
     use crate::pipeline::decision::Grant;
 
+    fn denied() -> Handled {
+        Handled {
+            route: None,
+            mode: None,
+            verdict: Verdict::Denied("no".into()),
+            reply: Vec::new(),
+            client_id: 1,
+            user_nkey: String::new(),
+            about: None,
+        }
+    }
+
+    #[test]
+    fn a_full_queue_drops_and_counts_instead_of_waiting() {
+        let metrics = Metrics::new();
+        let (tx, mut rx) = mpsc::channel(2);
+        let audit = Audit {
+            entry: "main".into(),
+            tx,
+            metrics: metrics.clone(),
+        };
+        for _ in 0..5 {
+            audit.record(&denied());
+        }
+        assert_eq!(metrics.audit_dropped.get(), 3);
+        let first: serde_json::Value = serde_json::from_slice(&rx.try_recv().unwrap()).unwrap();
+        assert_eq!(first["reason"], "no");
+        assert_eq!(first["server"]["id"], "", "nothing known, nothing made up");
+    }
+
     #[test]
     fn an_event_names_everything_but_the_credential() {
         let mut grant = Grant::default();
