@@ -69,6 +69,12 @@ enum Command {
         #[command(subcommand)]
         command: PasswordCommand,
     },
+    /// Probe a running deployment: the callout's own user bypasses the callout, an
+    /// anonymous client gets exactly what the config grants it (or is refused when
+    /// anonymous clients are not routed), a forged token is refused, and nats-server's
+    /// auth_callout issuer and xkey match the callout's keys. One PASS/FAIL/SKIP line
+    /// per check; exit status 1 if any check fails.
+    Verify(cli::verify::Options),
     /// Print the nats-server `authorization { auth_callout { ... } }` block for the keys.
     ServerConfig {
         /// Directory written by `keys generate`.
@@ -206,6 +212,12 @@ fn main() -> Result<()> {
         Command::Wit { out } => {
             for file in cli::wit::write(&out)? {
                 println!("wrote {}", file.display());
+            }
+            Ok(())
+        }
+        Command::Verify(options) => {
+            if !cli::verify::run(&options)? {
+                std::process::exit(1);
             }
             Ok(())
         }

@@ -3,4 +3,5 @@
 pub mod keys;
 pub mod password;
 pub mod plugin_new;
+pub mod verify;
 pub mod wit;

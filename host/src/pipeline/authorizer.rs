@@ -360,6 +360,11 @@ impl Authorizer {
         }
     }
 
+    /// The xkey requests are sealed to, if any (`nats-callout verify` opens them).
+    pub fn xkey(&self) -> Option<&nkeys::XKey> {
+        self.signer.xkey.as_ref()
+    }
+
     pub fn issuer_public_key(&self) -> &str {
         &self.signer.issuer_public
     }
