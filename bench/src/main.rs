@@ -13,7 +13,7 @@ use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand, ValueEnum};
 use nats_callout_bench::connect::{self, Kind, Targets};
 use nats_callout_bench::fixture::{Fixture, plugin_path};
-use nats_callout_bench::report::{Machine, Results, splice_into};
+use nats_callout_bench::report::{CacheResults, Machine, Results, splice_into};
 use nats_callout_bench::{children, crypto, languages, outbound, pipeline, procs};
 
 #[derive(Parser)]
@@ -308,7 +308,12 @@ fn bench(cli: &Cli) -> Result<()> {
                         connect::cache_effect(&fx, &mut targets, cache_connects, conn_opts.rounds)
                             .await?;
                     let in_process = pipeline::cache_in_process(&fx, pipe_opts).await?;
-                    results.cache = Some((e2e, in_process));
+                    let revocation = pipeline::revocation_in_process(&fx, pipe_opts).await?;
+                    results.cache = Some(CacheResults {
+                        rows: e2e,
+                        in_process,
+                        revocation,
+                    });
                 }
                 Part::Languages => {
                     eprintln!("[bench] part 6: one plugin in Rust, Python and JavaScript…");

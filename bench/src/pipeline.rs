@@ -251,19 +251,44 @@ struct Setup {
     issuer: String,
 }
 
+/// What the authorizer [`load`]s with beyond the fixture's config.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Extras {
+    None,
+    DecisionCache,
+    /// A revocation list of [`REVOKED`] identities (none of the benchmark's), and every
+    /// decision recorded as for audit events and kicking.
+    RevocationAndAudit,
+}
+
+/// Revoked identities in the revocation row: a large list, since a lookup is a hash.
+const REVOKED: usize = 10_000;
+
 async fn load(
     fx: &Fixture,
-    cache: bool,
+    extras: Extras,
 ) -> Result<(tempfile::TempDir, Config, Authorizer, String)> {
     let dir = tempfile::tempdir()?;
     let keys = Keys::generate();
     keys.write(dir.path())?;
     let path = dir.path().join("callout.yaml");
     // Never connected: the authorizer is driven directly.
-    std::fs::write(
-        &path,
-        fx.callout_yaml("nats://127.0.0.1:1", cache, "127.0.0.1:0"),
-    )?;
+    let mut yaml = fx.callout_yaml(
+        "nats://127.0.0.1:1",
+        extras == Extras::DecisionCache,
+        "127.0.0.1:0",
+    );
+    if extras == Extras::RevocationAndAudit {
+        let list = dir.path().join("revoked.yaml");
+        let subs: Vec<String> = (0..REVOKED).map(|i| format!("revoked-{i}")).collect();
+        std::fs::write(&list, format!("sub: [{}]\n", subs.join(", ")))?;
+        yaml = yaml.replace(
+            "nkey_seed_file: nkey-seed }",
+            "nkey_seed_file: nkey-seed, audit_subject: callout.audit }",
+        );
+        yaml.push_str(&format!("revocation: {{ file: {list:?} }}\n"));
+    }
+    std::fs::write(&path, yaml)?;
     let cfg = Config::load(&path)?;
     let auth = Authorizer::from_config(&cfg, Metrics::new())?;
     if let Some(jwks) = auth.jwks() {
@@ -273,7 +298,7 @@ async fn load(
 }
 
 async fn setup(fx: &Fixture) -> Result<Setup> {
-    let (dir, cfg, wasm, issuer) = load(fx, false).await?;
+    let (dir, cfg, wasm, issuer) = load(fx, Extras::None).await?;
     // Same config, same seeds: the second authorizer signs as the same issuer.
     let native = native_authorizer(&cfg, Metrics::new()).await?;
     Ok(Setup {
@@ -539,10 +564,22 @@ async fn contracts(opts: Options, server: &nkeys::KeyPair) -> Result<Vec<Pair>> 
 /// In-process cost of one oauth2 (RS256) decision with the same token every time, with
 /// the decision cache off and on: ns per decision (median of batches).
 pub async fn cache_in_process(fx: &Fixture, opts: Options) -> Result<(f64, f64)> {
+    against(fx, opts, Extras::DecisionCache).await
+}
+
+/// In-process cost of one oauth2 (RS256) decision (cache off) without and with a
+/// revocation list and audit recording: ns per decision (median of batches). The
+/// events' serialisation and publishing happen after the answer and are not in it.
+pub async fn revocation_in_process(fx: &Fixture, opts: Options) -> Result<(f64, f64)> {
+    against(fx, opts, Extras::RevocationAndAudit).await
+}
+
+/// Plain oauth2 decisions against the same with `extras`, interleaved.
+async fn against(fx: &Fixture, opts: Options, extras: Extras) -> Result<(f64, f64)> {
     let token = fx.token(Alg::Rs256).await?;
     let server = nkeys::KeyPair::new_server();
-    let (_d1, _, off, issuer_off) = load(fx, false).await?;
-    let (_d2, _, on, issuer_on) = load(fx, true).await?;
+    let (_d1, _, off, issuer_off) = load(fx, Extras::None).await?;
+    let (_d2, _, on, issuer_on) = load(fx, extras).await?;
     let case = Case::Oauth2(Alg::Rs256);
     let reqs_off = requests(fx, &server, &issuer_off, case, Some(&token), opts.per_batch);
     let reqs_on = requests(fx, &server, &issuer_on, case, Some(&token), opts.per_batch);
