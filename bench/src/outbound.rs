@@ -108,7 +108,10 @@ fn registry_yaml(registry: &str, nats_url: &str, listen: &str) -> String {
           pub: {{ allow: ["telemetry.{{{{site}}}}.{{{{device}}}}"] }}
           sub: {{ allow: ["commands.{{{{device}}}}"] }}
     allowed_outbound_hosts: ["{registry}"]
-    limits: {{ instances: {REGISTRY_INSTANCES} }}
+    # A second, not the default 250 ms: a plugin that waits on another service gets
+    # room for its slow answers (nats-server waits 2 s); a storm's first calls also
+    # set up their instances, which a loaded machine makes slow.
+    limits: {{ instances: {REGISTRY_INSTANCES}, timeout: 1s }}
 routes:
   - {{ name: devices, match: {{ credentials: nkey }}, plugins: [registry] }}
 "#,
