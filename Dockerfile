@@ -7,8 +7,8 @@
 #   docker build -t nats-callout .
 #   docker run -v /srv/nats-callout:/etc/nats-callout:ro -p 9090:9090 nats-callout
 
-# The toolchain the tests run with (rustc 1.95); the workspace needs at least 1.90.
-FROM rust:1.95-slim-bookworm AS build
+# The toolchain rust-toolchain.toml pins (rustc 1.97: wasmtime 50 needs it).
+FROM rust:1.97-slim-bookworm AS build
 RUN rustup target add wasm32-wasip2
 WORKDIR /src
 COPY . .
