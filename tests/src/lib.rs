@@ -103,6 +103,15 @@ impl Keys {
     }
 }
 
+/// Replace a file the way an operator's tooling should: write beside it, then rename, so
+/// that a watcher never reads it half-written.
+pub fn write_atomically(path: &Path, text: impl AsRef<[u8]>) -> Result<()> {
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, text)?;
+    std::fs::rename(&tmp, path)?;
+    Ok(())
+}
+
 /// A running nats-server, killed on drop.
 pub struct NatsServer {
     child: Child,

@@ -15,7 +15,7 @@ use nats_callout_tests::oidc::{Oidc, client, decode_parts};
 use nats_callout_tests::raw::{self, Outcome};
 use nats_callout_tests::{
     Callout, Keys, NatsServer, callout_server_config, connect, connect_watching,
-    expect_server_error, init_tracing, platform, stays_silent, synced,
+    expect_server_error, init_tracing, platform, stays_silent, synced, write_atomically,
 };
 use serde_json::{Value, json};
 
@@ -145,9 +145,7 @@ impl Deployment {
         let reloads = metrics.reloads.with_label_values(&["ok"]);
         let before = reloads.get();
         let path = self.callout.config_path();
-        let tmp = path.with_extension("tmp");
-        std::fs::write(&tmp, edit(std::fs::read_to_string(&path)?))?;
-        std::fs::rename(&tmp, &path)?;
+        write_atomically(&path, edit(std::fs::read_to_string(&path)?))?;
         for _ in 0..150 {
             if reloads.get() > before {
                 return Ok(());
@@ -821,12 +819,7 @@ async fn revoked_subjects_clients_and_token_ids_are_refused_at_once() -> Result<
             .map(str::to_owned)
             .with_context(|| format!("no {name} in {claims}"))
     };
-    let revoke = |text: String| {
-        let tmp = revoked.with_extension("tmp");
-        std::fs::write(&tmp, text)?;
-        std::fs::rename(&tmp, &revoked)?;
-        anyhow::Ok(())
-    };
+    let revoke = |text: String| write_atomically(&revoked, text);
     let refused_as = |token: String, needle: String| {
         let d = &d;
         async move {

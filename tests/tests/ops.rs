@@ -18,6 +18,7 @@ use nats_callout_tests::relay::DelayRelay;
 use nats_callout_tests::{
     Callout, Keys, NatsServer, callout_server_config, connect, connect_watching,
     expect_server_error, free_port, init_tracing, plugin_dir, synced, with_test_defaults,
+    write_atomically,
 };
 
 const WAIT: Duration = Duration::from_secs(15);
@@ -71,14 +72,6 @@ fn config(url: &str, nkey_entries: &str, noauth: bool, extra: &str) -> String {
         "nats:\n  - url: {url}\n    nkey_seed_file: nkey-seed\nissuer_seed_file: issuer-seed\n\
          permissions:\n{nkey}{noauth}{extra}"
     )
-}
-
-/// Replace a file the way an operator's tooling should: write beside it, then rename.
-fn write_atomically(path: &Path, text: &[u8]) -> Result<()> {
-    let tmp = path.with_extension("tmp");
-    std::fs::write(&tmp, text)?;
-    std::fs::rename(&tmp, path)?;
-    Ok(())
 }
 
 async fn reloads(http: SocketAddr, result: &str) -> Result<u64> {
