@@ -258,9 +258,14 @@ fn check(config: &Path) -> Result<()> {
         println!("revocation: {}", sources.join(", "));
     }
     for n in &cfg.nats {
-        if n.system_user.is_some() {
+        if cfg.closes_revoked(n) {
             println!(
                 "nats {}: live connections of revoked identities are closed",
+                n.name
+            );
+        } else if n.system_user.is_some() {
+            println!(
+                "nats {}: system_user is unused without a revocation section",
                 n.name
             );
         } else if cfg.revocation.is_some() {

@@ -9,7 +9,9 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail, ensure};
 use futures::StreamExt;
 use nats_callout_tests::ops::{count, metric, scrape};
-use nats_callout_tests::{Callout, Keys, NatsServer, connect, init_tracing, synced};
+use nats_callout_tests::{
+    Callout, Keys, NatsServer, connect, init_tracing, synced, write_atomically,
+};
 use tokio::sync::mpsc::UnboundedReceiver;
 
 /// `s3cret`, bcrypt cost 4 (as in password.rs).
@@ -105,14 +107,6 @@ async fn closed(
     }
 }
 
-/// Replace a file the way an operator's tooling should: write beside it, then rename.
-fn replace(path: &Path, text: &str) -> Result<()> {
-    let tmp = path.with_extension("tmp");
-    std::fs::write(&tmp, text)?;
-    std::fs::rename(&tmp, path)?;
-    Ok(())
-}
-
 async fn refused(url: &str, options: async_nats::ConnectOptions) -> Result<()> {
     match connect(url, options).await {
         Ok(_) => bail!("a revoked identity was admitted"),
@@ -167,9 +161,9 @@ async fn revoked_identities_are_refused_kicked_and_audited() -> Result<()> {
     // The file revokes alice's NKey and carol's username: both connections close, bob's
     // stays, and neither can come back, carol's cached grant notwithstanding.
     let at = Instant::now();
-    replace(
+    write_atomically(
         &revoked,
-        &format!("nkey: [{}]\nuser: [carol]\n", alice.public_key()),
+        format!("nkey: [{}]\nuser: [carol]\n", alice.public_key()),
     )?;
     let took = closed(&mut alice_events, at).await?;
     closed(&mut carol_events, at).await?;
@@ -187,7 +181,7 @@ async fn revoked_identities_are_refused_kicked_and_audited() -> Result<()> {
     // A broken file changes nothing: the previous list stays in force.
     let loads = |m: &str| metric(m, "revocation_file_loads_total{result=\"error\"}").unwrap_or(0.0);
     let before = loads(&scrape(ops).await?);
-    replace(&revoked, "nkey: {not: [a list]}\n")?;
+    write_atomically(&revoked, "nkey: {not: [a list]}\n")?;
     nats_callout_tests::ops::eventually(
         "the broken list read",
         Duration::from_secs(15),
@@ -284,5 +278,47 @@ async fn revoked_identities_are_refused_kicked_and_audited() -> Result<()> {
     );
     ensure!(count(&m, "audit_events_dropped_total") == 0, "{m}");
     drop(callout);
+    Ok(())
+}
+
+/// `check` says where revocations come from and what each server does with them; a
+/// broken revocation list fails it with the file named.
+#[test]
+fn check_names_the_revocation_wiring_and_refuses_a_broken_list() -> Result<()> {
+    let files = tempfile::tempdir()?;
+    let list = files.path().join("revoked.yaml");
+    std::fs::write(files.path().join("sys.pass"), "sys")?;
+    std::fs::write(&list, "user: [bob]\nsub: [alice]\n")?;
+    let yaml = |first_extra: &str| {
+        format!(
+            "nats:\n  - {{ name: a, url: nats://127.0.0.1:1, nkey_seed_file: nkey-seed{first_extra} }}\n  \
+             - {{ name: b, url: nats://127.0.0.1:2, nkey_seed_file: nkey-seed, \
+             audit_subject: callout.audit }}\n\
+             issuer_seed_file: issuer-seed\nrevocation: {{ file: {list:?}, kv_bucket: REVOKED }}\n\
+             permissions: {{ noauth: {{ account: A, permissions: {{ pub: {{ allow: [x] }} }} }} }}\n"
+        )
+    };
+    let system = format!(
+        ", system_user: {{ user: sys, password_file: {:?} }}",
+        files.path().join("sys.pass")
+    );
+    let c = nats_callout_tests::ops::check(&yaml(&system))?;
+    ensure!(c.ok, "{c:?}");
+    for line in [
+        "(revokes 2 now), KV bucket REVOKED via nats a",
+        "nats a: live connections of revoked identities are closed",
+        "nats b: no system_user, so revoked identities are refused at their next connect",
+        "nats b: decisions published on callout.audit",
+    ] {
+        ensure!(c.stdout.contains(line), "{line:?} missing: {}", c.stdout);
+    }
+    std::fs::write(&list, "sub: alice\n")?;
+    let c = nats_callout_tests::ops::check(&yaml(""))?;
+    ensure!(!c.ok, "{c:?}");
+    ensure!(
+        c.stderr.contains("revocation list") && c.stderr.contains("revoked.yaml"),
+        "{}",
+        c.stderr
+    );
     Ok(())
 }

@@ -83,9 +83,16 @@ impl Service {
             }
             let options = connect_options(cfg, server)?;
             let extras = Extras {
-                system: system_connect(cfg, server, &options)?,
+                system: if cfg.closes_revoked(server) {
+                    system_connect(cfg, server, &options)?
+                } else {
+                    None
+                },
                 audit_subject: server.audit_subject.clone(),
-                tracked: revocation.map_or(100_000, |r| r.max_tracked_connections),
+                tracked: revocation
+                    .map_or(crate::ops::config::RevocationConfig::DEFAULT_TRACKED, |r| {
+                        r.max_tracked_connections
+                    }),
                 // One watch is enough: the bucket lives in one account of one cluster.
                 kv_bucket: revocation
                     .and_then(|r| r.kv_bucket.clone())

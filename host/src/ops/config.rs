@@ -168,8 +168,10 @@ pub struct RevocationConfig {
 }
 
 impl RevocationConfig {
+    pub const DEFAULT_TRACKED: usize = 100_000;
+
     fn default_tracked() -> usize {
-        100_000
+        Self::DEFAULT_TRACKED
     }
 }
 
@@ -1045,6 +1047,12 @@ impl Config {
         .into_iter()
         .filter_map(|(key, changed)| changed.then_some(key))
         .collect()
+    }
+
+    /// Whether the connections admitted through server entry `n` are closed when their
+    /// identity is revoked: it has a system user, and there is something to revoke.
+    pub fn closes_revoked(&self, n: &NatsConfig) -> bool {
+        n.system_user.is_some() && self.revocation.is_some()
     }
 
     /// Absolute-or-config-relative directory of plugins.

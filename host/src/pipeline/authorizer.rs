@@ -328,7 +328,7 @@ impl Authorizer {
             record: cfg
                 .nats
                 .iter()
-                .any(|n| n.audit_subject.is_some() || n.system_user.is_some()),
+                .any(|n| n.audit_subject.is_some() || cfg.closes_revoked(n)),
             metrics,
             notes,
             _engine: engine,
