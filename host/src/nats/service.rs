@@ -12,7 +12,7 @@ use crate::nats::audit::Audit;
 use crate::nats::keys::{KeyError, SeedSource};
 use crate::nats::sessions::Sessions;
 use crate::ops::config::{Config, NatsConfig};
-use crate::pipeline::authorizer::{Shared, Verdict};
+use crate::pipeline::authorizer::{About, Shared, Verdict};
 use crate::pipeline::request::XKEY_HEADER;
 use nats_callout_sdk::CredentialKind;
 
@@ -635,21 +635,23 @@ async fn serve(
                     error = %e, "cannot publish the response; refusing the client");
                 let _ = client.publish(reply, Default::default()).await;
             }
-            if let (Some(sessions), Verdict::Allowed { .. }, Some(about)) =
-                (&sessions, &handled.verdict, &handled.about)
-            {
-                let expires_at = about.grant.as_ref().and_then(|g| g.expires_at);
-                sessions.admit(
-                    &about.server_id,
-                    handled.client_id,
-                    &about.identity,
-                    expires_at,
-                );
-            }
             // Moved in and dropped here, before the permit: once every permit is back,
             // the publisher has had the last event.
             if let Some(audit) = audit {
                 audit.record(&handled);
+            }
+            // Last: the registry takes the record's identity instead of a copy.
+            if let (Some(sessions), Verdict::Allowed { .. }) = (&sessions, &handled.verdict)
+                && let Some(about) = handled.about.take()
+            {
+                let About {
+                    identity,
+                    server_id,
+                    grant,
+                    ..
+                } = *about;
+                let expires_at = grant.and_then(|g| g.expires_at);
+                sessions.admit(server_id, handled.client_id, identity, expires_at);
             }
             drop(permit);
         });

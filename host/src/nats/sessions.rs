@@ -58,9 +58,9 @@ impl Sessions {
     /// so it is not kept).
     pub fn admit(
         &self,
-        server_id: &str,
+        server_id: String,
         client_id: u64,
-        identity: &Identity,
+        identity: Identity,
         expires_at: Option<i64>,
     ) {
         if identity.is_empty() || server_id.is_empty() {
@@ -68,9 +68,9 @@ impl Sessions {
         }
         if let Ok(mut admitted) = self.admitted.lock() {
             admitted.put(
-                (server_id.to_owned(), client_id),
+                (server_id, client_id),
                 Session {
-                    identity: identity.clone(),
+                    identity,
                     expires_at,
                 },
             );
@@ -183,10 +183,10 @@ mod tests {
     #[test]
     fn revoked_and_expired_sessions_leave_the_registry() {
         let s = Sessions::new(3);
-        s.admit("S1", 1, &sub("alice"), None);
-        s.admit("S2", 2, &sub("alice"), Some(100));
-        s.admit("S1", 3, &sub("bob"), Some(50));
-        s.admit("S1", 4, &Identity::default(), None);
+        s.admit("S1".into(), 1, sub("alice"), None);
+        s.admit("S2".into(), 2, sub("alice"), Some(100));
+        s.admit("S1".into(), 3, sub("bob"), Some(50));
+        s.admit("S1".into(), 4, Identity::default(), None);
         assert_eq!(s.len(), 3, "no identity, nothing to revoke");
         let revoked = Revoked::parse("sub: [alice]").unwrap();
         let mut kicks = s.take_revoked(&revoked, 60);
@@ -208,7 +208,7 @@ mod tests {
         );
         assert!(s.is_empty(), "bob's grant expired at 50");
         for i in 0..5 {
-            s.admit("S1", i, &sub("carol"), None);
+            s.admit("S1".into(), i, sub("carol"), None);
         }
         assert_eq!(s.len(), 3, "bounded");
     }

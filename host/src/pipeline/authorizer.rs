@@ -174,6 +174,9 @@ pub struct Authorizer {
     cache: Option<DecisionCache>,
     /// Shared with the revocation watchers and every later reload.
     revocations: Arc<Revocations>,
+    /// A `revocation` section is configured: without one nothing can be revoked, and
+    /// requests skip the lookup.
+    revocable: bool,
     /// Fill [`Handled::about`]: some audit subject or connection registry reads it.
     record: bool,
     metrics: Metrics,
@@ -325,6 +328,7 @@ impl Authorizer {
             ca,
             cache: DecisionCache::new(cfg.decision_cache.ttl, cfg.decision_cache.max_entries),
             revocations,
+            revocable: cfg.revocation.is_some(),
             record: cfg
                 .nats
                 .iter()
@@ -475,11 +479,19 @@ impl Authorizer {
             }
         };
         let mode = Mode::of(kind);
-        let revoked = self.revocations.current();
-        let identity = (self.record || !revoked.is_empty()).then(|| Identity::of(&req, kind));
+        let revoked = self
+            .revocable
+            .then(|| self.revocations.current())
+            .filter(|r| !r.is_empty());
+        let identity = (self.record || revoked.is_some()).then(|| Identity::of(&req, kind));
+        // Found now, so that the identity can move into the record.
+        let revoked_by = revoked.zip(identity.as_ref()).and_then(|(r, i)| {
+            r.find(i)
+                .map(|(kind, value)| format!("{kind} {value:?} is revoked"))
+        });
         let mut about = self.record.then(|| {
             Box::new(About {
-                identity: identity.clone().unwrap_or_default(),
+                identity: identity.unwrap_or_default(),
                 server_id: req.server_id.id.clone(),
                 server_name: req.server_id.name.clone(),
                 client_host: req.client_info.host.clone(),
@@ -511,10 +523,9 @@ impl Authorizer {
         };
         // Before the cache and the plugins: a revoked identity is refused whatever
         // either would say.
-        let decision = if let Some((kind, value)) = identity.as_ref().and_then(|i| revoked.find(i))
-        {
+        let decision = if let Some(why) = revoked_by {
             self.metrics.revoked.inc();
-            Err(format!("{}: {kind} {value:?} is revoked", route.name))
+            Err(format!("{}: {why}", route.name))
         } else {
             match self.prepare(route, kind, &mut req) {
                 Ok(Prepared::Cached(grant)) => {

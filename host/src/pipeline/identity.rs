@@ -77,19 +77,24 @@ impl Identity {
         id
     }
 
+    /// Every field, set or not, in the order of [`KINDS`].
+    pub fn values(&self) -> [Option<&str>; 6] {
+        [
+            self.jti.as_deref(),
+            self.sub.as_deref(),
+            self.client.as_deref(),
+            self.nkey.as_deref(),
+            self.cert_sha256.as_deref(),
+            self.user.as_deref(),
+        ]
+    }
+
     /// The fields that are set, as (kind, value), in the order of [`KINDS`].
     pub fn fields(&self) -> impl Iterator<Item = (&'static str, &str)> {
         KINDS
-            .iter()
-            .zip([
-                &self.jti,
-                &self.sub,
-                &self.client,
-                &self.nkey,
-                &self.cert_sha256,
-                &self.user,
-            ])
-            .filter_map(|(kind, v)| v.as_deref().map(|v| (*kind, v)))
+            .into_iter()
+            .zip(self.values())
+            .filter_map(|(kind, v)| v.map(|v| (kind, v)))
     }
 
     pub fn is_empty(&self) -> bool {
@@ -178,6 +183,37 @@ mod tests {
                 "{t:.40}"
             );
         }
+    }
+
+    #[test]
+    fn a_certificate_is_known_by_the_sha256_of_its_der() {
+        use sha2::{Digest, Sha256};
+        let key = rcgen::KeyPair::generate().unwrap();
+        let cert = rcgen::CertificateParams::new(vec!["device-7".into()])
+            .unwrap()
+            .self_signed(&key)
+            .unwrap();
+        let req = AuthorizationRequest {
+            client_tls: Some(crate::nats::claims::ClientTls {
+                verified_chains: vec![vec![cert.pem()]],
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let want: String = Sha256::digest(cert.der())
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        let id = Identity::of(&req, CredentialKind::Certificate);
+        assert_eq!(id.cert_sha256.as_deref(), Some(want.as_str()));
+        let upper = want.to_uppercase();
+        let revoked =
+            crate::pipeline::revocation::Revoked::parse(&format!("cert_sha256: [\"{upper}\"]"))
+                .unwrap();
+        assert!(
+            revoked.find(&id).is_some(),
+            "upper case, as openssl prints it"
+        );
     }
 
     #[test]

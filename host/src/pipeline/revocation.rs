@@ -77,6 +77,7 @@ impl Revoked {
         Self::parse(&text).map_err(|e| err(e.to_string()))
     }
 
+    /// The sets in the order of [`KINDS`](crate::pipeline::identity::KINDS).
     fn sets(&self) -> [&HashSet<String>; 6] {
         [
             &self.jti,
@@ -110,16 +111,11 @@ impl Revoked {
 
     /// The first revoked field of `identity`, as (kind, value).
     pub fn find<'a>(&self, identity: &'a Identity) -> Option<(&'static str, &'a str)> {
-        if self.is_empty() {
-            return None;
-        }
-        let sets = self.sets();
-        identity.fields().find(|(kind, value)| {
-            crate::pipeline::identity::KINDS
-                .iter()
-                .position(|k| k == kind)
-                .is_some_and(|i| sets[i].contains(*value))
-        })
+        crate::pipeline::identity::KINDS
+            .into_iter()
+            .zip(identity.values())
+            .zip(self.sets())
+            .find_map(|((kind, value), set)| value.filter(|v| set.contains(*v)).map(|v| (kind, v)))
     }
 
     fn extend(&mut self, other: &Revoked) {
