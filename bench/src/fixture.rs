@@ -151,15 +151,7 @@ permissions:
         pub: {{ allow: ["device-state.{{{{name}}}}", "_INBOX.>"] }}
         sub: {{ allow: ["device-commands.{{{{name}}}}", "_INBOX.>"] }}
         resp: {{ max: 1, ttl: 5s }}
-  oauth2:
-    devices:
-      subject: "*"
-      claims: {{ device_id: "*" }}
-      account: DEVICES
-      permissions:
-        pub: {{ allow: ["device-state.{{{{claims.device_id}}}}", "_INBOX.>"] }}
-        sub: {{ allow: ["device-commands.{{{{claims.device_id}}}}", "_INBOX.>"] }}
-  password:
+{OAUTH2_DEVICES}  password:
     bench-user:
       password_hash: "{BENCH_PASSWORD_HASH}"
       account: DEVICES
@@ -176,6 +168,18 @@ permissions:
         )
     }
 }
+
+/// The oauth2 permissions of every token client of the benchmark: one entry by
+/// `device_id` (a `permissions:` section's `oauth2` key, indented for it).
+pub const OAUTH2_DEVICES: &str = r#"  oauth2:
+    devices:
+      subject: "*"
+      claims: { device_id: "*" }
+      account: DEVICES
+      permissions:
+        pub: { allow: ["device-state.{{claims.device_id}}", "_INBOX.>"] }
+        sub: { allow: ["device-commands.{{claims.device_id}}", "_INBOX.>"] }
+"#;
 
 /// What every callout config of the benchmark starts with: its NATS connection, the
 /// seeds beside the config, the built plugins, the operations listener.

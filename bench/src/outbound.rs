@@ -16,7 +16,7 @@ use nats_callout_tests::web::WebServer;
 use serde_json::json;
 
 use crate::connect::{self, Kind, Row, StormRow, Targets};
-use crate::fixture::{AUDIENCE, Alg, Fixture, INTROSPECTOR, Target, callout_head};
+use crate::fixture::{AUDIENCE, Alg, Fixture, INTROSPECTOR, OAUTH2_DEVICES, Target, callout_head};
 use crate::rawclient::{Client, Credential};
 
 /// How long the registry takes to answer: a lookup in a database a network hop away.
@@ -79,15 +79,7 @@ plugins:
 routes:
   - {{ name: tokens, match: {{ credentials: bearer-token }}, plugins: [introspection] }}
 permissions:
-  oauth2:
-    devices:
-      subject: "*"
-      claims: {{ device_id: "*" }}
-      account: DEVICES
-      permissions:
-        pub: {{ allow: ["device-state.{{{{claims.device_id}}}}", "_INBOX.>"] }}
-        sub: {{ allow: ["device-commands.{{{{claims.device_id}}}}", "_INBOX.>"] }}
-"#,
+{OAUTH2_DEVICES}"#,
         head = callout_head(nats_url, listen),
         port = fx.oidc.port,
     ))
