@@ -34,8 +34,7 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use futures::StreamExt;
 use nats_callout::nats::claims::RequestClaims;
 use nats_callout::nats::jwt;
-use nats_callout::nats::keys::SeedSource;
-use nats_callout::nats::service::{NKEY_SEED_ENV, PASSWORD_ENV, round_trip};
+use nats_callout::nats::service::{callout_login, round_trip};
 use nats_callout::ops::config::{Config, NatsConfig};
 use nats_callout::ops::metrics::Metrics;
 use nats_callout::pipeline::authorizer::{Authorizer, Verdict, XKEY_SEED_ENV};
@@ -571,40 +570,7 @@ impl Deployment<'_> {
     /// The callout's own credentials, read as `nats-callout run` reads them, and how
     /// nats-server names that user.
     fn callout_credentials(&self) -> Result<(ConnectOptions, String)> {
-        let s = self.server;
-        let seed_file = s.nkey_seed_file.as_ref().map(|p| self.cfg.resolve(p));
-        let src = SeedSource {
-            what: "nkey seed",
-            env: NKEY_SEED_ENV,
-            file: seed_file.as_deref(),
-        };
-        if s.user.is_none()
-            && let Some(kp) = src.key_pair(nkeys::KeyPairType::User)?
-        {
-            let public = kp.public_key();
-            let seed = kp.seed().context("the nkey seed has no private key")?;
-            return Ok((ConnectOptions::with_nkey(seed), format!("nkey {public}")));
-        }
-        if let Some(user) = &s.user {
-            let password = match std::env::var(PASSWORD_ENV) {
-                Ok(p) if !p.is_empty() => p,
-                _ => match &s.password_file {
-                    Some(f) => {
-                        let path = self.cfg.resolve(f);
-                        std::fs::read_to_string(&path)
-                            .with_context(|| format!("cannot read {}", path.display()))?
-                            .trim()
-                            .to_owned()
-                    }
-                    None => String::new(),
-                },
-            };
-            return Ok((
-                ConnectOptions::with_user_and_password(user.clone(), password),
-                format!("user {user:?}"),
-            ));
-        }
-        Ok((ConnectOptions::new(), "no credentials".into()))
+        Ok(callout_login(self.cfg, self.server)?)
     }
 
     async fn connect(

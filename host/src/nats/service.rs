@@ -214,6 +214,41 @@ enum Auth {
     None,
 }
 
+impl Auth {
+    fn options(&self) -> async_nats::ConnectOptions {
+        match self {
+            Auth::Nkey(seed) => async_nats::ConnectOptions::with_nkey(seed.clone()),
+            Auth::Password(u, p) => {
+                async_nats::ConnectOptions::with_user_and_password(u.clone(), p.clone())
+            }
+            Auth::None => async_nats::ConnectOptions::new(),
+        }
+    }
+
+    /// How nats-server names the user, for messages; never the secret.
+    fn describe(&self) -> String {
+        match self {
+            Auth::Nkey(seed) => nkeys::KeyPair::from_seed(seed).map_or_else(
+                |_| "an nkey".into(),
+                |kp| format!("nkey {}", kp.public_key()),
+            ),
+            Auth::Password(u, _) => format!("user {u:?}"),
+            Auth::None => "no credentials".into(),
+        }
+    }
+}
+
+/// The callout's own login to `server`, read as `run` reads it (seed or password, file
+/// or environment): the options to connect with, and how nats-server names that user.
+/// What `nats-callout verify` logs in with.
+pub fn callout_login(
+    cfg: &Config,
+    server: &NatsConfig,
+) -> Result<(async_nats::ConnectOptions, String), ServiceError> {
+    let auth = connect_options(cfg, server)?.auth;
+    Ok((auth.options(), auth.describe()))
+}
+
 /// One NATS login as configured: an nkey seed (file or environment), or a user with a
 /// password (file or environment).
 struct Login<'a> {
@@ -349,13 +384,7 @@ fn connect_options(cfg: &Config, server: &NatsConfig) -> Result<Connect, Service
 
 impl Connect {
     fn options(&self) -> async_nats::ConnectOptions {
-        let base = match &self.auth {
-            Auth::Nkey(seed) => async_nats::ConnectOptions::with_nkey(seed.clone()),
-            Auth::Password(u, p) => {
-                async_nats::ConnectOptions::with_user_and_password(u.clone(), p.clone())
-            }
-            Auth::None => async_nats::ConnectOptions::new(),
-        };
+        let base = self.auth.options();
         let base = match &self.tls {
             None => base,
             Some(tls) => {
