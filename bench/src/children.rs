@@ -56,7 +56,7 @@ pub async fn null_responder(
             .to_owned())
     };
     let issuer = nkeys::KeyPair::from_seed(&read(issuer_seed)?).context("bad issuer seed")?;
-    let signer = Arc::new(Signer::new(&issuer, None)?);
+    let signer = Arc::new(Signer::new(&issuer, None, None)?);
     let public = Permission {
         allow: vec!["public.>".into()],
         deny: vec![],

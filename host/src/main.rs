@@ -64,6 +64,11 @@ enum Command {
         #[arg(long)]
         out: PathBuf,
     },
+    /// Operator mode: nats-server trusts an operator and accounts are JWTs.
+    Operator {
+        #[command(subcommand)]
+        command: OperatorCommand,
+    },
     /// Password hashes for `permissions.password` entries.
     Password {
         #[command(subcommand)]
@@ -87,6 +92,25 @@ enum Command {
         #[arg(long = "auth-user")]
         auth_users: Vec<String>,
         /// Leave out the xkey even if an xkey seed exists.
+        #[arg(long)]
+        no_xkey: bool,
+    },
+}
+
+#[derive(Subcommand)]
+enum OperatorCommand {
+    /// Write an operator, its system account, the callout account (with its
+    /// authorization block), target accounts with signing keys, creds files, the
+    /// nats-server resolver block and the callout's operator config: a deployment to run
+    /// without nsc.
+    Init {
+        /// Where (created owner-only; must not hold a deployment already).
+        #[arg(long)]
+        dir: PathBuf,
+        /// An account users are placed in (repeat); default DEVICES and ANONYMOUS.
+        #[arg(long = "account")]
+        accounts: Vec<String>,
+        /// No xkey: nats-server sends requests unsealed.
         #[arg(long)]
         no_xkey: bool,
     },
@@ -221,6 +245,21 @@ fn main() -> Result<()> {
             }
             Ok(())
         }
+        Command::Operator {
+            command:
+                OperatorCommand::Init {
+                    dir,
+                    accounts,
+                    no_xkey,
+                },
+        } => {
+            let accounts = if accounts.is_empty() {
+                cli::operator::DEFAULT_TARGETS.map(str::to_owned).to_vec()
+            } else {
+                accounts
+            };
+            cli::operator::init(&dir, &accounts, !no_xkey)
+        }
         Command::ServerConfig {
             keys,
             account,
@@ -243,6 +282,31 @@ fn check(config: &Path) -> Result<()> {
         authorizer.route_names().join(", "),
         authorizer.issuer_public_key()
     );
+    match authorizer.accounts() {
+        None => println!(
+            "mode: config (nats-server's authorization {{ auth_callout {{ issuer: {} }} }}; \
+             grants name accounts of its config)",
+            authorizer.issuer_public_key()
+        ),
+        Some(a) => {
+            println!(
+                "mode: operator (callout account {} {}; users placed in the accounts below, \
+                 each signing its own)",
+                a.callout_name, a.callout
+            );
+            for (name, t) in a.describe() {
+                println!(
+                    "account {name}: {}{}",
+                    t.public_key,
+                    if t.scoped {
+                        " (scoped signing key: its template sets permissions)"
+                    } else {
+                        ""
+                    }
+                );
+            }
+        }
+    }
     if let Some(r) = &cfg.revocation {
         let mut sources = Vec::new();
         if let Some(file) = &r.file {

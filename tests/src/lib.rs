@@ -78,6 +78,10 @@ pub fn free_port() -> Result<u16> {
     Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
 }
 
+/// `s3cret`, bcrypt cost 4: the tests verify hashes for real, but need not wait for
+/// production costs (BENCHMARKS.md measures cost 10).
+pub const S3CRET_BCRYPT: &str = "$2b$04$qlJ4LcpOAB6XT5EsktDSZ.FIJGEdd7lUH2/AXq872Avl2JGyY.lfm";
+
 /// The keys of one test deployment.
 pub struct Keys {
     pub callout: nkeys::KeyPair,
@@ -260,6 +264,12 @@ impl Callout {
     pub async fn start(keys: &Keys, yaml: &str) -> Result<Self> {
         let dir = tempfile::tempdir()?;
         keys.write(dir.path())?;
+        Self::start_in(dir, yaml).await
+    }
+
+    /// Start the host from `yaml`, written as `callout.yaml` into `dir`, beside the
+    /// files it names (an operator-mode deployment's, say).
+    pub async fn start_in(dir: tempfile::TempDir, yaml: &str) -> Result<Self> {
         let path = dir.path().join("callout.yaml");
         std::fs::write(&path, with_test_defaults(yaml))?;
         let app = App::start(&path).await?;

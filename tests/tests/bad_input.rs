@@ -117,7 +117,7 @@ async fn hostile_requests_get_clear_errors_and_service_continues() -> Result<()>
             .into_bytes(),
         )
         .await?;
-    assert!(e.contains("this service signs as"), "{e}");
+    assert!(e.contains("this service answers for"), "{e}");
 
     // Not a server key as issuer (a user key signing its own request).
     let user = nkeys::KeyPair::new_user();

@@ -9,13 +9,10 @@ use nats_callout_tests::inject::{Injector, request};
 use nats_callout_tests::ops::{check, count, scrape};
 use nats_callout_tests::raw::{self, Outcome};
 use nats_callout_tests::{
-    Callout, Keys, NatsServer, callout_server_config, connect, connect_watching,
+    Callout, Keys, NatsServer, S3CRET_BCRYPT, callout_server_config, connect, connect_watching,
     expect_server_error, init_tracing, platform, stays_silent, synced,
 };
 
-/// `s3cret`, bcrypt cost 4: the tests verify hashes for real, but need not wait for
-/// production costs (BENCHMARKS.md measures cost 10).
-const S3CRET_BCRYPT: &str = "$2b$04$qlJ4LcpOAB6XT5EsktDSZ.FIJGEdd7lUH2/AXq872Avl2JGyY.lfm";
 /// `0ps-pass`, argon2id m=19456 t=2 p=1.
 const OPS_ARGON2: &str = "$argon2id$v=19$m=19456,t=2,p=1$c29tZXNhbHRzb21lc2FsdA$VF00vS/HUCMrGIUR97LELe5Z4/kX2iRHVUK7zsBX74w";
 

@@ -10,12 +10,10 @@ use anyhow::{Context, Result, bail, ensure};
 use futures::StreamExt;
 use nats_callout_tests::ops::{count, metric, scrape};
 use nats_callout_tests::{
-    Callout, Keys, NatsServer, connect, init_tracing, synced, write_atomically,
+    Callout, Keys, NatsServer, S3CRET_BCRYPT, connect, init_tracing, synced, write_atomically,
 };
 use tokio::sync::mpsc::UnboundedReceiver;
 
-/// `s3cret`, bcrypt cost 4 (as in password.rs).
-const S3CRET_BCRYPT: &str = "$2b$04$qlJ4LcpOAB6XT5EsktDSZ.FIJGEdd7lUH2/AXq872Avl2JGyY.lfm";
 const AUDIT_SUBJECT: &str = "callout.audit";
 
 /// Config-mode nats-server with JetStream for the callout's account (the audit stream

@@ -181,7 +181,9 @@ pub struct UserClaims<'a> {
     pub iat: i64,
     pub iss: &'a str,
     pub sub: &'a str,
-    /// Config mode: the target account's name.
+    /// Config mode: the target account's name (operator mode places the user in the
+    /// account that issued it, and ignores `aud`).
+    #[serde(skip_serializing_if = "str::is_empty")]
     pub aud: &'a str,
     #[serde(skip_serializing_if = "str::is_empty")]
     pub name: &'a str,
@@ -198,11 +200,15 @@ pub struct User<'a> {
     pub subscribe: Permission<'a>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub resp: Option<ResponsePermission>,
-    /// -1 = unlimited. Always sent: a missing value decodes as 0 in Go. (nats-server
-    /// applies no user limits to auth-callout users; the account's bind.)
-    pub subs: i64,
-    pub data: i64,
-    pub payload: i64,
+    /// -1 = unlimited. Sent, since a missing value decodes as 0 in Go (nats-server
+    /// applies no user limits to auth-callout users; the account's bind), except by a
+    /// scoped signing key, whose users must state no limits at all.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub subs: Option<i64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub data: Option<i64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub payload: Option<i64>,
     /// CIDRs (`CIDRList`: a JSON array of strings).
     #[serde(skip_serializing_if = "<[String]>::is_empty")]
     pub src: &'a [String],
@@ -216,9 +222,43 @@ pub struct User<'a> {
     pub allowed_connection_types: Vec<&'static str>,
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub proxy_required: bool,
+    /// A user that needs no nonce signature (operator mode's sentinel).
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub bearer_token: bool,
+    /// Operator mode, signed by a signing key: the account that key belongs to.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub issuer_account: Option<&'a str>,
     #[serde(rename = "type")]
     pub kind: &'static str,
     pub version: u32,
+}
+
+impl<'a> User<'a> {
+    /// A user with no permissions or limits stated, as a scoped signing key must sign
+    /// (its template supplies them), or as the base of a plain one.
+    pub fn empty() -> Self {
+        const NONE: Permission<'static> = Permission {
+            allow: &[],
+            deny: &[],
+        };
+        Self {
+            publish: NONE,
+            subscribe: NONE,
+            resp: None,
+            subs: None,
+            data: None,
+            payload: None,
+            src: &[],
+            times: &[],
+            times_location: None,
+            allowed_connection_types: Vec::new(),
+            proxy_required: false,
+            bearer_token: false,
+            issuer_account: None,
+            kind: USER_TYPE,
+            version: CLAIMS_VERSION,
+        }
+    }
 }
 
 pub use nats_callout_sdk::TimeRange;

@@ -15,33 +15,27 @@ use nkeys::{KeyPair, KeyPairType, XKey};
 pub enum KeyError {
     #[error("{what}: cannot read {path}: {source}")]
     Read {
-        what: &'static str,
+        what: String,
         path: String,
         source: std::io::Error,
     },
     #[error("{what}: not a valid seed (expected one starting with {prefix})")]
-    Invalid {
-        what: &'static str,
-        prefix: &'static str,
-    },
+    Invalid { what: String, prefix: &'static str },
     #[error("{what}: is a {found} seed, expected one starting with {prefix}")]
     WrongType {
-        what: &'static str,
+        what: String,
         found: String,
         prefix: &'static str,
     },
     #[error("{what}: set a file path in the config or the environment variable {env}")]
-    Missing {
-        what: &'static str,
-        env: &'static str,
-    },
+    Missing { what: String, env: String },
 }
 
 /// Where a seed comes from: the environment variable wins over the file, so a
 /// Kubernetes `secretKeyRef` can override a mounted default.
 pub struct SeedSource<'a> {
-    pub what: &'static str,
-    pub env: &'static str,
+    pub what: &'a str,
+    pub env: &'a str,
     pub file: Option<&'a Path>,
 }
 
@@ -57,7 +51,7 @@ impl SeedSource<'_> {
             return Ok(None);
         };
         let text = std::fs::read_to_string(path).map_err(|source| KeyError::Read {
-            what: self.what,
+            what: self.what.to_owned(),
             path: path.display().to_string(),
             source,
         })?;
@@ -81,12 +75,12 @@ impl SeedSource<'_> {
             return Ok(None);
         };
         let kp = KeyPair::from_seed(&seed).map_err(|_| KeyError::Invalid {
-            what: self.what,
+            what: self.what.to_owned(),
             prefix,
         })?;
         if kp.key_pair_type() != expected {
             return Err(KeyError::WrongType {
-                what: self.what,
+                what: self.what.to_owned(),
                 found: format!("{:?}", kp.key_pair_type()),
                 prefix,
             });
@@ -102,15 +96,15 @@ impl SeedSource<'_> {
         XKey::from_seed(&seed)
             .map(Some)
             .map_err(|_| KeyError::Invalid {
-                what: self.what,
+                what: self.what.to_owned(),
                 prefix: "SX",
             })
     }
 
     pub fn required<T>(&self, v: Option<T>) -> Result<T, KeyError> {
         v.ok_or(KeyError::Missing {
-            what: self.what,
-            env: self.env,
+            what: self.what.to_owned(),
+            env: self.env.to_owned(),
         })
     }
 }

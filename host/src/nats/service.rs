@@ -42,6 +42,12 @@ pub enum ServiceError {
         path: String,
         source: std::io::Error,
     },
+    #[error("nats[{server}]: credentials file {path}: {source}")]
+    CredentialsFile {
+        server: String,
+        path: String,
+        source: std::io::Error,
+    },
     #[error("nats[{server}]: cannot read TLS file {path}: {source}")]
     TlsFile {
         server: String,
@@ -210,6 +216,8 @@ struct Tls {
 #[derive(Clone)]
 enum Auth {
     Nkey(String),
+    /// A `.creds` file's text (operator mode).
+    Credentials(String),
     Password(String, String),
     None,
 }
@@ -218,6 +226,9 @@ impl Auth {
     fn options(&self) -> async_nats::ConnectOptions {
         match self {
             Auth::Nkey(seed) => async_nats::ConnectOptions::with_nkey(seed.clone()),
+            // Parsed when the file was read: this cannot fail here.
+            Auth::Credentials(creds) => async_nats::ConnectOptions::with_credentials(creds)
+                .unwrap_or_else(|_| async_nats::ConnectOptions::new()),
             Auth::Password(u, p) => {
                 async_nats::ConnectOptions::with_user_and_password(u.clone(), p.clone())
             }
@@ -232,6 +243,14 @@ impl Auth {
                 |_| "an nkey".into(),
                 |kp| format!("nkey {}", kp.public_key()),
             ),
+            Auth::Credentials(creds) => creds
+                .lines()
+                .find(|l| l.starts_with("eyJ"))
+                .and_then(|jwt| {
+                    crate::nats::jwt::decode_unverified::<serde_json::Value>(jwt.trim())
+                })
+                .and_then(|c| c["sub"].as_str().map(|s| format!("user {s} (creds)")))
+                .unwrap_or_else(|| "a creds file".into()),
             Auth::Password(u, _) => format!("user {u:?}"),
             Auth::None => "no credentials".into(),
         }
@@ -258,6 +277,7 @@ struct Login<'a> {
     user: Option<&'a String>,
     password_env: &'static str,
     password_file: Option<&'a std::path::PathBuf>,
+    credentials_file: Option<&'a std::path::PathBuf>,
 }
 
 fn auth(cfg: &Config, server: &NatsConfig, login: Login<'_>) -> Result<Auth, ServiceError> {
@@ -273,6 +293,24 @@ fn auth(cfg: &Config, server: &NatsConfig, login: Login<'_>) -> Result<Auth, Ser
     };
     // A `user` entry logs in with its password even when the nkey seed comes from the
     // environment (the Helm chart always sets it): the config names the method.
+    if let Some(f) = login.credentials_file {
+        let path = cfg.resolve(f);
+        let creds =
+            std::fs::read_to_string(&path).map_err(|source| ServiceError::CredentialsFile {
+                server: server.name.clone(),
+                path: path.display().to_string(),
+                source,
+            })?;
+        // async-nats parses lazily; a broken file is refused now, with its path.
+        async_nats::ConnectOptions::with_credentials(&creds).map_err(|e| {
+            ServiceError::CredentialsFile {
+                server: server.name.clone(),
+                path: path.display().to_string(),
+                source: e,
+            }
+        })?;
+        return Ok(Auth::Credentials(creds));
+    }
     Ok(
         if login.user.is_none()
             && let Some(kp) = src
@@ -281,7 +319,7 @@ fn auth(cfg: &Config, server: &NatsConfig, login: Login<'_>) -> Result<Auth, Ser
         {
             Auth::Nkey(kp.seed().map_err(|_| {
                 credentials(KeyError::Invalid {
-                    what: login.what,
+                    what: login.what.to_owned(),
                     prefix: "SU",
                 })
             })?)
@@ -329,6 +367,7 @@ fn system_connect(
             user: u.user.as_ref(),
             password_env: SYSTEM_PASSWORD_ENV,
             password_file: u.password_file.as_ref(),
+            credentials_file: u.credentials_file.as_ref(),
         },
     )?;
     Ok(Some(Connect {
@@ -348,6 +387,7 @@ fn connect_options(cfg: &Config, server: &NatsConfig) -> Result<Connect, Service
             user: server.user.as_ref(),
             password_env: PASSWORD_ENV,
             password_file: server.password_file.as_ref(),
+            credentials_file: server.credentials_file.as_ref(),
         },
     )?;
     let tls = match &server.tls {

@@ -52,6 +52,11 @@ pub struct Config {
     /// Optional curve seed (`SX...`); its public key is `auth_callout.xkey`.
     #[serde(default)]
     pub xkey_seed_file: Option<PathBuf>,
+    /// Operator mode: nats-server trusts an operator, accounts are JWTs, and each user
+    /// JWT is signed by the key of the account it places the user in. Absent: config
+    /// mode (`authorization { auth_callout { ... } }` in nats-server's config).
+    #[serde(default)]
+    pub operator: Option<OperatorConfig>,
     /// Directory of the built-in `<name>.wasm` plugins; relative to the config file.
     #[serde(default)]
     pub plugin_dir: Option<PathBuf>,
@@ -117,6 +122,10 @@ pub struct NatsConfig {
     /// File holding the password of `user` (environment: `AUTH_CALLOUT_NATS_PASSWORD`).
     #[serde(default)]
     pub password_file: Option<PathBuf>,
+    /// Operator mode: a `.creds` file (user JWT and seed) of the callout's user, one
+    /// of the callout account's `auth_users`.
+    #[serde(default)]
+    pub credentials_file: Option<PathBuf>,
     #[serde(default = "default_queue_group")]
     pub queue_group: String,
     #[serde(default = "default_subject")]
@@ -137,6 +146,38 @@ pub struct NatsConfig {
     pub audit_subject: Option<String>,
 }
 
+/// The `operator` section (see `pipeline/accounts.rs`). Facts about accounts come from
+/// their JWTs, as the operator's tooling exports them (`nsc describe account NAME
+/// --raw`, or what `nats-callout operator init` writes); seeds come from files or the
+/// environment, never from here.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OperatorConfig {
+    /// The callout account's JWT: its `authorization` block (`auth_users`,
+    /// `allowed_accounts`, `xkey`) and signing keys. `issuer_seed_file` is this
+    /// account's key or one of its signing keys.
+    pub callout_account_jwt_file: PathBuf,
+    /// The accounts grants may place users in, by the name plugins and `permissions`
+    /// use in `account:`.
+    #[serde(default)]
+    pub accounts: BTreeMap<String, TargetAccountConfig>,
+}
+
+/// One account users are placed in.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TargetAccountConfig {
+    /// The account's JWT: its public key and signing keys (a scoped one supplies the
+    /// permissions of the users it signs).
+    pub jwt_file: PathBuf,
+    /// The seed (`SA...`) of the key that signs its users: one of its signing keys (or
+    /// its own key). The environment variable `signing_key_env` wins over the file.
+    #[serde(default)]
+    pub signing_key_file: Option<PathBuf>,
+    #[serde(default)]
+    pub signing_key_env: Option<String>,
+}
+
 /// The system-account login of one NATS server entry: `user` with `password_file`, or
 /// `nkey_seed_file`. Relative paths are relative to the config file.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -148,6 +189,9 @@ pub struct SystemUserConfig {
     pub password_file: Option<PathBuf>,
     #[serde(default)]
     pub nkey_seed_file: Option<PathBuf>,
+    /// Operator mode: a `.creds` file of a system-account user.
+    #[serde(default)]
+    pub credentials_file: Option<PathBuf>,
 }
 
 /// The `revocation` section (see `pipeline/revocation.rs`).

@@ -36,6 +36,15 @@ fn watched_files(config_path: &Path, cfg: &Config) -> Vec<PathBuf> {
             .flatten()
             .map(|p| cfg.resolve(p)),
     );
+    // So do operator mode's account JWTs (an account re-signed with new signing keys,
+    // allowed_accounts changed) and signing seeds.
+    if let Some(op) = &cfg.operator {
+        files.push(cfg.resolve(&op.callout_account_jwt_file));
+        for a in op.accounts.values() {
+            files.push(cfg.resolve(&a.jwt_file));
+            files.extend(a.signing_key_file.as_ref().map(|p| cfg.resolve(p)));
+        }
+    }
     // A rotated CA bundle takes effect like any other config change.
     files.extend(cfg.mtls_ca_file());
     files.extend(cfg.outbound_http.ca_file.as_ref().map(|p| cfg.resolve(p)));

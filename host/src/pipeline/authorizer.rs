@@ -13,12 +13,13 @@ use crate::nats::claims::AuthorizationRequest;
 use crate::nats::keys::{KeyError, SeedSource};
 use crate::ops::config::Config;
 use crate::ops::metrics::{Counters, Metrics, PluginMetrics};
+use crate::pipeline::accounts::Accounts;
 use crate::pipeline::cache::{DecisionCache, Key};
 use crate::pipeline::credential;
 use crate::pipeline::decision::{Connection, Decision, Grant};
 use crate::pipeline::identity::Identity;
 use crate::pipeline::request::{ReplyTarget, Verifier, unix_now};
-use crate::pipeline::respond::Signer;
+use crate::pipeline::respond::{IssueError, Signer};
 use crate::pipeline::revocation::{Revocations, Revoked};
 use crate::pipeline::routing::{Facts, Matcher, Mode, shadows};
 use crate::runtime::capabilities::Capabilities;
@@ -46,6 +47,8 @@ pub enum LoadError {
     Outbound(#[from] crate::runtime::capabilities::http::OutboundError),
     #[error(transparent)]
     Revocation(#[from] crate::pipeline::revocation::RevocationError),
+    #[error(transparent)]
+    Accounts(#[from] crate::pipeline::accounts::AccountsError),
     #[error("{at}: {message}")]
     Secret { at: String, message: String },
     #[error("{origin} ({name}): {message}")]
@@ -202,6 +205,14 @@ impl Authorizer {
             file: xkey_file.as_deref(),
         }
         .xkey()?;
+        let accounts = cfg
+            .operator
+            .as_ref()
+            .map(|op| {
+                let xkey_public = xkey.as_ref().map(|x| x.public_key());
+                Accounts::load(cfg, op, &issuer.public_key(), xkey_public.as_deref())
+            })
+            .transpose()?;
 
         let specs = cfg.plugin_specs();
         let limits_of = |p: &crate::ops::config::PluginSpec| CallLimits {
@@ -251,7 +262,10 @@ impl Authorizer {
             None => None,
         };
         let mut plugins = Vec::with_capacity(specs.len());
-        let mut notes = Vec::new();
+        let mut notes: Vec<String> = accounts.iter().flat_map(|a| a.notes.clone()).collect();
+        for note in &notes {
+            tracing::warn!("{note}");
+        }
         for p in specs {
             let path = cfg.plugin_path(p);
             // `host` tells the plugin which verification capabilities have key material
@@ -320,7 +334,7 @@ impl Authorizer {
             );
         }
         Ok(Self {
-            signer: Signer::new(&issuer, xkey)?,
+            signer: Signer::new(&issuer, xkey, accounts)?,
             leeway: cfg.limits.request_leeway,
             plugins,
             routes,
@@ -371,6 +385,11 @@ impl Authorizer {
 
     pub fn issuer_public_key(&self) -> &str {
         &self.signer.issuer_public
+    }
+
+    /// Operator mode's accounts; `None` in config mode.
+    pub fn accounts(&self) -> Option<&Accounts> {
+        self.signer.accounts.as_ref()
     }
 
     /// Replace the plugin called `name` with another runner, e.g. a native build of the
@@ -450,7 +469,7 @@ impl Authorizer {
 
     async fn handle_uncounted(&self, payload: &[u8], server_xkey: Option<&str>) -> Handled {
         let verifier = Verifier {
-            issuer: &self.signer.issuer_public,
+            issuer: self.signer.request_subject(),
             xkey: self.signer.xkey.as_ref(),
             leeway: self.leeway,
         };
@@ -551,7 +570,10 @@ impl Authorizer {
             let jwt = self
                 .signer
                 .user_jwt(&grant, &target.user_nkey, now)
-                .map_err(|e| Refused::Invalid(format!("cannot sign user JWT: {e}")))?;
+                .map_err(|e| match e {
+                    IssueError::Placement(e) => Refused::Denied(format!("{}: {e}", route.name)),
+                    IssueError::Sign(_) => Refused::Invalid(e.to_string()),
+                })?;
             Ok((grant, jwt))
         });
         self.finish(

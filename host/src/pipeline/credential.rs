@@ -37,16 +37,35 @@ pub fn kind(req: &AuthorizationRequest) -> Result<CredentialKind, CredentialErro
             CredentialKind::Certificate
         } else if !c.nkey.is_empty() {
             CredentialKind::Nkey
-        } else if !c.jwt.is_empty() {
+        } else if !c.jwt.is_empty() && !is_bearer(&c.jwt) {
             CredentialKind::UserJwt
         } else if !c.user.is_empty() || !c.pass.is_empty() {
             CredentialKind::UserPassword
-        } else if !c.sig.is_empty() {
+        } else if !c.sig.is_empty() && c.jwt.is_empty() {
             return Err(CredentialError::SignatureOnly);
         } else {
             CredentialKind::None
         },
     )
+}
+
+/// Whether a user JWT is a bearer token. In operator mode every client presents a user
+/// JWT of the callout account, if only the `default_sentinel` nats-server fills in: a
+/// bearer one is that ticket to the callout, not who the client is, so what else the
+/// client sent decides (nothing else: `none`). Read unverified: it only picks the
+/// route, and the `jwt` plugin verifies what it admits.
+fn is_bearer(jwt: &str) -> bool {
+    #[derive(serde::Deserialize)]
+    struct Claims {
+        #[serde(default)]
+        nats: Flags,
+    }
+    #[derive(serde::Deserialize, Default)]
+    struct Flags {
+        #[serde(default)]
+        bearer_token: bool,
+    }
+    crate::nats::jwt::decode_unverified::<Claims>(jwt).is_some_and(|c| c.nats.bearer_token)
 }
 
 /// The credential of [`kind`] `kind`, moved out of the CONNECT options (the fields it
@@ -150,6 +169,44 @@ mod tests {
                 ..Default::default()
             }),
             Err(CredentialError::SignatureOnly)
+        );
+    }
+
+    /// Operator mode: a bearer user JWT (the sentinel every client of the callout
+    /// account carries) is not who the client is; what else it sent is.
+    #[test]
+    fn a_bearer_user_jwt_is_the_sentinel_not_a_credential() {
+        let jwt = |bearer: bool| {
+            use base64::Engine as _;
+            let claims = serde_json::json!({ "nats": { "bearer_token": bearer, "type": "user" } });
+            let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+            format!(
+                "{}.{}.sig",
+                b64.encode("{}"),
+                b64.encode(claims.to_string())
+            )
+        };
+        let k = |c| kind(&req(c));
+        let sentinel = || ConnectOptions {
+            jwt: jwt(true),
+            sig: "signed-nonce".into(),
+            ..Default::default()
+        };
+        assert_eq!(k(sentinel()), Ok(CredentialKind::None));
+        assert_eq!(
+            k(ConnectOptions {
+                user: "bob".into(),
+                pass: "x".into(),
+                ..sentinel()
+            }),
+            Ok(CredentialKind::UserPassword)
+        );
+        assert_eq!(
+            k(ConnectOptions {
+                jwt: jwt(false),
+                ..sentinel()
+            }),
+            Ok(CredentialKind::UserJwt)
         );
     }
 

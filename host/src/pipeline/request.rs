@@ -37,7 +37,10 @@ pub enum RequestError {
     NoExpiry,
     #[error("request expired {0}s ago")]
     Expired(i64),
-    #[error("request is for issuer {0}, but this service signs as {1}")]
+    #[error(
+        "request is for {0}, but this service answers for {1} (config mode: its issuer; \
+         operator mode: the callout account)"
+    )]
     WrongIssuer(String, String),
     #[error("request user_nkey {0:?} is not a user key (U...)")]
     UserNkey(String),

@@ -8,6 +8,7 @@ use crate::nats::claims::{
     ResponsePermission, USER_TYPE, User, UserClaims,
 };
 use crate::nats::jwt::{self, JwtError, SigningKey};
+use crate::pipeline::accounts::{Accounts, PlacementError};
 use crate::pipeline::decision::Grant;
 use crate::pipeline::request::ReplyTarget;
 use nats_callout_sdk::ConnectionType;
@@ -29,6 +30,18 @@ pub struct Signer {
     issuer: SigningKey,
     pub issuer_public: String,
     pub xkey: Option<XKey>,
+    /// Operator mode: the accounts users are placed in, each signing its own.
+    pub accounts: Option<Accounts>,
+}
+
+/// Why no user JWT could be issued for a grant.
+#[derive(Debug, thiserror::Error)]
+pub enum IssueError {
+    /// The grant's account cannot take users (the client is refused).
+    #[error(transparent)]
+    Placement(#[from] PlacementError),
+    #[error("cannot sign user JWT: {0}")]
+    Sign(#[from] JwtError),
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -41,22 +54,54 @@ pub enum RespondError {
 
 impl Signer {
     /// `issuer` must hold its seed.
-    pub fn new(issuer: &KeyPair, xkey: Option<XKey>) -> Result<Self, JwtError> {
+    pub fn new(
+        issuer: &KeyPair,
+        xkey: Option<XKey>,
+        accounts: Option<Accounts>,
+    ) -> Result<Self, JwtError> {
         Ok(Self {
             issuer: SigningKey::from_nkey(issuer)?,
             issuer_public: issuer.public_key(),
             xkey,
+            accounts,
         })
     }
 
-    /// The user JWT. Config mode: `aud` names the target account.
-    pub fn user_jwt(&self, grant: &Grant, user_nkey: &str, now: i64) -> Result<String, JwtError> {
+    /// The key nats-server names as the `sub` of its requests: config mode our issuer
+    /// (`auth_callout.issuer`), operator mode the callout account.
+    pub fn request_subject(&self) -> &str {
+        self.accounts
+            .as_ref()
+            .map_or(&self.issuer_public, |a| &a.callout)
+    }
+
+    /// The user JWT. Config mode: signed by the issuer, `aud` names the target account.
+    /// Operator mode: signed by the target account's key, which places the user there.
+    pub fn user_jwt(&self, grant: &Grant, user_nkey: &str, now: i64) -> Result<String, IssueError> {
+        let Some(accounts) = &self.accounts else {
+            return Ok(self.sign_user(grant, user_nkey, now, None)?);
+        };
+        let target = accounts.target(&grant.account, now)?;
+        Ok(self.sign_user(grant, user_nkey, now, Some(target))?)
+    }
+
+    fn sign_user(
+        &self,
+        grant: &Grant,
+        user_nkey: &str,
+        now: i64,
+        target: Option<&crate::pipeline::accounts::TargetAccount>,
+    ) -> Result<String, JwtError> {
+        let (iss, aud, signer) = match target {
+            None => (&self.issuer_public, grant.account.as_str(), &self.issuer),
+            Some(t) => (&t.signer_public, "", &t.signer),
+        };
         let mut claims = UserClaims {
             jti: String::new(),
             iat: now,
-            iss: &self.issuer_public,
+            iss,
             sub: user_nkey,
-            aud: &grant.account,
+            aud,
             name: &grant.name,
             exp: grant.expires_at,
             nats: User {
@@ -72,9 +117,9 @@ impl Signer {
                     max: r.max_msgs,
                     ttl: i64::try_from(r.ttl_millis.saturating_mul(1_000_000)).unwrap_or(i64::MAX),
                 }),
-                subs: -1,
-                data: -1,
-                payload: -1,
+                subs: Some(-1),
+                data: Some(-1),
+                payload: Some(-1),
                 src: &grant.source_networks,
                 times: &grant.times,
                 times_location: grant.locale.as_deref(),
@@ -85,11 +130,19 @@ impl Signer {
                     .copied()
                     .collect(),
                 proxy_required: grant.proxy_required,
+                bearer_token: false,
+                issuer_account: target.and_then(|t| t.issuer_account()),
                 kind: USER_TYPE,
                 version: CLAIMS_VERSION,
             },
         };
-        jwt::encode(&mut claims, &self.issuer)
+        if let Some(t) = target.filter(|t| t.scoped) {
+            claims.nats = User {
+                issuer_account: t.issuer_account(),
+                ..User::empty()
+            };
+        }
+        jwt::encode(&mut claims, signer)
     }
 
     /// The authorization response carrying either a user JWT or an error, as bytes to
@@ -135,7 +188,7 @@ mod tests {
     use crate::pipeline::decision::{Permission as Subjects, ResponsePermission as Reply};
 
     fn signer() -> Signer {
-        Signer::new(&KeyPair::new_account(), None).expect("a generated key has a seed")
+        Signer::new(&KeyPair::new_account(), None, None).expect("a generated key has a seed")
     }
 
     /// The claims of a JWT this signer made (verified against its issuer).
