@@ -19,12 +19,12 @@ RUN cargo build --locked --release -p nats-callout --bin nats-callout \
  && cargo build --locked --target wasm32-wasip2 --profile plugin \
       -p nats-callout-plugin-oauth2 -p nats-callout-plugin-mtls \
       -p nats-callout-plugin-nkey -p nats-callout-plugin-noauth \
-      -p nats-callout-plugin-password \
+      -p nats-callout-plugin-password -p nats-callout-plugin-jwt \
  && cargo build --locked --target wasm32-wasip2 --profile plugin \
       -p nats-callout-plugin-introspection \
  && mkdir -p /out/plugins \
  && cp target/release/nats-callout /out/nats-callout \
- && for p in oauth2 mtls nkey noauth password introspection; do \
+ && for p in oauth2 mtls nkey noauth password jwt introspection; do \
       cp "target/wasm32-wasip2/plugin/nats_callout_plugin_$p.wasm" "/out/plugins/$p.wasm"; \
     done
 

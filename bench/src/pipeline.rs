@@ -219,7 +219,7 @@ fn native_plugin(cfg: &Config, auth: &Authorizer, mode: Mode) -> Result<NativePl
         Mode::Password => {
             NativePlugin::new::<nats_callout_plugin_password::PasswordPlugin>(name, &init, caps)
         }
-        Mode::Mtls => Err(format!("{mode} is not benchmarked here")),
+        Mode::Mtls | Mode::Jwt => Err(format!("{mode} is not benchmarked here")),
     }
     .map_err(|e| anyhow!("native {mode} plugin: {e}"))
 }

@@ -292,7 +292,7 @@ fn check(config: &Path) -> Result<()> {
             println!(
                 "mode: operator (callout account {} {}; users placed in the accounts below, \
                  each signing its own)",
-                a.callout_name, a.callout
+                a.callout.name, a.callout.sub
             );
             for (name, t) in a.describe() {
                 println!(

@@ -6,16 +6,19 @@
 //! sealed (xkey) and unsealed requests; the oauth2, nkey, password and noauth modes.
 
 use std::collections::BTreeSet;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 use futures::StreamExt;
+use nats_callout::nats::claims::{Permission, User, UserClaims};
 use nats_callout::nats::jwt::{self, SigningKey as Signer};
-use nats_callout::nats::operator::{AccountClaims, SigningKey, UserScope};
+use nats_callout::nats::operator::{AccountClaims, SigningKey, UserScope, creds};
+use nats_callout::pipeline::request::unix_now;
 use nats_callout_tests::oidc::{Oidc, client};
 use nats_callout_tests::ops::callout_bin;
+use nats_callout_tests::pki::{self, Ca};
 use nats_callout_tests::{Callout, NatsServer, S3CRET_BCRYPT, connect, init_tracing};
 use serde_json::{Value, json};
 
@@ -29,6 +32,8 @@ const ACCOUNTS: [&str; 5] = ["DEVICES", "APP", "ANONYMOUS", "OUTSIDE", "EXPIRED"
 /// An operator-mode deployment: nats-server, the callout, the folder `init` wrote.
 struct Deployment {
     server: NatsServer,
+    /// The hub's leaf node port.
+    leaf_port: u16,
     callout: Callout,
     /// Account name → public key.
     accounts: Vec<(String, String)>,
@@ -37,6 +42,8 @@ struct Deployment {
     _audit_client: async_nats::Client,
     _oidc: Oidc,
     oidc_token: String,
+    /// The identity of the last admission's audit event.
+    last_identity: Value,
 }
 
 /// Re-sign account `name`'s JWT with the operator's seed after `edit`, in its file and
@@ -66,30 +73,37 @@ fn seed_public(path: &Path) -> Result<String> {
     Ok(nkeys::KeyPair::from_seed(std::fs::read_to_string(path)?.trim())?.public_key())
 }
 
+/// `nats-callout operator init` into a new folder, with `accounts` and `--no-xkey`
+/// unless `xkey`: the folder and its nats-server config.
+fn init(accounts: &[&str], xkey: bool) -> Result<(tempfile::TempDir, String)> {
+    let dir = tempfile::tempdir()?;
+    let mut cmd = Command::new(callout_bin()?);
+    cmd.args(["operator", "init", "--dir"]).arg(dir.path());
+    for a in accounts {
+        cmd.args(["--account", a]);
+    }
+    if !xkey {
+        cmd.arg("--no-xkey");
+    }
+    let out = cmd.output()?;
+    if !out.status.success() {
+        bail!("operator init: {}", String::from_utf8_lossy(&out.stderr));
+    }
+    let conf = std::fs::read_to_string(dir.path().join("nats-server.conf"))?;
+    Ok((dir, conf))
+}
+
+/// The public key of account `name` of an `init` folder.
+fn account_key(dir: &Path, name: &str) -> Result<String> {
+    let jwt = std::fs::read_to_string(dir.join(format!("accounts/{name}.jwt")))?;
+    Ok(AccountClaims::decode(&jwt)?.sub)
+}
+
 impl Deployment {
     async fn start(xkey: bool) -> Result<Self> {
-        let dir = tempfile::tempdir()?;
-        let mut cmd = Command::new(callout_bin()?);
-        cmd.args(["operator", "init", "--dir"]).arg(dir.path());
-        for a in ACCOUNTS {
-            cmd.args(["--account", a]);
-        }
-        if !xkey {
-            cmd.arg("--no-xkey");
-        }
-        let out = cmd.output()?;
-        if !out.status.success() {
-            bail!("operator init: {}", String::from_utf8_lossy(&out.stderr));
-        }
+        let (dir, mut conf) = init(&ACCOUNTS, xkey)?;
         let d = dir.path();
-        let mut conf = std::fs::read_to_string(d.join("nats-server.conf"))?;
-        let public = |name: &str| -> Result<String> {
-            Ok(AccountClaims::decode(&std::fs::read_to_string(
-                d.join(format!("accounts/{name}.jwt")),
-            )?)?
-            .sub)
-        };
-        let outside = public("OUTSIDE")?;
+        let outside = account_key(d, "OUTSIDE")?;
         resign(d, &mut conf, "AUTH", |c| {
             c.nats
                 .authorization
@@ -112,9 +126,9 @@ impl Deployment {
                 description: String::new(),
             })]
         })?;
-        resign(d, &mut conf, "EXPIRED", |c| {
-            c.exp = Some(nats_callout::pipeline::request::unix_now() - 60)
-        })?;
+        resign(d, &mut conf, "EXPIRED", |c| c.exp = Some(unix_now() - 60))?;
+        let leaf_port = nats_callout_tests::free_port()?;
+        conf.push_str(&format!("leafnodes {{ listen: 127.0.0.1:{leaf_port} }}\n"));
         let server = NatsServer::start(&conf)?;
 
         let oidc = Oidc::start(
@@ -138,6 +152,7 @@ impl Deployment {
              nkey:\n    device:\n      public_key: {device}\n      account: DEVICES\n      \
              permissions: {{ pub: {{ allow: [\"devices.{{{{name}}}}.>\", {info}] }}, sub: {{ allow: [\"_INBOX.>\"] }} }}\n  \
              password:\n{users}  \
+             jwt:\n    account: DEVICES\n  \
              noauth:\n    account: ANONYMOUS\n    permissions: {{ pub: {{ allow: [\"public.>\", {info}] }}, sub: {{ allow: [\"public.>\", \"_INBOX.>\"] }} }}\n",
             init_yaml
                 .replace("nats://127.0.0.1:4222", &server.url())
@@ -167,18 +182,70 @@ impl Deployment {
         audit_client.flush().await?;
         let accounts = ACCOUNTS
             .iter()
-            .map(|a| Ok((a.to_string(), public(a)?)))
+            .map(|a| Ok((a.to_string(), account_key(d, a)?)))
             .collect::<Result<_>>()?;
         let callout = Callout::start_in(dir, &yaml).await?;
         Ok(Self {
             server,
+            leaf_port,
             callout,
             accounts,
             audit,
             _audit_client: audit_client,
             _oidc: oidc,
             oidc_token,
+            last_identity: Value::Null,
         })
+    }
+
+    /// A `.creds` file of a user of the callout account AUTH, as `nsc add user` writes
+    /// one: signed by `signer` (default AUTH's signing key) naming AUTH as
+    /// `issuer_account`, allowed `legacy.>`, expiring at `exp`.
+    fn legacy_creds(
+        &self,
+        name: &str,
+        signer: Option<&nkeys::KeyPair>,
+        exp: Option<i64>,
+    ) -> Result<PathBuf> {
+        let dir = self.callout.dir.path();
+        let auth = nkeys::KeyPair::from_seed(
+            std::fs::read_to_string(dir.join("accounts/AUTH.sk"))?.trim(),
+        )?;
+        let signer = signer.unwrap_or(&auth);
+        let account =
+            AccountClaims::decode(&std::fs::read_to_string(dir.join("accounts/AUTH.jwt"))?)?.sub;
+        let user = nkeys::KeyPair::new_user();
+        let (iss, sub) = (signer.public_key(), user.public_key());
+        let legacy = ["legacy.>".to_owned(), "$SYS.REQ.USER.INFO".to_owned()];
+        let inbox = ["legacy.>".to_owned(), "_INBOX.>".to_owned()];
+        let mut claims = UserClaims {
+            jti: String::new(),
+            iat: unix_now() - 5,
+            iss: &iss,
+            sub: &sub,
+            aud: "",
+            name,
+            exp,
+            nats: User {
+                publish: Permission {
+                    allow: &legacy,
+                    deny: &[],
+                },
+                subscribe: Permission {
+                    allow: &inbox,
+                    deny: &[],
+                },
+                subs: Some(-1),
+                data: Some(-1),
+                payload: Some(-1),
+                issuer_account: Some(&account),
+                ..User::empty()
+            },
+        };
+        let token = jwt::encode(&mut claims, &Signer::from_nkey(signer)?)?;
+        let path = dir.join(format!("{name}.creds"));
+        std::fs::write(&path, creds(&token, &user.seed()?))?;
+        Ok(path)
     }
 
     fn account(&self, name: &str) -> &str {
@@ -194,7 +261,12 @@ impl Deployment {
     async fn decision(&mut self) -> Result<Value> {
         let msg = tokio::time::timeout(Duration::from_secs(10), self.audit.next())
             .await
-            .context("no audit event within 10s")?
+            .with_context(|| {
+                format!(
+                    "no audit event within 10s; nats-server: {}",
+                    self.server.log()
+                )
+            })?
             .context("audit subscription closed")?;
         Ok(serde_json::from_slice(&msg.payload)?)
     }
@@ -204,6 +276,7 @@ impl Deployment {
         let client = connect(&self.server.url(), options).await?;
         let decision = self.decision().await?;
         assert_eq!(decision["verdict"], "allowed", "{decision}");
+        self.last_identity = decision["identity"].clone();
         let reply = client
             .request("$SYS.REQ.USER.INFO", "".into())
             .await
@@ -343,6 +416,74 @@ async fn users_are_placed_in_the_accounts_that_sign_them() -> Result<()> {
     Ok(())
 }
 
+/// Users of the callout account with `.creds` of their own keep working through the
+/// `jwt` plugin, leaf nodes included: placed in DEVICES with their JWT's permissions.
+#[tokio::test]
+async fn creds_of_the_callout_account_keep_working() -> Result<()> {
+    init_tracing();
+    let mut d = Deployment::start(true).await?;
+    let legacy = d.legacy_creds("legacy-1", None, None)?;
+    let options = || async_nats::ConnectOptions::with_credentials_file(legacy.clone());
+    let info = d.admitted(options().await?).await?;
+    assert_eq!(info["account"], d.account("DEVICES"), "{info}");
+    assert_eq!(info["user_name"], "legacy-1", "{info}");
+    // Audited (and revocable) by the JWT's subject, the key the client proved.
+    assert!(
+        d.last_identity["nkey"]
+            .as_str()
+            .is_some_and(|k| k.starts_with('U')),
+        "{}",
+        d.last_identity
+    );
+    assert_eq!(
+        publish(&info),
+        set(&["legacy.>", "$SYS.REQ.USER.INFO"]),
+        "{info}"
+    );
+
+    // A leaf node logs in to the hub with the same creds; its clients reach DEVICES.
+    let hub = connect(&d.server.url(), options().await?).await?;
+    let decision = d.decision().await?;
+    assert_eq!(decision["verdict"], "allowed", "{decision}");
+    let mut sub = hub.subscribe("legacy.from-leaf").await?;
+    hub.flush().await?;
+    let leaf = NatsServer::start(&format!(
+        "leafnodes {{ remotes: [ {{ url: \"nats-leaf://127.0.0.1:{}\", credentials: {:?} }} ] }}\n",
+        d.leaf_port, legacy
+    ))?;
+    let decision = d.decision().await?;
+    assert_eq!(decision["verdict"], "allowed", "{decision}");
+    assert_eq!(decision["client"]["type"], "Leafnode", "{decision}");
+    let leaf_client = connect(&leaf.url(), async_nats::ConnectOptions::new()).await?;
+    // The leaf learns the hub's interest asynchronously: publish until it arrives.
+    let received = async {
+        loop {
+            leaf_client
+                .publish("legacy.from-leaf", "hello".into())
+                .await?;
+            leaf_client.flush().await?;
+            if let Ok(Some(m)) = tokio::time::timeout(Duration::from_millis(200), sub.next()).await
+            {
+                return anyhow::Ok(m);
+            }
+        }
+    };
+    let msg = tokio::time::timeout(Duration::from_secs(15), received)
+        .await
+        .context("nothing from the leaf")??;
+    assert_eq!(&msg.payload[..], b"hello");
+
+    // Expired, or signed by a key the account does not have: nats-server refuses them
+    // itself (the host would too: identity/user_jwt.rs).
+    let expired = d.legacy_creds("expired", None, Some(unix_now() - 60))?;
+    let forged = d.legacy_creds("forged", Some(&nkeys::KeyPair::new_account()), None)?;
+    for creds in [expired, forged] {
+        let options = async_nats::ConnectOptions::with_credentials_file(creds).await?;
+        assert!(connect(&d.server.url(), options).await.is_err());
+    }
+    Ok(())
+}
+
 /// Without an xkey nats-server checks who signed the response: the callout account's
 /// signing key, which the callout answers with.
 #[tokio::test]
@@ -353,5 +494,65 @@ async fn unsealed_requests_are_answered_with_the_callout_accounts_signing_key() 
     assert_eq!(info["account"], d.account("DEVICES"), "{info}");
     let reason = d.refused(password("outsider")).await?;
     assert!(reason.contains("allowed_accounts"), "{reason}");
+    Ok(())
+}
+
+/// mTLS in operator mode: nats-server verifies client certificates on its client port
+/// (the callout's own connection presents one too), and the mtls plugin places a device
+/// in DEVICES by its certificate, the CA checked again by the host.
+#[tokio::test]
+async fn client_certificates_in_operator_mode() -> Result<()> {
+    init_tracing();
+    let (dir, conf) = init(&["DEVICES"], true)?;
+    let d = dir.path();
+    let ca = Ca::new("Test CA")?;
+    let ca_file = pki::write_bundle(&d.join("ca.pem"), &[&ca.pem])?;
+    let server_cert = ca.server()?.write(d, "server")?;
+    let callout_cert = ca.client("nats-callout")?.write(d, "callout")?;
+    let device = ca.client("device-1")?.write(d, "device-1")?;
+    let server = NatsServer::start(&format!(
+        "{conf}tls {{ cert_file: {:?}, key_file: {:?}, ca_file: {ca_file:?}, verify: true }}\n",
+        server_cert.cert, server_cert.key
+    ))?;
+    let yaml = std::fs::read_to_string(d.join("callout.yaml"))?
+        .replace("nats://127.0.0.1:4222", &server.url())
+        .replace(
+            "    credentials_file: callout.creds\n",
+            &format!(
+                "    credentials_file: callout.creds\n    tls: {{ ca_file: {ca_file:?}, cert_file: {:?}, key_file: {:?} }}\n",
+                callout_cert.cert, callout_cert.key
+            ),
+        );
+    let yaml = format!(
+        "{yaml}mtls:\n  ca_file: {ca_file:?}\npermissions:\n  mtls:\n    device:\n      \
+         identity: \"CN=device-1\"\n      account: DEVICES\n      \
+         permissions: {{ pub: {{ allow: [\"devices.{{{{cert.cn}}}}.>\", \"$SYS.REQ.USER.INFO\"] }}, \
+         sub: {{ allow: [\"_INBOX.>\"] }} }}\n"
+    );
+    let callout = Callout::start_in(dir, &yaml).await?;
+    let options = |files: &pki::Files| {
+        async_nats::ConnectOptions::new()
+            .require_tls(true)
+            .add_root_certificates(ca_file.clone())
+            .add_client_certificate(files.cert.clone(), files.key.clone())
+    };
+    let client = connect(&server.url(), options(&device)).await?;
+    let reply = client.request("$SYS.REQ.USER.INFO", "".into()).await?;
+    let info: Value = serde_json::from_slice(&reply.payload)?;
+    assert_eq!(
+        info["data"]["account"],
+        account_key(callout.dir.path(), "DEVICES")?,
+        "{info}"
+    );
+    assert_eq!(
+        publish(&info["data"]),
+        set(&["devices.device-1.>", "$SYS.REQ.USER.INFO"]),
+        "{info}"
+    );
+    // A certificate of the right CA but no entry: refused.
+    let stranger = ca
+        .client("stranger")?
+        .write(callout.dir.path(), "stranger")?;
+    assert!(connect(&server.url(), options(&stranger)).await.is_err());
     Ok(())
 }

@@ -3,6 +3,8 @@
 //! callout's `authorization` block; written by `nats-callout operator init`), and the
 //! `.creds` file format NATS clients log in with.
 
+use std::collections::BTreeMap;
+
 use serde::{Deserialize, Serialize};
 
 use crate::nats::claims::CLAIMS_VERSION;
@@ -41,6 +43,10 @@ pub struct Account {
     pub signing_keys: Vec<SigningKey>,
     #[serde(default, skip_serializing_if = "ExternalAuthorization::is_empty")]
     pub authorization: ExternalAuthorization,
+    /// Users revoked: public key (or `*`, every user) → users issued at or before this
+    /// time (unix seconds) are refused.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub revocations: BTreeMap<String, i64>,
     #[serde(default, rename = "type")]
     pub kind: String,
     #[serde(default)]

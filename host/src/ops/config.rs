@@ -458,11 +458,12 @@ impl Default for Limits {
 /// The plugins that ship with the service (`scripts/setup` builds them, the image copies
 /// them to its plugin dir): `builtin: NAME` in a plugin entry. The modes' own plugins and
 /// `introspection`, which joins no default route: routes name it.
-pub const BUILTINS: [&str; 6] = [
+pub const BUILTINS: [&str; 7] = [
     "oauth2",
     "mtls",
     "nkey",
     "password",
+    "jwt",
     "noauth",
     "introspection",
 ];

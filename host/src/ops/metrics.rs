@@ -49,7 +49,7 @@ pub struct Metrics {
     /// Requests being decided right now. Shows a burst (or a stuck plugin) as it happens,
     /// where the counters only show it afterwards.
     pub in_flight: IntGauge,
-    modes: [Counters; 5],
+    modes: [Counters; Mode::ALL.len()],
     route_attempts: IntCounterVec,
     route_failures: IntCounterVec,
     plugin_calls: IntCounterVec,

@@ -81,9 +81,9 @@ impl TargetAccount {
 
 /// Operator mode's accounts: the callout account and every target account.
 pub struct Accounts {
-    /// The callout account's public key: requests name it as `sub`.
-    pub callout: String,
-    pub callout_name: String,
+    /// The callout account's JWT: requests name its key as `sub`, and its users' own
+    /// JWTs are verified against its keys and revocations.
+    pub callout: AccountClaims,
     /// By configured name and by public key (a plugin may name either).
     targets: HashMap<String, Arc<TargetAccount>>,
     names: Vec<String>,
@@ -199,8 +199,7 @@ impl Accounts {
             targets.insert(name.clone(), target);
         }
         Ok(Self {
-            callout: callout.sub.clone(),
-            callout_name: callout.name,
+            callout,
             targets,
             names: op.accounts.keys().cloned().collect(),
             notes,

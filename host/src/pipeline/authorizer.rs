@@ -8,6 +8,7 @@ use std::time::Duration;
 use nats_callout_sdk::{ConnectionType, CredentialKind};
 use nkeys::KeyPairType;
 
+use crate::identity::user_jwt;
 use crate::identity::x509;
 use crate::nats::claims::AuthorizationRequest;
 use crate::nats::keys::{KeyError, SeedSource};
@@ -605,6 +606,12 @@ impl Authorizer {
         if kind == CredentialKind::Nkey {
             nkey_proof(req).map_err(|e| format!("{name}: {e}"))?;
         }
+        // A NATS user JWT: signed by the callout account, not revoked, and the client
+        // signed the nonce with its key.
+        if kind == CredentialKind::UserJwt {
+            self.user_jwt_proof(req)
+                .map_err(|e| format!("{name}: {e}"))?;
+        }
         let legacy = route.legacy.then(|| Legacy::copy(&req.connect_opts));
         let credential = credential::take(&mut req.connect_opts, kind);
         let mut key = None;
@@ -636,6 +643,24 @@ impl Authorizer {
             request: Box::new(PluginRequest { request, legacy }),
             key,
         })
+    }
+
+    fn user_jwt_proof(&self, req: &AuthorizationRequest) -> Result<(), String> {
+        let Some(accounts) = &self.signer.accounts else {
+            return Err(
+                "a NATS user JWT is verified against the callout account's keys, \
+                        and this callout runs in config mode (no operator section)"
+                    .into(),
+            );
+        };
+        let presented = user_jwt::Presented {
+            jwt: &req.connect_opts.jwt,
+            nonce: &req.client_info.nonce,
+            sig: &req.connect_opts.sig,
+        };
+        user_jwt::verify(&presented, &accounts.callout, unix_now())
+            .map(drop)
+            .map_err(|e| e.to_string())
     }
 
     /// Run the route's plugin chain, asking only the plugins that take the credential:
@@ -743,7 +768,8 @@ fn unrouted(kind: CredentialKind) -> String {
              username \"oauthtoken\" with an access token as password)"
         }
         CredentialKind::UserJwt => {
-            " (NATS user JWTs reach the callout in operator mode only, which is not enabled)"
+            " (add permissions.jwt for the built-in jwt plugin: operator mode, users of the \
+             callout account)"
         }
         _ => "",
     };

@@ -1,6 +1,6 @@
 //! Who a request says it is, in the fields an operator revokes and an auditor reads:
-//! the access token's `jti`, `sub` and client, the NKey, the certificate's fingerprint,
-//! the username. Never a secret: no token, no password.
+//! the access token's `jti`, `sub` and client, the NKey (a NATS user JWT's subject
+//! too), the certificate's fingerprint, the username. Never a secret: no token, no password.
 //!
 //! Read by the host itself, before any plugin runs, so that revocation holds whatever
 //! plugin decides. The token's claims are read without verifying it: a forged token can
@@ -70,6 +70,13 @@ impl Identity {
                 }
             }
             CredentialKind::Nkey => id.nkey = Some(c.nkey.clone()),
+            // A NATS user JWT: its `jti`, and its subject, the NKey the client proves.
+            CredentialKind::UserJwt => {
+                if let Some(claims) = token_claims(&c.jwt) {
+                    id.jti = claims.jti;
+                    id.nkey = claims.sub;
+                }
+            }
             CredentialKind::UserPassword => id.user = Some(c.user.clone()),
             CredentialKind::Certificate => id.cert_sha256 = leaf_fingerprint(req),
             _ => {}

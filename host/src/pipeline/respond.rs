@@ -72,7 +72,7 @@ impl Signer {
     pub fn request_subject(&self) -> &str {
         self.accounts
             .as_ref()
-            .map_or(&self.issuer_public, |a| &a.callout)
+            .map_or(&self.issuer_public, |a| &a.callout.sub)
     }
 
     /// The user JWT. Config mode: signed by the issuer, `aud` names the target account.

@@ -16,15 +16,18 @@ pub enum Mode {
     Mtls,
     Nkey,
     Password,
+    /// Operator mode: users of the callout account with their own user JWT (`.creds`).
+    Jwt,
     Noauth,
 }
 
 impl Mode {
-    pub const ALL: [Mode; 5] = [
+    pub const ALL: [Mode; 6] = [
         Mode::Oauth2,
         Mode::Mtls,
         Mode::Nkey,
         Mode::Password,
+        Mode::Jwt,
         Mode::Noauth,
     ];
 
@@ -34,6 +37,7 @@ impl Mode {
             Mode::Mtls => "mtls",
             Mode::Nkey => "nkey",
             Mode::Password => "password",
+            Mode::Jwt => "jwt",
             Mode::Noauth => "noauth",
         }
     }
@@ -45,6 +49,7 @@ impl Mode {
             Mode::Mtls => CredentialKind::Certificate,
             Mode::Nkey => CredentialKind::Nkey,
             Mode::Password => CredentialKind::UserPassword,
+            Mode::Jwt => CredentialKind::UserJwt,
             Mode::Noauth => CredentialKind::None,
         }
     }
