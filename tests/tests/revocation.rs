@@ -216,10 +216,20 @@ async fn revoked_identities_are_refused_kicked_and_audited() -> Result<()> {
     // The audit stream has every decision: admissions with the grant, refusals with
     // the reason, identities, and no credential anywhere.
     let stream = js.get_stream("AUDIT").await?;
+    let published = count(&scrape(ops).await?, "audit_events_published_total");
+    // Published is not yet stored: wait until the stream holds every event counted.
+    nats_callout_tests::ops::eventually(
+        "the audit stream caught up",
+        Duration::from_secs(15),
+        || async {
+            let stored = js.get_stream("AUDIT").await?.cached_info().state.messages;
+            Ok((stored >= published).then_some(()))
+        },
+    )
+    .await?;
     let consumer = stream
         .create_consumer(async_nats::jetstream::consumer::pull::Config::default())
         .await?;
-    let published = count(&scrape(ops).await?, "audit_events_published_total");
     let mut messages = consumer
         .fetch()
         .max_messages(published as usize)
