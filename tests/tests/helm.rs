@@ -242,7 +242,7 @@ fn example_values_render_configs_that_check_accept() -> Result<()> {
                 _ => Vec::new(),
             };
         ensure!(!configured.is_empty(), "{label}: configures no mode");
-        let order = ["oauth2", "mtls", "nkey", "password", "noauth"];
+        let order = ["oauth2", "mtls", "nkey", "password", "jwt", "noauth"];
         let expected: Vec<&str> = order
             .into_iter()
             .filter(|m| configured.iter().any(|c| c == m))

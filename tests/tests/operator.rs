@@ -484,6 +484,35 @@ async fn creds_of_the_callout_account_keep_working() -> Result<()> {
     Ok(())
 }
 
+/// `nats-callout verify` probes an operator-mode deployment as it does a config-mode
+/// one: every check passes, the anonymous client found in ANONYMOUS by its public key.
+#[tokio::test(flavor = "multi_thread")]
+async fn verify_passes_on_an_operator_mode_deployment() -> Result<()> {
+    init_tracing();
+    let d = Deployment::start(true).await?;
+    let mut cmd = Command::new(callout_bin()?);
+    cmd.arg("verify")
+        .arg("--config")
+        .arg(d.callout.config_path())
+        .stdin(std::process::Stdio::null());
+    let out = tokio::task::spawn_blocking(move || cmd.output()).await??;
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for check in ["bypass", "xkey", "anonymous", "bogus-token", "issuer"] {
+        assert!(
+            stdout.contains(&format!("PASS  {check}:")),
+            "{check}: {stdout}"
+        );
+    }
+    assert!(stdout.contains(d.account("ANONYMOUS")), "{stdout}");
+    Ok(())
+}
+
 /// Without an xkey nats-server checks who signed the response: the callout account's
 /// signing key, which the callout answers with.
 #[tokio::test]

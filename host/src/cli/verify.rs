@@ -151,6 +151,7 @@ pub fn run(opts: &Options) -> Result<bool> {
             server,
             url,
             issuer: authorizer.issuer_public_key().to_owned(),
+            request_subject: authorizer.request_subject().to_owned(),
             anonymous_routed: authorizer.serves(CredentialKind::None),
             authorizer,
         };
@@ -202,6 +203,9 @@ struct Deployment<'a> {
     server: &'a NatsConfig,
     url: String,
     issuer: String,
+    /// What nats-server's requests name as `sub`: the issuer in config mode, the
+    /// callout account in operator mode.
+    request_subject: String,
     anonymous_routed: bool,
     authorizer: Authorizer,
 }
@@ -763,7 +767,7 @@ impl Deployment<'_> {
     /// The request as the callout verifies it.
     fn verify(&self, copy: &Copy) -> Result<(), RequestError> {
         Verifier {
-            issuer: &self.issuer,
+            issuer: &self.request_subject,
             xkey: self.xkey(),
             leeway: self.cfg.limits.request_leeway,
         }
@@ -999,6 +1003,11 @@ impl Deployment<'_> {
                 ..
             } => {
                 let got_perms = perms.clone().unwrap_or_default();
+                // Operator mode: nats-server names the account by its public key.
+                let account = self
+                    .authorizer
+                    .accounts()
+                    .map_or(account, |a| a.public_key(account));
                 if got != account {
                     fail(format!(
                         "an anonymous client is admitted into account {got}, but the config \
@@ -1177,21 +1186,27 @@ impl Deployment<'_> {
     fn issuer_check(&self, probes: &[(&str, &Probe)], xkey_failed: bool) -> Check {
         const NAME: &str = "issuer";
         let ours = &self.issuer;
-        // nats-server names its auth_callout.issuer in every request (`sub`).
+        // nats-server names its auth_callout.issuer (operator mode: the callout account)
+        // in every request (`sub`).
+        let expected = &self.request_subject;
         if let Some(named) = probes
             .iter()
             .filter_map(|(_, p)| p.copy.as_ref()?.claims.as_ref())
             .map(|c| c.sub.as_str())
-            .find(|sub| sub != ours)
+            .find(|sub| sub != expected)
         {
-            return Check::new(
-                Status::Fail,
-                NAME,
+            let detail = if self.authorizer.accounts().is_some() {
+                format!(
+                    "nats-server's requests come from account {named}, but \
+                     operator.callout_account_jwt_file is account {expected}'s JWT"
+                )
+            } else {
                 format!(
                     "nats-server's auth_callout.issuer is {named}, but the callout signs as \
                      {ours}: set `issuer: {ours}` in authorization.auth_callout"
-                ),
-            );
+                )
+            };
+            return Check::new(Status::Fail, NAME, detail);
         }
         let admitted_by_callout = probes.iter().find(|(_, p)| {
             matches!(p.connected, Connected::Admitted(_))

@@ -235,6 +235,12 @@ impl Accounts {
         Ok(t)
     }
 
+    /// The public key of the account a grant names, whether or not users may be placed
+    /// in it now.
+    pub fn public_key<'a>(&'a self, account: &'a str) -> &'a str {
+        self.targets.get(account).map_or(account, |t| &t.public_key)
+    }
+
     /// The configured accounts by name, with their public keys, for `check`.
     pub fn describe(&self) -> BTreeMap<&str, &TargetAccount> {
         self.names

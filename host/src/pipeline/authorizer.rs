@@ -388,6 +388,11 @@ impl Authorizer {
         &self.signer.issuer_public
     }
 
+    /// The key nats-server's requests name as `sub` (see [`Signer::request_subject`]).
+    pub fn request_subject(&self) -> &str {
+        self.signer.request_subject()
+    }
+
     /// Operator mode's accounts; `None` in config mode.
     pub fn accounts(&self) -> Option<&Accounts> {
         self.signer.accounts.as_ref()
