@@ -1,9 +1,11 @@
 //! The Helm chart (deploy/helm/nats-callout), rendered by Helm itself (3.17.3, which
 //! `scripts/setup` installs into `.tools/bin`): `helm lint`, then `helm template` with the
-//! default values and with every `examples/values-*.yaml`, and `nats-callout check` on the
-//! `config.yaml` of the rendered ConfigMap, run with the environment the rendered
-//! Deployment gives the container (seeds from the Secret, `AUTH_CALLOUT_PLUGIN_DIR` of the
-//! image, `AUTH_CALLOUT_MTLS_CA_PATH` when mTLS is on).
+//! default values (which must refuse to render: no mode configured), with every
+//! `examples/values-*.yaml`, and as the `auth-callout` subchart of an umbrella chart
+//! (tests/fixtures/umbrella); and `nats-callout check` on the `config.yaml` of the
+//! rendered ConfigMap, run with the environment the rendered Deployment gives the
+//! container (seeds from the Secret, `AUTH_CALLOUT_PLUGIN_DIR` of the image,
+//! `AUTH_CALLOUT_MTLS_CA_PATH` when mTLS is on).
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -31,27 +33,36 @@ fn helm() -> Result<PathBuf> {
     Ok(bin)
 }
 
-fn helm_run(args: &[&str], values: &[PathBuf]) -> Result<String> {
-    let mut cmd = Command::new(helm()?);
-    cmd.args(args).arg(chart());
+/// Run helm on `chart` with these values files: its stdout, or stdout and stderr as the
+/// error.
+fn helm_on(chart: &Path, args: &[&str], values: &[PathBuf]) -> Result<String, String> {
+    let mut cmd = Command::new(helm().map_err(|e| e.to_string())?);
+    cmd.args(args).arg(chart);
     for f in values {
         cmd.arg("-f").arg(f);
     }
-    let out = cmd.output()?;
-    ensure!(
-        out.status.success(),
-        "helm {args:?} {values:?} failed:\n{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    Ok(String::from_utf8(out.stdout)?)
+    let out = cmd.output().map_err(|e| e.to_string())?;
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    if out.status.success() {
+        Ok(stdout)
+    } else {
+        Err(format!("{stdout}{}", String::from_utf8_lossy(&out.stderr)))
+    }
+}
+
+fn helm_run(args: &[&str], values: &[PathBuf]) -> Result<String> {
+    helm_on(&chart(), args, values)
+        .map_err(|e| anyhow::anyhow!("helm {args:?} {values:?} failed:\n{e}"))
 }
 
 /// The manifests `helm template` renders with these values files.
 fn render(values: &[PathBuf]) -> Result<Vec<Value>> {
-    let text = helm_run(&["template", "nats-callout"], values)?;
+    parse(&helm_run(&["template", "nats-callout"], values)?)
+}
+
+fn parse(text: &str) -> Result<Vec<Value>> {
     let mut docs = Vec::new();
-    for doc in serde_yaml_ng::Deserializer::from_str(&text) {
+    for doc in serde_yaml_ng::Deserializer::from_str(text) {
         let v = Value::deserialize(doc).context("helm rendered something that is not YAML")?;
         if !v.is_null() {
             docs.push(v);
@@ -183,22 +194,9 @@ fn examples() -> Result<Vec<PathBuf>> {
     Ok(examples)
 }
 
-#[test]
-fn helm_lints_the_chart_with_every_values_file() -> Result<()> {
-    helm_run(&["lint", "--strict"], &[])?;
-    for example in examples()? {
-        helm_run(&["lint", "--strict"], &[example])?;
-    }
-    Ok(())
-}
-
-#[test]
-fn default_values_render_a_deployment_and_a_config_that_check_accepts() -> Result<()> {
-    let docs = render(&[])?;
-    let out = check(&docs, "values.yaml")?;
-    // Nothing configured: only the fallback (anonymous, public.>) is on.
-    assert!(out.contains("routes [noauth]"), "{out}");
-    let deployment = manifest(&docs, "Deployment")?;
+/// What every release has, whatever its values.
+fn assert_deployment_basics(docs: &[Value]) -> Result<()> {
+    let deployment = manifest(docs, "Deployment")?;
     let replicas = deployment["spec"]["replicas"].as_u64();
     assert!(replicas >= Some(2), "replicas share load: {replicas:?}");
     let pod = &deployment["spec"]["template"]["spec"];
@@ -208,18 +206,173 @@ fn default_values_render_a_deployment_and_a_config_that_check_accepts() -> Resul
     assert_eq!(container["readinessProbe"]["httpGet"]["path"], "/readyz");
     assert_eq!(container["ports"][0]["containerPort"].as_u64(), Some(9090));
     // The container listens where the probes and the Service look.
-    let text = manifest(&docs, "ConfigMap")?["data"]["config.yaml"]
-        .as_str()
-        .context("config.yaml")?;
-    let config: Value = serde_yaml_ng::from_str(text)?;
-    assert_eq!(config["http_listen"], "0.0.0.0:9090");
+    assert_eq!(config_of(docs)?["http_listen"], "0.0.0.0:9090");
     assert_eq!(
         container["args"][2].as_str(),
         Some("/etc/nats-callout/config/config.yaml"),
         "the config is read where the ConfigMap is mounted"
     );
     for kind in ["Service", "PodDisruptionBudget"] {
-        manifest(&docs, kind)?;
+        manifest(docs, kind)?;
+    }
+    Ok(())
+}
+
+/// The host config of the rendered ConfigMap.
+fn config_of(docs: &[Value]) -> Result<Value> {
+    let text = manifest(docs, "ConfigMap")?["data"]["config.yaml"]
+        .as_str()
+        .context("config.yaml")?;
+    Ok(serde_yaml_ng::from_str(text)?)
+}
+
+#[test]
+fn helm_lints_the_chart_with_every_values_file() -> Result<()> {
+    // Defaults included: lint reports the chart's own `fail` as information.
+    helm_run(&["lint", "--strict"], &[])?;
+    for example in examples()? {
+        helm_run(&["lint", "--strict"], &[example])?;
+    }
+    Ok(())
+}
+
+/// Nothing is admitted by default, anonymous clients least of all: a release that
+/// configures no mode does not render, and says what to set.
+#[test]
+fn default_values_admit_nobody_and_say_what_to_set() -> Result<()> {
+    let Err(e) = helm_on(&chart(), &["template", "nats-callout"], &[]) else {
+        anyhow::bail!("helm template rendered a release that configures no mode");
+    };
+    assert!(
+        e.contains("global.eventBus.auth.permissions enables no mode"),
+        "{e}"
+    );
+    // One mode given, only that one is on: no anonymous access came with it.
+    let dir = tempfile::tempdir()?;
+    let values = dir.path().join("values.yaml");
+    std::fs::write(
+        &values,
+        "global: { eventBus: { auth: { permissions: { nkey: { svc: { public_key: \
+         UDXU4RCSJNZOIQHZNWXHXORDPRTGNJAHAHFRGZNEEJCPQTT2M7NLCNF4, account: CSC, \
+         permissions: { pub: { allow: [\"svc.>\"] } } } } } } } }\n",
+    )?;
+    let docs = render(std::slice::from_ref(&values))?;
+    let out = check(&docs, "nkey only")?;
+    assert!(out.contains("routes [nkey]"), "{out}");
+    assert_deployment_basics(&docs)
+}
+
+/// `global.eventBus.mtls.enabled` wires the mTLS cluster: a second `nats` entry at its
+/// URL, logging in with the client certificate Secret and trusting the server's CA,
+/// both mounted where the entry names them.
+#[test]
+fn mtls_wires_the_mtls_clusters_nats_entry_and_its_secrets() -> Result<()> {
+    let example = chart().join("examples/values-event-bus.yaml");
+    let docs = render(std::slice::from_ref(&example))?;
+    let config = config_of(&docs)?;
+    let mtls = config["nats"]
+        .as_sequence()
+        .and_then(|n| n.iter().find(|e| e["name"] == "mtls"))
+        .context("no mtls nats entry")?;
+    assert_eq!(mtls["url"], "tls://nats-mtls:4222");
+    let pod = &manifest(&docs, "Deployment")?["spec"]["template"]["spec"];
+    let mounts = pod["containers"][0]["volumeMounts"]
+        .as_sequence()
+        .context("mounts")?;
+    let volumes = pod["volumes"].as_sequence().context("volumes")?;
+    for key in ["ca_file", "cert_file", "key_file"] {
+        let file = mtls["tls"][key].as_str().context("a tls file")?;
+        let mount = mounts
+            .iter()
+            .find(|m| m["mountPath"].as_str().is_some_and(|p| file.starts_with(p)))
+            .with_context(|| format!("{key} {file} is not under a mount"))?;
+        let volume = volumes
+            .iter()
+            .find(|v| v["name"] == mount["name"])
+            .context("the mount's volume")?;
+        let item = Path::new(file).file_name().and_then(|n| n.to_str());
+        assert!(
+            volume["secret"]["items"]
+                .as_sequence()
+                .is_some_and(|items| items.iter().any(|i| i["path"].as_str() == item)),
+            "{key}: {file} is not an item of {volume:?}"
+        );
+    }
+    let client = volumes
+        .iter()
+        .find(|v| v["name"] == "client-tls")
+        .context("client-tls volume")?;
+    assert_eq!(client["secret"]["secretName"], "nats-callout-client-tls");
+    // An entry named mtls besides is refused, not duplicated.
+    let dir = tempfile::tempdir()?;
+    let twice = dir.path().join("twice.yaml");
+    std::fs::write(
+        &twice,
+        "auth-callout: { serviceConfig: { nats: [ { name: mtls, url: \"tls://x:4222\" } ] } }\n",
+    )?;
+    let e = helm_on(&chart(), &["template", "x"], &[example, twice])
+        .err()
+        .context("an mtls entry twice was accepted")?;
+    assert!(e.contains("has an entry named mtls"), "{e}");
+    Ok(())
+}
+
+/// As the `auth-callout` subchart of an umbrella chart, with the values shape of the
+/// event-bus chart: Helm hands the parent's `auth-callout:` block to the subchart at the
+/// top of its values, and the chart must read it there.
+#[test]
+fn the_chart_works_as_the_auth_callout_subchart_of_an_umbrella() -> Result<()> {
+    let umbrella = tempfile::tempdir()?;
+    let fixture = workspace_root().join("tests/fixtures/umbrella");
+    for file in ["Chart.yaml", "values.yaml"] {
+        std::fs::copy(fixture.join(file), umbrella.path().join(file))?;
+    }
+    copy_dir(&chart(), &umbrella.path().join("charts/nats-callout"))?;
+    let lint = helm_on(umbrella.path(), &["lint", "--strict"], &[]);
+    lint.map_err(|e| anyhow::anyhow!("helm lint: {e}"))?;
+    let text = helm_on(umbrella.path(), &["template", "event-bus"], &[])
+        .map_err(|e| anyhow::anyhow!("helm template: {e}"))?;
+    let docs = parse(&text)?;
+    let out = check(&docs, "umbrella")?;
+    assert!(out.contains("routes [mtls, nkey]"), "{out}");
+    let deployment = manifest(&docs, "Deployment")?;
+    assert_eq!(
+        deployment["spec"]["replicas"].as_u64(),
+        Some(3),
+        "the parent's replicaCount"
+    );
+    let config = config_of(&docs)?;
+    let urls: Vec<&str> = config["nats"]
+        .as_sequence()
+        .context("nats")?
+        .iter()
+        .filter_map(|n| n["url"].as_str())
+        .collect();
+    assert_eq!(
+        urls,
+        [
+            "nats://event-bus-nats:4222",
+            "tls://event-bus-nats-mtls:4222"
+        ]
+    );
+    assert!(
+        text.contains("name: event-bus-callout-seeds"),
+        "the parent's seeds Secret"
+    );
+    assert!(text.contains("secretName: event-bus-callout-client-tls"));
+    assert_deployment_basics(&docs)
+}
+
+fn copy_dir(from: &Path, to: &Path) -> Result<()> {
+    std::fs::create_dir_all(to)?;
+    for entry in std::fs::read_dir(from)? {
+        let entry = entry?;
+        let target = to.join(entry.file_name());
+        if entry.file_type()?.is_dir() {
+            copy_dir(&entry.path(), &target)?;
+        } else {
+            std::fs::copy(entry.path(), target)?;
+        }
     }
     Ok(())
 }
@@ -230,7 +383,7 @@ fn example_values_render_configs_that_check_accept() -> Result<()> {
         let label = example.display().to_string();
         let docs = render(std::slice::from_ref(&example))?;
         let out = check(&docs, &label)?;
-        // Every configured mode is loaded with its built-in plugin; the fallback is gone.
+        // Every configured mode is loaded with its built-in plugin, and only those.
         let values = read_yaml(&example)?;
         let configured: Vec<String> =
             match path(&values, &["global", "eventBus", "auth", "permissions"]) {

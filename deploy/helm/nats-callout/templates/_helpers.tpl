@@ -1,4 +1,16 @@
-{{/* The chart's own values live under the `auth-callout` key, as in the event-bus chart. */}}
+{{/*
+The chart's own values, which live under the `auth-callout` key as in the event-bus
+chart. Standalone, Helm hands them over as .Values["auth-callout"]. As the
+`auth-callout` subchart of an umbrella chart, the parent's `auth-callout:` block arrives
+at the top of .Values instead, beside this chart's own defaults under "auth-callout": the
+top level wins. `global` is global either way.
+*/}}
+{{- define "nats-callout.values" -}}
+{{- $defaults := index .Values "auth-callout" | default dict -}}
+{{- $parent := omit .Values "auth-callout" "global" -}}
+{{- toYaml (mergeOverwrite (deepCopy $defaults) $parent) -}}
+{{- end -}}
+
 {{- define "nats-callout.name" -}}
 {{- .Chart.Name | trunc 63 | trimSuffix "-" -}}
 {{- end -}}
@@ -25,8 +37,9 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 
 {{/*
 The `permissions` section of the host config: the modes of
-global.eventBus.auth.permissions that have content, or auth-callout.fallbackPermissions
-when there is none. tests/tests/helm.rs mirrors exactly this rule; change both together.
+global.eventBus.auth.permissions that have content. None at all fails the release here,
+with what to set: a release must not start admitting anyone (anonymous clients least of
+all) by default. tests/tests/helm.rs checks both.
 */}}
 {{- define "nats-callout.permissions" -}}
 {{- $configured := dig "eventBus" "auth" "permissions" (dict) (.Values.global | default dict) -}}
@@ -37,15 +50,34 @@ when there is none. tests/tests/helm.rs mirrors exactly this rule; change both t
 {{- end -}}
 {{- end -}}
 {{- if not $permissions -}}
-{{- $permissions = (index .Values "auth-callout").fallbackPermissions | default dict -}}
+{{- fail "global.eventBus.auth.permissions enables no mode: configure at least one of oauth2, mtls, nkey, password, jwt or noauth (noauth admits anonymous clients; leave it out in production)" -}}
 {{- end -}}
 {{- toYaml $permissions -}}
 {{- end -}}
 
-{{/* The host config file: serviceConfig as it stands, plus permissions. */}}
+{{/*
+The host config file: serviceConfig as it stands, plus permissions, plus (mTLS on) the
+mTLS cluster's `nats` entry, which logs in with the client certificate Secret and trusts
+the server's CA.
+*/}}
 {{- define "nats-callout.config" -}}
-{{- $config := deepCopy (index .Values "auth-callout").serviceConfig -}}
+{{- $v := include "nats-callout.values" . | fromYaml -}}
+{{- $config := deepCopy $v.serviceConfig -}}
 {{- $_ := set $config "permissions" (include "nats-callout.permissions" . | fromYaml) -}}
+{{- if include "nats-callout.mtlsEnabled" . -}}
+{{- $mtls := .Values.global.eventBus.mtls -}}
+{{- $entry := dict "name" "mtls" "url" ($mtls.url | default "tls://nats-mtls:4222") -}}
+{{- $tls := dict "ca_file" (printf "/etc/nats-callout/mtls/%s" ($mtls.caKey | default "ca.crt")) -}}
+{{- $_ := set $tls "cert_file" "/etc/nats-callout/client-tls/tls.crt" -}}
+{{- $_ := set $tls "key_file" "/etc/nats-callout/client-tls/tls.key" -}}
+{{- $_ := set $entry "tls" $tls -}}
+{{- range $config.nats -}}
+{{- if eq .name "mtls" -}}
+{{- fail "serviceConfig.nats has an entry named mtls, and global.eventBus.mtls.enabled adds one: remove it (set global.eventBus.mtls.url instead)" -}}
+{{- end -}}
+{{- end -}}
+{{- $_ := set $config "nats" (append ($config.nats | default list) $entry) -}}
+{{- end -}}
 {{- toYaml $config -}}
 {{- end -}}
 
