@@ -11,7 +11,7 @@ use nats_callout::nats::jwt;
 use nats_callout::nats::service;
 use nats_callout::ops::app::App;
 use nats_callout::pipeline::decision::{Grant, Permission};
-use nats_callout::pipeline::request::{ReplyTarget, unix_now};
+use nats_callout::pipeline::request::{ReplyTarget, Verifier, unix_now};
 use nats_callout::pipeline::respond::Signer;
 
 /// Subject nats-server sends authorization requests on.
@@ -42,12 +42,19 @@ struct MinimalNats {
 /// `busy`: CPU time to burn on each request's task before answering (normally zero).
 /// Set to what nats-callout spends on a decision beyond this responder, it tells
 /// whether a gap between the two is that CPU time and nothing else.
+///
+/// `verify`: the verifying null, the fair floor. It does the work every correct callout
+/// must do and nothing else: the request's signature (by the server key it names) and
+/// claims (audience, type, expiry, server id, our issuer, a user key), with nats-callout's
+/// own verifier, before it signs. Neither benchmark target seals with an xkey, so
+/// neither opens one.
 pub async fn null_responder(
     url: &str,
     nkey_seed: &Path,
     issuer_seed: &Path,
     account: &str,
     busy: Duration,
+    verify: bool,
 ) -> Result<()> {
     let read = |p: &Path| -> Result<String> {
         Ok(std::fs::read_to_string(p)
@@ -81,19 +88,34 @@ pub async fn null_responder(
         let (client, signer, grant) = (client.clone(), signer.clone(), grant.clone());
         tokio::spawn(async move {
             let Some(reply) = msg.reply else { return };
-            let Some(req) = std::str::from_utf8(&msg.payload)
-                .ok()
-                .and_then(|t| jwt::decode_unverified::<MinimalRequest>(t.trim()))
-            else {
-                return;
+            let target = if verify {
+                let verifier = Verifier {
+                    issuer: &signer.issuer_public,
+                    xkey: None,
+                    leeway: Duration::from_secs(2),
+                };
+                match verifier.verify(&msg.payload, None) {
+                    Ok(verified) => verified.target,
+                    Err(rejected) => {
+                        tracing::warn!(error = %rejected.error, "request does not verify");
+                        return;
+                    }
+                }
+            } else {
+                let Some(req) = std::str::from_utf8(&msg.payload)
+                    .ok()
+                    .and_then(|t| jwt::decode_unverified::<MinimalRequest>(t.trim()))
+                else {
+                    return;
+                };
+                ReplyTarget {
+                    user_nkey: req.nats.user_nkey,
+                    server_id: req.iss,
+                    server_xkey: None,
+                }
             };
             burn(busy);
             let now = unix_now();
-            let target = ReplyTarget {
-                user_nkey: req.nats.user_nkey,
-                server_id: req.iss,
-                server_xkey: None,
-            };
             let user = signer
                 .user_jwt(&grant, &target.user_nkey, now)
                 .map_err(|e| e.to_string());

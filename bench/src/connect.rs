@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 
-use crate::fixture::{Alg, Fixture, Target};
+use crate::fixture::{Alg, Fixture, NULL, Target, VERIFYING_NULL};
 use crate::procs;
 use crate::rawclient::{self, Client, Credential, Outcome, Tally};
 
@@ -157,6 +157,8 @@ pub async fn warm_up(target: &Target, client: &Arc<Client>, n: usize) -> Result<
 pub enum Kind {
     StaticUsers,
     Null,
+    /// The null callout that verifies each request: the work every correct callout does.
+    VerifyingNull,
     /// nats-callout with the decision cache off.
     Callout,
     /// nats-callout with the default decision cache.
@@ -169,7 +171,7 @@ pub enum Kind {
 /// Targets of parts 2–4, each started when a part first needs it and kept for the
 /// others (idle, they cost nothing measurable).
 pub struct Targets {
-    slots: [Option<Target>; 5],
+    slots: [Option<Target>; 6],
     /// What the null responder burns per request (`--null-busy-us`).
     null_busy: Duration,
 }
@@ -187,7 +189,8 @@ impl Targets {
         if slot.is_none() {
             *slot = Some(match kind {
                 Kind::StaticUsers => Target::static_users()?,
-                Kind::Null => Target::null_callout(self.null_busy)?,
+                Kind::Null => Target::null_callout(self.null_busy, false)?,
+                Kind::VerifyingNull => Target::null_callout(self.null_busy, true)?,
                 Kind::Callout => Target::nats_callout(fx, false, false)?,
                 Kind::CalloutCached => Target::nats_callout(fx, true, false)?,
                 Kind::CalloutNative => Target::nats_callout(fx, false, true)?,
@@ -213,8 +216,9 @@ pub async fn run(fx: &Fixture, t: &mut Targets, opts: Options) -> Result<Vec<Row
     let anonymous = Credential::Anonymous;
     let user = Credential::UserPass("bench".into(), "bench".into());
     let native_rs = format!("nats-callout oauth2 RS256{NATIVE_SUFFIX}");
-    // Grouped by credential, each null run first: within a round the runs a ratio
-    // compares follow each other, seconds closer than they would otherwise be.
+    // Grouped by credential, each null run first (the plain one, then the verifying
+    // one): within a round the runs a ratio compares follow each other, seconds closer
+    // than they would otherwise be.
     let specs: Vec<(&str, Kind, &'static str, &Credential)> = vec![
         (
             "nats-server static users",
@@ -222,16 +226,19 @@ pub async fn run(fx: &Fixture, t: &mut Targets, opts: Options) -> Result<Vec<Row
             "user/password",
             &user,
         ),
-        ("null callout", Kind::Null, "anonymous", &anonymous),
+        (NULL, Kind::Null, "anonymous", &anonymous),
+        (VERIFYING_NULL, Kind::VerifyingNull, "anonymous", &anonymous),
         (
             "nats-callout noauth",
             Kind::Callout,
             "anonymous",
             &anonymous,
         ),
-        ("null callout", Kind::Null, "nkey", &device),
+        (NULL, Kind::Null, "nkey", &device),
+        (VERIFYING_NULL, Kind::VerifyingNull, "nkey", &device),
         ("nats-callout nkey", Kind::Callout, "nkey", &device),
-        ("null callout", Kind::Null, "RS256 token", &rs),
+        (NULL, Kind::Null, "RS256 token", &rs),
+        (VERIFYING_NULL, Kind::VerifyingNull, "RS256 token", &rs),
         (
             "nats-callout oauth2 RS256",
             Kind::Callout,
@@ -245,7 +252,8 @@ pub async fn run(fx: &Fixture, t: &mut Targets, opts: Options) -> Result<Vec<Row
             "RS256 token",
             &rs,
         ),
-        ("null callout", Kind::Null, "ES256 token", &es),
+        (NULL, Kind::Null, "ES256 token", &es),
+        (VERIFYING_NULL, Kind::VerifyingNull, "ES256 token", &es),
         (
             "nats-callout oauth2 ES256",
             Kind::Callout,

@@ -191,6 +191,10 @@ pub fn callout_head(nats_url: &str, http_listen: &str) -> String {
     )
 }
 
+/// The baseline callouts' names, as the report looks them up.
+pub const NULL: &str = "null callout";
+pub const VERIFYING_NULL: &str = "verifying null callout";
+
 /// A nats-server a client connects to, and the process answering its auth callout.
 pub struct Target {
     pub name: String,
@@ -216,34 +220,41 @@ impl Target {
     }
 
     /// nats-server with auth callout, answered by the null responder (a child process)
-    /// that burns `busy` of CPU per request first (normally zero).
-    pub fn null_callout(busy: Duration) -> Result<Self> {
+    /// that burns `busy` of CPU per request first (normally zero); `verify`: the
+    /// verifying null (see [`crate::children::null_responder`]).
+    pub fn null_callout(busy: Duration, verify: bool) -> Result<Self> {
         let keys = Keys::generate();
         let dir = tempfile::tempdir()?;
         keys.write(dir.path())?;
         let server = NatsServer::start(&callout_server_config(&keys, false))?;
         let url = server.url();
         let seed = |f: &str| dir.path().join(f).display().to_string();
+        let busy_us = busy.as_micros().to_string();
+        let (issuer_seed, nkey_seed) = (seed("issuer-seed"), seed("nkey-seed"));
+        let mut args = vec![
+            "null-responder",
+            "--url",
+            &url,
+            "--nkey-seed",
+            &nkey_seed,
+            "--issuer-seed",
+            &issuer_seed,
+            "--account",
+            "ANONYMOUS",
+            "--busy-us",
+            &busy_us,
+        ];
+        if verify {
+            args.push("--verify");
+        }
         let responder = Process::spawn_self(
             "null responder",
-            &[
-                "null-responder",
-                "--url",
-                &url,
-                "--nkey-seed",
-                &seed("nkey-seed"),
-                "--issuer-seed",
-                &seed("issuer-seed"),
-                "--account",
-                "ANONYMOUS",
-                "--busy-us",
-                &busy.as_micros().to_string(),
-            ],
+            &args,
             &dir.path().join("null.log"),
             READY_WITHIN,
         )?;
         Ok(Self {
-            name: "null callout".into(),
+            name: if verify { VERIFYING_NULL } else { NULL }.into(),
             server,
             responder: Some(responder),
             metrics_port: None,

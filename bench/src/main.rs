@@ -110,6 +110,9 @@ enum ChildCommand {
         account: String,
         #[arg(long, default_value_t = 0)]
         busy_us: u64,
+        /// Verify each request as every correct callout must (the verifying null).
+        #[arg(long)]
+        verify: bool,
     },
 }
 
@@ -180,6 +183,7 @@ fn main() -> Result<()> {
             ref issuer_seed,
             ref account,
             busy_us,
+            verify,
         }) => {
             init_logging("warn");
             multi_thread_runtime()?.block_on(children::null_responder(
@@ -188,6 +192,7 @@ fn main() -> Result<()> {
                 issuer_seed,
                 account,
                 Duration::from_micros(busy_us),
+                verify,
             ))
         }
         None => bench(&cli),

@@ -9,6 +9,7 @@ use std::time::Duration;
 use anyhow::{Context, Result};
 
 use crate::connect::{AUTH_TIMEOUT, CacheRow, NATIVE_SUFFIX, Round, Row, StormRow};
+use crate::fixture::{NULL, VERIFYING_NULL};
 use crate::pipeline;
 
 /// Markers around the generated part of BENCHMARKS.md; text outside them is kept.
@@ -428,11 +429,7 @@ impl Results {
                 .iter()
                 .filter(|r| r.scenario.starts_with("nats-callout"))
             {
-                let Some(null) = rows.iter().find(|n| {
-                    n.scenario == "null callout"
-                        && n.concurrency == r.concurrency
-                        && n.client == r.client
-                }) else {
+                let Some(null) = reference(rows, NULL, r) else {
                     continue;
                 };
                 let Versus {
@@ -485,6 +482,7 @@ impl Results {
                     });
                 }
             }
+            verifying_null(w, rows);
             wasm_vs_native(w, rows);
             let _ = writeln!(w);
         }
@@ -875,6 +873,65 @@ fn wasm_vs_native(w: &mut String, rows: &[Row]) {
     }
 }
 
+/// The row of baseline `name` with `r`'s client credential and concurrency.
+fn reference<'a>(rows: &'a [Row], name: &str, r: &Row) -> Option<&'a Row> {
+    rows.iter()
+        .find(|n| n.scenario == name && n.concurrency == r.concurrency && n.client == r.client)
+}
+
+/// Part 2 against the verifying null: what nats-callout costs beyond the work every
+/// correct callout must do (verify the request, sign two JWTs).
+fn verifying_null(w: &mut String, rows: &[Row]) {
+    if !rows.iter().any(|r| r.scenario == VERIFYING_NULL) {
+        return;
+    }
+    let _ = writeln!(
+        w,
+        "\nRelative to the verifying null callout with the same client credential at the same \
+         concurrency: the null callout plus the work every correct callout must do (the \
+         request's signature and claims verified, with nats-callout's own verifier, before the \
+         user and response JWTs are signed). Against it, what is left is nats-callout's own: \
+         credential and route, the plugin, the grant's checks, the service around them. The \
+         first row of each credential is the verifying null against the plain one, the price \
+         of verifying a request:\n"
+    );
+    let _ = writeln!(
+        w,
+        "| scenario | client sends | clients | p50 × verifying null | p99 × verifying null | connects/s × verifying null | callout CPU − verifying null's, µs/connect |\n|---|---|---:|---:|---:|---:|---:|"
+    );
+    for r in rows
+        .iter()
+        .filter(|r| r.scenario.starts_with("nats-callout") || r.scenario == VERIFYING_NULL)
+    {
+        let base = if r.scenario == VERIFYING_NULL {
+            NULL
+        } else {
+            VERIFYING_NULL
+        };
+        let Some(reference) = reference(rows, base, r) else {
+            continue;
+        };
+        let Versus {
+            p50,
+            p99,
+            tput,
+            p50_rounds,
+            tput_rounds,
+        } = Versus::of(r, reference);
+        let extra = r.cpu_us().1 - reference.cpu_us().1;
+        let label = if r.scenario == VERIFYING_NULL {
+            format!("{VERIFYING_NULL} (× {NULL})")
+        } else {
+            r.scenario.clone()
+        };
+        let _ = writeln!(
+            w,
+            "| {label} | {} | {} | {p50:.2}×{p50_rounds} | {p99:.2}× | {tput:.2}×{tput_rounds} | {extra:+.1} |",
+            r.client, r.concurrency
+        );
+    }
+}
+
 /// One part-2 row against another (a nats-callout run against the null run, or against
 /// its native-plugin run): p50, p99 and throughput ratios, the first and last with their
 /// range over single rounds.
@@ -1055,6 +1112,35 @@ mod tests {
         );
         assert!(!md.contains("null callout, sequential"), "{md}");
         assert!(md.contains("| 2. oauth2 callout CPU"), "{md}");
+    }
+
+    /// The verifying null sits between the two: compared with the plain null itself,
+    /// and the reference of nats-callout's own overhead; the targets stay on the plain null.
+    #[test]
+    fn the_verifying_null_separates_required_work_from_our_own() {
+        let mut rows = null_runs_and_oauth2();
+        let mut verifying = row(VERIFYING_NULL, "RS256 token", 2);
+        rows[1].cpu.responder = 0.010;
+        verifying.cpu.responder = 0.012;
+        rows.push(verifying);
+        let md = part2(rows, 1, Duration::ZERO);
+        assert!(
+            md.contains(&format!(
+                "| {VERIFYING_NULL} (× null callout) | RS256 token | 1 | 1.00× | 1.00× | 1.00× | +20.0 |"
+            )),
+            "{md}"
+        );
+        // 3 ms against its 2 ms; 200 against 120 µs of callout CPU per connect.
+        assert!(
+            md.contains(
+                "| nats-callout oauth2 RS256 | RS256 token | 1 | 1.50× | 1.50× | 1.00× | +80.0 |"
+            ),
+            "{md}"
+        );
+        assert!(
+            md.contains("| 2. oauth2 p50 ≤ 1.1× null callout, sequential | 1.50× | **missed** |"),
+            "{md}"
+        );
     }
 
     #[test]

@@ -67,24 +67,38 @@ fn connect_part_runs_every_scenario() -> Result<()> {
     let stdout = bench(&["--quick", "--only", "connect", "--concurrency", "8"])?;
     for scenario in [
         "| null callout | RS256 token | 1 |",
+        "| verifying null callout | RS256 token | 1 |",
         "| nats-callout oauth2 RS256 | RS256 token | 1 |",
         "| nats-callout oauth2 RS256, native plugin | RS256 token | 1 |",
         "| nats-callout oauth2 RS256, cache on | RS256 token | 8 |",
     ] {
         assert!(stdout.contains(scenario), "{scenario} missing:\n{stdout}");
     }
-    // The results table's callout rows (four null runs and six nats-callout ones, each
-    // sequential and concurrent): every one admitted all its clients.
+    // The results table's callout rows (four null runs, four verifying null runs and six
+    // nats-callout ones, each sequential and concurrent): every one admitted all its
+    // clients.
     let rows: Vec<&str> = stdout
         .lines()
-        .filter(|l| l.starts_with("| null callout |") || l.starts_with("| nats-callout"))
+        .filter(|l| {
+            [
+                "| null callout |",
+                "| verifying null callout |",
+                "| nats-callout",
+            ]
+            .iter()
+            .any(|p| l.starts_with(p))
+        })
         .filter(|l| l.split('|').count() == 12)
         .collect();
-    assert_eq!(rows.len(), 20, "{stdout}");
+    assert_eq!(rows.len(), 28, "{stdout}");
     for row in rows {
         assert!(row.ends_with("| 0 |"), "not all admitted: {row}");
     }
     assert!(stdout.contains("| p50 WASM / native |"), "{stdout}");
+    assert!(
+        stdout.contains("| verifying null callout (× null callout) | RS256 token | 1 |"),
+        "{stdout}"
+    );
     Ok(())
 }
 
