@@ -19,7 +19,7 @@ use crate::nats::keys::{KeyError, SeedSource};
 use crate::nats::operator::{AccountClaims, AccountJwtError};
 use crate::ops::config::{Config, OperatorConfig};
 
-/// Environment variable of the callout account's xkey, for messages.
+/// The config key of the callout's xkey seed, for messages.
 const XKEY_KEY: &str = "xkey_seed_file";
 
 #[derive(Debug, thiserror::Error)]

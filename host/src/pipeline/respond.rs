@@ -8,7 +8,7 @@ use crate::nats::claims::{
     ResponsePermission, USER_TYPE, User, UserClaims,
 };
 use crate::nats::jwt::{self, JwtError, SigningKey};
-use crate::pipeline::accounts::{Accounts, PlacementError};
+use crate::pipeline::accounts::{Accounts, PlacementError, TargetAccount};
 use crate::pipeline::decision::Grant;
 use crate::pipeline::request::ReplyTarget;
 use nats_callout_sdk::ConnectionType;
@@ -78,11 +78,11 @@ impl Signer {
     /// The user JWT. Config mode: signed by the issuer, `aud` names the target account.
     /// Operator mode: signed by the target account's key, which places the user there.
     pub fn user_jwt(&self, grant: &Grant, user_nkey: &str, now: i64) -> Result<String, IssueError> {
-        let Some(accounts) = &self.accounts else {
-            return Ok(self.sign_user(grant, user_nkey, now, None)?);
+        let target = match &self.accounts {
+            None => None,
+            Some(accounts) => Some(accounts.target(&grant.account, now)?),
         };
-        let target = accounts.target(&grant.account, now)?;
-        Ok(self.sign_user(grant, user_nkey, now, Some(target))?)
+        Ok(self.sign_user(grant, user_nkey, now, target)?)
     }
 
     fn sign_user(
@@ -90,7 +90,7 @@ impl Signer {
         grant: &Grant,
         user_nkey: &str,
         now: i64,
-        target: Option<&crate::pipeline::accounts::TargetAccount>,
+        target: Option<&TargetAccount>,
     ) -> Result<String, JwtError> {
         let (iss, aud, signer) = match target {
             None => (&self.issuer_public, grant.account.as_str(), &self.issuer),
