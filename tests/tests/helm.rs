@@ -259,7 +259,47 @@ fn default_values_admit_nobody_and_say_what_to_set() -> Result<()> {
     let docs = render(std::slice::from_ref(&values))?;
     let out = check(&docs, "nkey only")?;
     assert!(out.contains("routes [nkey]"), "{out}");
-    assert_deployment_basics(&docs)
+    assert_deployment_basics(&docs)?;
+    assert!(
+        !env_names(&docs)?
+            .iter()
+            .any(|e| e.starts_with("AUTH_CALLOUT_SYSTEM")),
+        "no system user unless one is configured"
+    );
+    Ok(())
+}
+
+/// A system user (closing revoked identities' connections) logs in with a password
+/// from a Secret; `check` sees the revocation wiring whole.
+#[test]
+fn the_system_users_password_comes_from_a_secret() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let values = dir.path().join("values.yaml");
+    std::fs::write(
+        &values,
+        "global: { eventBus: { auth: { permissions: { noauth: { account: ANONYMOUS, \
+         permissions: { pub: { allow: [\"public.>\"] } } } } } } }\n\
+         auth-callout:\n  systemUser: { secretName: nats-sys, passwordKey: sys-password }\n  \
+         serviceConfig:\n    nats: [ { name: main, url: \"nats://nats:4222\", \
+         system_user: { user: sys } } ]\n    revocation: { kv_bucket: revoked }\n",
+    )?;
+    let docs = render(std::slice::from_ref(&values))?;
+    let container = &manifest(&docs, "Deployment")?["spec"]["template"]["spec"]["containers"][0];
+    let password = container["env"]
+        .as_sequence()
+        .and_then(|env| {
+            env.iter()
+                .find(|e| e["name"] == "AUTH_CALLOUT_SYSTEM_PASSWORD")
+        })
+        .context("no AUTH_CALLOUT_SYSTEM_PASSWORD")?;
+    assert_eq!(password["valueFrom"]["secretKeyRef"]["name"], "nats-sys");
+    assert_eq!(password["valueFrom"]["secretKeyRef"]["key"], "sys-password");
+    let out = check(&docs, "system user")?;
+    assert!(
+        out.contains("live connections of revoked identities are closed"),
+        "{out}"
+    );
+    Ok(())
 }
 
 /// `global.eventBus.mtls.enabled` wires the mTLS cluster: a second `nats` entry at its
