@@ -193,34 +193,7 @@ impl Jwks {
             None => self.discover().await?,
         };
         let body = self.get_capped(&url).await?;
-        let err = |message: String| JwksError::Fetch {
-            url: url.clone(),
-            message,
-        };
-        let doc: serde_json::Value =
-            serde_json::from_slice(&body).map_err(|e| err(format!("not JSON: {e}")))?;
-        let raw = doc
-            .get("keys")
-            .and_then(|k| k.as_array())
-            .ok_or_else(|| err("no \"keys\" array".into()))?;
-        if raw.len() > self.cfg.max_keys {
-            return Err(err(format!(
-                "{} keys, over the cap of {}",
-                raw.len(),
-                self.cfg.max_keys
-            )));
-        }
-        let keys: Vec<Arc<Key>> = raw
-            .iter()
-            .filter_map(|k| usable_key(&Jwk::deserialize(k).ok()?))
-            .map(Arc::new)
-            .collect();
-        if keys.is_empty() {
-            return Err(err(
-                "no usable signing key (RSA, EC P-256/P-384 or Ed25519)".into(),
-            ));
-        }
-        Ok(keys)
+        parse_keys(&body, self.cfg.max_keys).map_err(|message| JwksError::Fetch { url, message })
     }
 
     /// `jwks_uri` from the issuer's `/.well-known/openid-configuration`.
@@ -410,6 +383,30 @@ impl Jwks {
 /// default, which we set to ring, the backend async-nats already links.
 fn install_crypto_provider() {
     let _ = rustls::crypto::ring::default_provider().install_default();
+}
+
+/// The usable keys of a JWKS document (`{"keys": [...]}`), at most `max_keys` of them
+/// in it; a JWK this host cannot verify with is skipped, none usable is an error. The
+/// body comes from the network: fuzzed (fuzz/, FUZZING.md).
+pub fn parse_keys(body: &[u8], max_keys: usize) -> Result<Vec<Arc<Key>>, String> {
+    let doc: serde_json::Value =
+        serde_json::from_slice(body).map_err(|e| format!("not JSON: {e}"))?;
+    let raw = doc
+        .get("keys")
+        .and_then(|k| k.as_array())
+        .ok_or_else(|| "no \"keys\" array".to_owned())?;
+    if raw.len() > max_keys {
+        return Err(format!("{} keys, over the cap of {max_keys}", raw.len()));
+    }
+    let keys: Vec<Arc<Key>> = raw
+        .iter()
+        .filter_map(|k| usable_key(&Jwk::deserialize(k).ok()?))
+        .map(Arc::new)
+        .collect();
+    if keys.is_empty() {
+        return Err("no usable signing key (RSA, EC P-256/P-384 or Ed25519)".into());
+    }
+    Ok(keys)
 }
 
 /// A JWK we can verify with, parsed once and pinned to one algorithm: the JWK's own
