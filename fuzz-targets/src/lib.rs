@@ -16,7 +16,7 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use nats_callout::identity::oauth::jwks::parse_keys;
 use nats_callout::identity::oauth::token::{Key, Rules};
 use nats_callout::identity::{user_jwt, x509};
-use nats_callout::nats::jwt::{self, SigningKey, WithJti};
+use nats_callout::nats::jwt::{self, SigningKey};
 use nats_callout::nats::operator::AccountClaims;
 use nats_callout::pipeline::request::Verifier;
 use nats_callout_sdk::{Placeholders, SubjectKind, policy::SubjectTemplate};
@@ -77,19 +77,6 @@ fn keys() -> &'static Keys {
     })
 }
 
-/// Claims given as raw JSON bytes (whatever the fuzzer made), for [`jwt::encode`].
-#[derive(serde::Serialize)]
-#[serde(transparent)]
-struct Raw(serde_json::Value);
-
-impl WithJti for Raw {
-    fn set_jti(&mut self, jti: String) {
-        if let Some(map) = self.0.as_object_mut() {
-            map.insert("jti".into(), jti.into());
-        }
-    }
-}
-
 /// `data` as JSON claims signed by `key`, if it is JSON at all; `iss` is set to the
 /// key (else the signature check would stop every input), and `fix` may set more.
 fn signed(
@@ -102,7 +89,7 @@ fn signed(
         claims.insert("iss".into(), key.public_key().into());
         fix(claims);
     }
-    jwt::encode(&mut Raw(value), &SigningKey::from_nkey(key).ok()?).ok()
+    jwt::encode(&mut value, &SigningKey::from_nkey(key).ok()?).ok()
 }
 
 /// The request claims `data`, signed by the server for the fixed issuer: what reaches

@@ -9,24 +9,10 @@ use std::time::Duration;
 
 use anyhow::{Context, Result};
 use futures::StreamExt;
-use nats_callout::nats::jwt::{self, WithJti};
+use nats_callout::nats::jwt;
 use nats_callout::pipeline::request::unix_now;
-use serde::Serialize;
 
 use crate::{NatsServer, connect};
-
-/// Claims of a hand-made JWT.
-#[derive(Serialize)]
-#[serde(transparent)]
-struct Claims(serde_json::Value);
-
-impl WithJti for Claims {
-    fn set_jti(&mut self, jti: String) {
-        if let Some(m) = self.0.as_object_mut() {
-            m.insert("jti".into(), jti.into());
-        }
-    }
-}
 
 /// A request as nats-server would send it for an anonymous client, signed by `server`
 /// for the callout whose issuer is `issuer`, with `edit` applied to the claims.
@@ -53,7 +39,7 @@ pub fn request(
     });
     edit(&mut claims);
     let key = jwt::SigningKey::from_nkey(server).expect("a generated server key has a seed");
-    jwt::encode(&mut Claims(claims), &key).expect("encoding a JSON object cannot fail")
+    jwt::encode(&mut claims, &key).expect("encoding a JSON object cannot fail")
 }
 
 /// The side server and a client on it.

@@ -10,7 +10,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use anyhow::{Context, Result};
 use futures::StreamExt;
 use nats_callout::nats::claims::RequestClaims;
-use nats_callout::nats::jwt::{self, WithJti};
+use nats_callout::nats::jwt;
 use nats_callout::pipeline::request::unix_now;
 use nats_callout_tests::inject::Injector;
 use nats_callout_tests::raw::{self, Outcome};
@@ -135,19 +135,6 @@ async fn times_locale_proxy_and_source_networks_are_enforced() -> Result<()> {
     Ok(())
 }
 
-/// Claims of a hand-made JWT.
-#[derive(serde::Serialize)]
-#[serde(transparent)]
-struct Claims(Value);
-
-impl WithJti for Claims {
-    fn set_jti(&mut self, jti: String) {
-        if let Some(m) = self.0.as_object_mut() {
-            m.insert("jti".into(), jti.into());
-        }
-    }
-}
-
 /// A minimal callout of the test's own that admits everyone into DEVICES with a user
 /// JWT saying `subs: 1`: what a grant with limits would produce.
 async fn limited_responder(keys: &Keys, url: &str) -> Result<tokio::task::JoinHandle<()>> {
@@ -170,18 +157,18 @@ async fn limited_responder(keys: &Keys, url: &str) -> Result<tokio::task::JoinHa
                 continue;
             };
             let user = req.nats.user_nkey;
-            let mut user_claims = Claims(json!({
+            let mut user_claims = json!({
                 "iat": unix_now(), "iss": issuer_public, "sub": user, "aud": "DEVICES",
                 "nats": { "pub": { "allow": [">"] }, "sub": { "allow": [">"] },
                           "subs": 1, "data": -1, "payload": -1, "type": "user", "version": 2 }
-            }));
+            });
             let Ok(user_jwt) = jwt::encode(&mut user_claims, &issuer) else {
                 continue;
             };
-            let mut response = Claims(json!({
+            let mut response = json!({
                 "iat": unix_now(), "iss": issuer_public, "sub": user, "aud": req.iss,
                 "nats": { "jwt": user_jwt, "type": "authorization_response", "version": 2 }
-            }));
+            });
             let Ok(answer) = jwt::encode(&mut response, &issuer) else {
                 continue;
             };

@@ -178,16 +178,6 @@ mod tests {
         }
     }
 
-    /// Claims as JSON, to edit any field.
-    #[derive(serde::Serialize)]
-    struct Raw(serde_json::Value);
-
-    impl crate::nats::jwt::WithJti for Raw {
-        fn set_jti(&mut self, jti: String) {
-            self.0["jti"] = jti.into();
-        }
-    }
-
     /// A user JWT signed by `by`, as `nsc` writes one, edited by `edit`.
     fn token(f: &Fixture, by: &KeyPair, edit: impl FnOnce(&mut serde_json::Value)) -> String {
         let (iss, account) = (by.public_key(), f.account.public_key());
@@ -202,7 +192,7 @@ mod tests {
             claims["nats"]["issuer_account"] = account.into();
         }
         edit(&mut claims);
-        jwt::encode(&mut Raw(claims), &SigningKey::from_nkey(by).unwrap()).unwrap()
+        jwt::encode(&mut claims, &SigningKey::from_nkey(by).unwrap()).unwrap()
     }
 
     fn check(f: &Fixture, jwt: &str, signer: &KeyPair) -> Result<String, UserJwtError> {
