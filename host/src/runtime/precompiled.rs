@@ -88,32 +88,49 @@ pub fn load(
     );
     let path = dir.join(key);
     if let Ok(file) = std::fs::read(&path) {
-        match verified(&file) {
-            // SAFETY: the bytes were written by `Component::serialize` of an engine with
-            // this compatibility hash, into a directory only this user can write (checked
-            // above), and are intact (their digest matches).
-            Some(artifact) => match unsafe { Component::deserialize(engine, artifact) } {
+        if intact(&file) {
+            match map(engine, &path) {
                 Ok(c) => return Ok((c, true)),
                 Err(e) => {
                     tracing::warn!(path = %path.display(), error = %e, "ignoring a precompiled plugin wasmtime refuses")
                 }
-            },
-            None => {
-                tracing::warn!(path = %path.display(), "ignoring a damaged precompiled plugin")
             }
+        } else {
+            tracing::warn!(path = %path.display(), "ignoring a damaged precompiled plugin")
         }
     }
     let component = Component::new(engine, bytes)?;
     if let Err(e) = store(dir, &path, &component) {
         tracing::debug!(error = %e, "could not cache a precompiled plugin");
+        return Ok((component, false));
     }
-    Ok((component, false))
+    // Use the stored copy rather than the one in memory: see [`map`].
+    Ok((map(engine, &path).unwrap_or(component), false))
 }
 
-/// The artifact in a cache file, if its trailing SHA-256 matches it.
-fn verified(file: &[u8]) -> Option<&[u8]> {
-    let (artifact, digest) = file.split_at_checked(file.len().checked_sub(32)?)?;
-    (Sha256::digest(artifact).as_slice() == digest).then_some(artifact)
+/// Map a cache file, which the caller found intact.
+///
+/// Why a file map and not the bytes: a component deserialised from memory gets each
+/// linear memory's initial image copied into a sealed memfd. Sealing it fails with
+/// EBUSY while the kernel still holds a transient reference to one of its pages (seen
+/// in CI: "cannot add seals to the memfd" loading the 18 MB Python plugin while other
+/// tests ran). Mapped from the file, the images are mapped copy-on-write straight from
+/// it: no copy, no seal, and replicas on one node share the page cache.
+fn map(engine: &Engine, path: &Path) -> wasmtime::Result<Component> {
+    // SAFETY: the file was written by `Component::serialize` of an engine with this
+    // compatibility hash (its name says so), into a directory only this user can
+    // write (checked by `ensure_dir`), and is intact (its digest matched). Files are
+    // only ever replaced by rename, never rewritten in place, so the mapping cannot
+    // change under us. wasmtime ignores the digest after the artifact's last section.
+    unsafe { Component::deserialize_file(engine, path) }
+}
+
+/// Does a cache file end in the SHA-256 of the artifact before it?
+fn intact(file: &[u8]) -> bool {
+    file.len().checked_sub(32).is_some_and(|at| {
+        let (artifact, digest) = file.split_at(at);
+        Sha256::digest(artifact).as_slice() == digest
+    })
 }
 
 /// Write-then-rename, synced: replicas sharing the directory never see half a file,
@@ -147,11 +164,23 @@ mod tests {
         let bytes = component_bytes();
         let dir = tempfile::tempdir().unwrap();
         let cache = dir.path().join("cache");
-        let (_, cached) = load(&engine, &bytes, Some(&cache)).unwrap();
+        let (first, cached) = load(&engine, &bytes, Some(&cache)).unwrap();
         assert!(!cached);
-        let (_, cached) = load(&engine, &bytes, Some(&cache)).unwrap();
+        let (second, cached) = load(&engine, &bytes, Some(&cache)).unwrap();
         assert!(cached, "the second load must not recompile");
         assert_eq!(std::fs::read_dir(&cache).unwrap().count(), 1);
+        // Both run from the cache file, mapped: not from a copy in memory (see `map`).
+        #[cfg(target_os = "linux")]
+        {
+            let file = std::fs::read_dir(&cache).unwrap().next().unwrap().unwrap();
+            let maps = std::fs::read_to_string("/proc/self/maps").unwrap();
+            let mapped = |c: &Component| {
+                let start = format!("{:x}-", c.image_range().start as usize);
+                maps.lines()
+                    .any(|l| l.starts_with(&start) && l.ends_with(&*file.path().to_string_lossy()))
+            };
+            assert!(mapped(&first) && mapped(&second), "{maps}");
+        }
 
         // A damaged file (one byte flipped mid-way, or cut short) is recompiled and
         // replaced, never executed.
