@@ -99,7 +99,13 @@ impl Oidc {
             dir,
             http: {
                 let _ = rustls::crypto::ring::default_provider().install_default();
-                reqwest::Client::new()
+                // No idle connections kept: Node closes an idle keep-alive connection
+                // after 5 s, and a request sent on it just then fails ("connection
+                // closed before message completed", seen between two benchmark storms).
+                reqwest::Client::builder()
+                    .pool_max_idle_per_host(0)
+                    .build()
+                    .unwrap_or_default()
             },
         })
     }
