@@ -2,9 +2,10 @@
 //! `$SYS.REQ.USER.AUTH` (replicas share the load), requests decided concurrently.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use futures::StreamExt;
+use futures::{FutureExt, StreamExt};
 use tokio::sync::{Semaphore, watch};
 use tokio::task::JoinHandle;
 
@@ -60,6 +61,16 @@ pub enum ServiceError {
 /// an answer after its auth timeout (2 s by default); past that a decision helps no one,
 /// and 5 s also covers a raised timeout.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// How many requests a draining subscription still takes beyond those it has received:
+/// more than nats-server can have on the wire to us when it reads our UNSUB, so none of
+/// those is lost, and few enough that a draining replica takes no real share of a storm.
+/// See `serve` for why a drain does not simply unsubscribe.
+const DRAIN_TAIL: u64 = 256;
+
+/// How long a drain waits for those requests before it unsubscribes outright: traffic
+/// too light to deliver them in a second leaves (almost) nothing on the wire either.
+const DRAIN_TAIL_WAIT: Duration = Duration::from_secs(1);
 
 /// A running service: one task per NATS server.
 pub struct Service {
@@ -536,14 +547,20 @@ async fn serve(
     // closes the connection.
     let subscribed = Arc::new(std::sync::OnceLock::<std::sync::Weak<async_nats::Client>>::new());
     let subscribed_ev = subscribed.clone();
+    // Connections made, the first included: past one, the subscription was re-made by a
+    // reconnect (see the drain).
+    let connects = Arc::new(AtomicUsize::new(0));
+    let connects_ev = connects.clone();
     let options = connect.options().event_callback(move |event| {
         let events = events.clone();
         let name = name.clone();
         let subscribed = subscribed_ev.clone();
+        let connects = connects_ev.clone();
         async move {
             match event {
                 async_nats::Event::Connected => {
                     tracing::info!(server = %name, "connected to NATS");
+                    connects.fetch_add(1, Ordering::Relaxed);
                     if let Some(client) = subscribed.get().and_then(std::sync::Weak::upgrade) {
                         tokio::spawn(async move {
                             if confirm_subscribed(&client, &name).await {
@@ -639,26 +656,63 @@ async fn serve(
         None => (None, None),
     };
     // Set once a shutdown starts: from then on the subscription only yields what
-    // nats-server sent before it processed our UNSUB, then ends.
+    // nats-server sent before it stopped sending to us, then ends.
     let mut drain_deadline: Option<tokio::time::Instant> = None;
+    // Until when a drain waits for its tail (see below) before unsubscribing outright.
+    let mut tail_deadline: Option<tokio::time::Instant> = None;
+    // Requests received from the subscription, and those a drain took out of its buffer.
+    let mut taken: u64 = 0;
+    let mut backlog = std::collections::VecDeque::new();
     loop {
-        let mut msg = tokio::select! {
-            msg = sub.next() => match msg {
-                Some(msg) => msg,
-                None => break,
-            },
-            // `changed` fires once: the flag is only ever set (or its sender dropped).
-            _ = drain.changed(), if drain_deadline.is_none() => {
-                drain_deadline = Some(tokio::time::Instant::now() + DRAIN_TIMEOUT);
-                ready.send_replace(false);
-                tracing::info!(server = %server.name, "draining: unsubscribed, answering the requests received");
-                if let Err(e) = sub.drain().await {
-                    tracing::warn!(server = %server.name, error = %e, "cannot unsubscribe");
-                    break;
+        let mut msg = match backlog.pop_front() {
+            Some(msg) => msg,
+            None => tokio::select! {
+                msg = sub.next() => match msg {
+                    Some(msg) => {
+                        taken += 1;
+                        msg
+                    }
+                    None => break,
+                },
+                // `changed` fires once: the flag is only ever set (or its sender dropped).
+                _ = drain.changed(), if drain_deadline.is_none() => {
+                    drain_deadline = Some(tokio::time::Instant::now() + DRAIN_TIMEOUT);
+                    ready.send_replace(false);
+                    tracing::info!(server = %server.name, "draining: unsubscribing, answering the requests received");
+                    // async-nats' `drain` forgets the subscription as soon as its UNSUB is
+                    // written, so requests nats-server sent before it read the UNSUB are
+                    // dropped on arrival (measured: up to 6 % of a storm, see BENCHMARKS.md
+                    // part 7). Instead, nats-server is asked to end the subscription after
+                    // a count of deliveries, which async-nats honours on its side too: both
+                    // stop at the same request, so none in flight is lost. The count only
+                    // matches nats-server's while the subscription was never re-made by a
+                    // reconnect; after one, `drain` it is.
+                    let unsubscribed = if connects.load(Ordering::Relaxed) > 1 {
+                        sub.drain().await
+                    } else {
+                        while let Some(Some(msg)) = sub.next().now_or_never() {
+                            taken += 1;
+                            backlog.push_back(msg);
+                        }
+                        tail_deadline = Some(tokio::time::Instant::now() + DRAIN_TAIL_WAIT);
+                        sub.unsubscribe_after(taken + DRAIN_TAIL).await
+                    };
+                    if let Err(e) = unsubscribed {
+                        tracing::warn!(server = %server.name, error = %e, "cannot unsubscribe");
+                        break;
+                    }
+                    continue;
                 }
-                continue;
-            }
-            _ = sleep_until_some(drain_deadline) => break,
+                _ = sleep_until_some(tail_deadline) => {
+                    tail_deadline = None;
+                    if let Err(e) = sub.unsubscribe().await {
+                        tracing::warn!(server = %server.name, error = %e, "cannot unsubscribe");
+                        break;
+                    }
+                    continue;
+                }
+                _ = sleep_until_some(drain_deadline) => break,
+            },
         };
         // nats-server always asks with a reply subject; without one nobody waits for
         // the decision, so none is made (no plugin call, no counted decision).
