@@ -145,8 +145,8 @@ fn burn(d: Duration) {
 }
 
 /// The callout service exactly as `nats-callout run --config <config>` starts it
-/// (`App::start` on a multi-threaded runtime, logs at `info` to stderr), plus a `READY`
-/// line once it is subscribed and its JWKS (if any) is loaded.
+/// (`App::start` on a multi-threaded runtime, logs at `info` to stderr, draining on
+/// SIGTERM), plus a `READY` line once it is subscribed and its JWKS (if any) is loaded.
 ///
 /// `native`: before `READY`, swap in an authorizer whose plugins are the same crates
 /// compiled natively (as a reload would swap one in), so that the connects measure what
@@ -171,8 +171,11 @@ pub async fn serve_callout(config: &Path, native: bool) -> Result<()> {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     println!("READY");
-    // Serve until killed by the benchmark (or with it: PR_SET_PDEATHSIG).
-    std::future::pending::<()>().await;
-    app.stop();
+    // Serve until SIGTERM, then drain as `nats-callout run` does (the cluster part
+    // drains a replica mid-storm), or until killed (by the benchmark, or with it:
+    // PR_SET_PDEATHSIG).
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    term.recv().await;
+    app.shutdown().await;
     Ok(())
 }

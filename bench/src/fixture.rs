@@ -185,10 +185,15 @@ pub const OAUTH2_DEVICES: &str = r#"  oauth2:
 /// seeds beside the config, the built plugins, the operations listener.
 pub fn callout_head(nats_url: &str, http_listen: &str) -> String {
     format!(
-        "nats:\n  - {{ name: main, url: \"{nats_url}\", nkey_seed_file: nkey-seed }}\n\
-         issuer_seed_file: issuer-seed\nplugin_dir: \"{}\"\nhttp_listen: \"{http_listen}\"\n",
+        "nats:\n{}issuer_seed_file: issuer-seed\nplugin_dir: \"{}\"\nhttp_listen: \"{http_listen}\"\n",
+        nats_entry("main", nats_url),
         plugin_dir().display()
     )
+}
+
+/// One entry of a callout config's `nats:` list, logging in with the seed beside it.
+pub fn nats_entry(name: &str, url: &str) -> String {
+    format!("  - {{ name: {name}, url: \"{url}\", nkey_seed_file: nkey-seed }}\n")
 }
 
 /// The baseline callouts' names, as the report looks them up.

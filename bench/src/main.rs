@@ -14,12 +14,12 @@ use clap::{Parser, Subcommand, ValueEnum};
 use nats_callout_bench::connect::{self, Kind, Targets};
 use nats_callout_bench::fixture::{Fixture, plugin_path};
 use nats_callout_bench::report::{CacheResults, Machine, Results, splice_into};
-use nats_callout_bench::{children, crypto, languages, outbound, pipeline, procs};
+use nats_callout_bench::{children, cluster, crypto, languages, outbound, pipeline, procs};
 
 #[derive(Parser)]
 #[command(
     name = "nats-callout-bench",
-    about = "Benchmarks of nats-callout: decision pipeline (WASM vs native), end-to-end connects, reconnect storm, decision cache, plugins that reach out, plugins in Python and JavaScript"
+    about = "Benchmarks of nats-callout: decision pipeline (WASM vs native), end-to-end connects, reconnect storm, decision cache, plugins that reach out, plugins in Python and JavaScript, a cluster under faults"
 )]
 struct Cli {
     #[command(subcommand)]
@@ -68,6 +68,9 @@ struct Cli {
     /// Part 5: NKey devices in the registry storm.
     #[arg(long)]
     registry_devices: Option<usize>,
+    /// Part 7: clients in each storm of the cluster.
+    #[arg(long)]
+    cluster_clients: Option<usize>,
     /// Parts 2–4: the null callout spins this many µs on each request before answering.
     /// A diagnostic, not a baseline: set to the CPU nats-callout spends per decision
     /// beyond the null callout, it shows whether that CPU is the whole gap.
@@ -83,6 +86,7 @@ enum Part {
     Cache,
     Outbound,
     Languages,
+    Cluster,
 }
 
 /// The benchmark's own child processes (it re-executes itself).
@@ -135,6 +139,8 @@ mod full {
     pub const FEW_SEQUENTIAL: usize = 1000;
     pub const FEW_CONCURRENT: usize = 3000;
     pub const REGISTRY_DEVICES: usize = 4000;
+    /// Part 7: the size of part 3's storm, spread over three nodes.
+    pub const CLUSTER: usize = 4000;
 }
 
 /// Iteration counts of `--quick`: a smoke run.
@@ -151,6 +157,7 @@ mod quick {
     pub const FEW_SEQUENTIAL: usize = 20;
     pub const FEW_CONCURRENT: usize = 100;
     pub const REGISTRY_DEVICES: usize = 200;
+    pub const CLUSTER: usize = 300;
 }
 
 fn init_logging(default: &str) {
@@ -211,6 +218,7 @@ fn bench(cli: &Cli) -> Result<()> {
             Part::Cache,
             Part::Outbound,
             Part::Languages,
+            Part::Cluster,
         ]
     } else {
         cli.only.clone()
@@ -251,11 +259,17 @@ fn bench(cli: &Cli) -> Result<()> {
         )
         .max(1),
     };
+    let cluster_opts = cluster::Options {
+        clients: pick(cli.cluster_clients, full::CLUSTER, quick::CLUSTER).max(1),
+    };
     // Each storm client holds a socket here and one in nats-server (which inherits
     // this limit), plus the other targets' and the runtime's descriptors.
-    let largest = storm_clients.max(outbound_opts.devices) as u64;
+    let largest = storm_clients
+        .max(outbound_opts.devices)
+        .max(cluster_opts.clients) as u64;
     let nofile = procs::raise_nofile(2 * largest + 1024)?;
-    if (parts.contains(&Part::Storm) || parts.contains(&Part::Outbound)) && nofile < largest + 256 {
+    let storms = [Part::Storm, Part::Outbound, Part::Cluster];
+    if parts.iter().any(|p| storms.contains(p)) && nofile < largest + 256 {
         bail!("open-files limit {nofile} is too low for a storm of {largest} clients");
     }
 
@@ -331,6 +345,9 @@ fn bench(cli: &Cli) -> Result<()> {
                 Part::Outbound => {
                     eprintln!("[bench] part 5: plugins that reach out…");
                     results.outbound = Some(outbound::run(&fx, &mut targets, outbound_opts).await?);
+                }
+                Part::Cluster => {
+                    results.cluster = Some(cluster::run(&cluster_opts).await?);
                 }
             }
             eprintln!("[bench]   done in {:.1} s", t.elapsed().as_secs_f64());

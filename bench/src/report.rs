@@ -191,6 +191,8 @@ pub struct Results {
     pub outbound: Option<crate::outbound::Report>,
     /// Part 6: one plugin in Rust, Python and JavaScript.
     pub languages: Option<crate::languages::Report>,
+    /// Part 7: the cluster under faults.
+    pub cluster: Option<Vec<crate::cluster::Row>>,
 }
 
 /// Part 4: end to end, and in process.
@@ -604,10 +606,14 @@ impl Results {
             languages(w, report);
         }
 
+        if let Some(rows) = &self.cluster {
+            cluster(w, rows, &mut checks);
+        }
+
         if !checks.is_empty() {
             let _ = writeln!(
                 w,
-                "### Targets (issues #5 and #18)\n\n| target | measured | |\n|---|---|---|"
+                "### Targets (issues #5, #18 and #20)\n\n| target | measured | |\n|---|---|---|"
             );
             for c in &checks {
                 let _ = writeln!(w, "| {} | {} | {} |", c.target, c.measured, yes(c.ok));
@@ -663,6 +669,79 @@ fn storm_cells(r: &StormRow) -> String {
         r.cpu.responder,
         r.cpu.responder * 1e6 / r.clients.max(1) as f64,
     )
+}
+
+/// Part 7: one row per fault, and the checks each must pass.
+fn cluster(w: &mut String, rows: &[crate::cluster::Row], checks: &mut Vec<Check>) {
+    use crate::cluster::NODES;
+    let _ = writeln!(
+        w,
+        "### 7. Cluster resilience\n\n\
+         {NODES} nats-server nodes clustered on loopback and {NODES} nats-callout replicas in \
+         one queue group (decision cache on), in two topologies: each replica logs in to \
+         its own node, or to every node (one `nats:` entry per node, so every node has a \
+         member of every replica). In each scenario the clients connect at once with \
+         fresh oauth2 tokens of {clients} OIDC clients, client *i* on node *i* mod {NODES}; \
+         the fault strikes when a quarter of them are in. A client not admitted tries once \
+         more, on the next node (a refused TCP connect, to a node that is down, moves on \
+         without counting as a try). Requests and responses are counted by a subscriber in \
+         the callout account on node 1, which no fault touches. Latencies from the start of \
+         the storm.\n\n\
+         | replicas log in to | fault | clients | admitted first try | admitted on retry | not admitted | first tries lost | retried: p50 / max ms | all: p50 / p99 ms | completion s | requests | answered twice | unanswered | after |\n\
+         |---|---|---:|---:|---:|---:|---|---:|---:|---:|---:|---:|---:|---|",
+        clients = crate::fixture::STORM_CLIENTS,
+    );
+    for r in rows {
+        let lost = r
+            .lost
+            .iter()
+            .map(|(k, v)| format!("{k} ×{v}"))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let _ = writeln!(
+            w,
+            "| {} | {} | {} | {} | {} | {} | {} | {:.0} / {:.0} | {:.0} / {:.0} | {:.2} | {} | {} | {} | {} |",
+            r.topology.describe(),
+            r.fault.describe(),
+            r.clients,
+            r.first_try,
+            r.on_retry,
+            r.not_admitted,
+            if lost.is_empty() { "0".into() } else { lost },
+            ms_f(r.retried.percentile(50.0)),
+            ms_f(r.retried.max()),
+            ms_f(r.all.percentile(50.0)),
+            ms_f(r.all.percentile(99.0)),
+            r.wall.as_secs_f64(),
+            r.requests,
+            r.answered_twice,
+            r.unanswered,
+            r.after.trim_end_matches("; "),
+        );
+        let name = format!(
+            "replicas on {}, {}",
+            r.topology.describe(),
+            r.fault.describe()
+        );
+        checks.push(Check {
+            target: format!("7. {name}: every client admitted, none needing a third try"),
+            measured: format!("{} not admitted", r.not_admitted),
+            ok: r.not_admitted == 0,
+        });
+        checks.push(Check {
+            target: format!("7. {name}: no request answered twice"),
+            measured: format!("{} of {}", r.answered_twice, r.requests),
+            ok: r.answered_twice == 0,
+        });
+        if !r.fault.may_lose_first_tries() {
+            checks.push(Check {
+                target: format!("7. {name}: no first try lost"),
+                measured: format!("{} retried, {} unanswered", r.on_retry, r.unanswered),
+                ok: r.on_retry == 0 && r.unanswered == 0,
+            });
+        }
+    }
+    let _ = writeln!(w);
 }
 
 /// Part 5: introspection against oauth2 in the same rounds, and the registry storm.

@@ -169,3 +169,44 @@ fn languages_part_runs_every_language() -> Result<()> {
     assert_eq!(connects.len(), 6, "{stdout}");
     Ok(())
 }
+
+/// Part 7 in quick mode, the scaled-down cluster run: three nodes, three replicas in
+/// both topologies, a storm per fault. No client is lost in any of them (each is admitted, at most on its
+/// one retry), no request is answered twice, a drain, the provider's outage and no
+/// fault at all lose no first try, and every request left unanswered belongs to a client
+/// that had to retry (what a killed replica or node held, nothing else).
+#[test]
+fn cluster_part_loses_no_request() -> Result<()> {
+    let stdout = bench(&["--quick", "--only", "cluster"])?;
+    for topology in ["its own node", "every node"] {
+        for fault in [
+            "none",
+            "replica 1 killed (SIGKILL)",
+            "replica 2 drained (SIGTERM)",
+            "node 3 killed, restarted 1 s later",
+            "identity provider stopped",
+        ] {
+            let line = stdout
+                .lines()
+                .find(|l| l.starts_with(&format!("| {topology} | {fault} | ")))
+                .unwrap_or_else(|| panic!("{topology}, {fault} missing:\n{stdout}"));
+            let cells: Vec<&str> = line.split('|').map(str::trim).collect();
+            let number = |i: usize| -> usize {
+                cells[i]
+                    .parse()
+                    .unwrap_or_else(|_| panic!("cell {i} of {line}"))
+            };
+            let (clients, first, retried, lost) = (number(3), number(4), number(5), number(6));
+            let (requests, twice, unanswered) = (number(11), number(12), number(13));
+            assert_eq!(lost, 0, "clients not admitted: {line}");
+            assert_eq!(first + retried, clients, "{line}");
+            assert_eq!(twice, 0, "requests answered twice: {line}");
+            assert!(requests >= clients, "the watcher missed requests: {line}");
+            assert!(unanswered <= retried, "{line}");
+            if !fault.contains("killed") {
+                assert_eq!((retried, unanswered), (0, 0), "{line}");
+            }
+        }
+    }
+    Ok(())
+}
