@@ -17,5 +17,6 @@ pub mod pipeline;
 pub mod procs;
 pub mod rawclient;
 pub mod report;
+pub mod soak;
 pub mod stats;
 pub mod watch;

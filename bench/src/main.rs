@@ -14,12 +14,12 @@ use clap::{Parser, Subcommand, ValueEnum};
 use nats_callout_bench::connect::{self, Kind, Targets};
 use nats_callout_bench::fixture::{Fixture, plugin_path};
 use nats_callout_bench::report::{CacheResults, Machine, Results, splice_into};
-use nats_callout_bench::{children, cluster, crypto, languages, outbound, pipeline, procs};
+use nats_callout_bench::{children, cluster, crypto, languages, outbound, pipeline, procs, soak};
 
 #[derive(Parser)]
 #[command(
     name = "nats-callout-bench",
-    about = "Benchmarks of nats-callout: decision pipeline (WASM vs native), end-to-end connects, reconnect storm, decision cache, plugins that reach out, plugins in Python and JavaScript, a cluster under faults"
+    about = "Benchmarks of nats-callout: decision pipeline (WASM vs native), end-to-end connects, reconnect storm, decision cache, plugins that reach out, plugins in Python and JavaScript, a cluster under faults, a soak"
 )]
 struct Cli {
     #[command(subcommand)]
@@ -71,6 +71,9 @@ struct Cli {
     /// Part 7: clients in each storm of the cluster.
     #[arg(long)]
     cluster_clients: Option<usize>,
+    /// Part 8 (the soak, only with `--only soak`): how long, seconds.
+    #[arg(long)]
+    soak_secs: Option<u64>,
     /// Parts 2–4: the null callout spins this many µs on each request before answering.
     /// A diagnostic, not a baseline: set to the CPU nats-callout spends per decision
     /// beyond the null callout, it shows whether that CPU is the whole gap.
@@ -87,6 +90,8 @@ enum Part {
     Outbound,
     Languages,
     Cluster,
+    /// Not in the default set: about 10 minutes.
+    Soak,
 }
 
 /// The benchmark's own child processes (it re-executes itself).
@@ -141,6 +146,8 @@ mod full {
     pub const REGISTRY_DEVICES: usize = 4000;
     /// Part 7: the size of part 3's storm, spread over three nodes.
     pub const CLUSTER: usize = 4000;
+    /// Part 8: long enough for 60 config rewrites and a few hundred thousand connects.
+    pub const SOAK_SECS: u64 = 600;
 }
 
 /// Iteration counts of `--quick`: a smoke run.
@@ -158,6 +165,7 @@ mod quick {
     pub const FEW_CONCURRENT: usize = 100;
     pub const REGISTRY_DEVICES: usize = 200;
     pub const CLUSTER: usize = 300;
+    pub const SOAK_SECS: u64 = 20;
 }
 
 fn init_logging(default: &str) {
@@ -259,6 +267,14 @@ fn bench(cli: &Cli) -> Result<()> {
         )
         .max(1),
     };
+    let soak_opts = soak::Options {
+        duration: Duration::from_secs(
+            cli.soak_secs
+                .unwrap_or(if q { quick::SOAK_SECS } else { full::SOAK_SECS })
+                .max(5),
+        ),
+        concurrency: cli.concurrency.max(1),
+    };
     let cluster_opts = cluster::Options {
         clients: pick(cli.cluster_clients, full::CLUSTER, quick::CLUSTER).max(1),
     };
@@ -348,6 +364,13 @@ fn bench(cli: &Cli) -> Result<()> {
                 }
                 Part::Cluster => {
                     results.cluster = Some(cluster::run(&cluster_opts).await?);
+                }
+                Part::Soak => {
+                    eprintln!(
+                        "[bench] part 8: soak for {} s…",
+                        soak_opts.duration.as_secs()
+                    );
+                    results.soak = Some(soak::run(&soak_opts).await?);
                 }
             }
             eprintln!("[bench]   done in {:.1} s", t.elapsed().as_secs_f64());

@@ -193,6 +193,8 @@ pub struct Results {
     pub languages: Option<crate::languages::Report>,
     /// Part 7: the cluster under faults.
     pub cluster: Option<Vec<crate::cluster::Row>>,
+    /// Part 8: the soak.
+    pub soak: Option<crate::soak::Report>,
 }
 
 /// Part 4: end to end, and in process.
@@ -610,6 +612,10 @@ impl Results {
             cluster(w, rows, &mut checks);
         }
 
+        if let Some(report) = &self.soak {
+            soak(w, report, &mut checks);
+        }
+
         if !checks.is_empty() {
             let _ = writeln!(
                 w,
@@ -742,6 +748,113 @@ fn cluster(w: &mut String, rows: &[crate::cluster::Row], checks: &mut Vec<Check>
         }
     }
     let _ = writeln!(w);
+}
+
+/// Part 8: outcomes by kind of client, the process's growth, and what the watchers saw.
+fn soak(w: &mut String, r: &crate::soak::Report, checks: &mut Vec<Check>) {
+    use crate::soak::{Kind, MAX_GROWTH};
+    let _ = writeln!(
+        w,
+        "### 8. Soak\n\n\
+         One nats-callout process serving two nats-servers (one plain, one verifying client \
+         certificates) with every mode for {:.0} s: {} clients connecting in a closed loop \
+         through every mode (anonymous, NKey, username and password, oauth2 RS256 and \
+         ES256, client certificate), one connect in 20 with a hostile token (not a JWT, a \
+         changed signature, `alg: none`, expired, an unknown `crit` header, another \
+         audience, JWT-shaped garbage) and one in 1,000 routed to a plugin that traps; \
+         decision cache off; the config file rewritten every {:.0} s (every sixth version \
+         broken). Memory and descriptors of the callout process from `/proc`, growth \
+         measured from the end of a {:.0} s warm-up.\n\n\
+         | client | connects | admitted | refused | failed | not as expected |\n\
+         |---|---:|---:|---:|---:|---|",
+        r.duration.as_secs_f64(),
+        r.concurrency,
+        r.reload_every.as_secs_f64(),
+        r.warm_up.as_secs_f64(),
+    );
+    for (kind, t) in &r.by_kind {
+        let unexpected = t
+            .unexpected
+            .iter()
+            .map(|(k, v)| format!("{k} ×{v}"))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let _ = writeln!(
+            w,
+            "| {} | {} | {} | {} | {} | {} |",
+            kind.describe(),
+            t.admitted + t.refused + t.failed,
+            t.admitted,
+            t.refused,
+            t.failed,
+            if unexpected.is_empty() {
+                "0".into()
+            } else {
+                unexpected
+            },
+        );
+    }
+    let mib = |b: u64| b as f64 / (1024.0 * 1024.0);
+    let _ = writeln!(
+        w,
+        "\n| callout process | at start | after warm-up | at the end | growth | peak |\n\
+         |---|---:|---:|---:|---:|---:|\n\
+         | RSS MiB | {:.1} | {:.1} | {:.1} | {:+.1}% | {:.1} |\n\
+         | open descriptors | {} | {} | {} | {:+.1}% | {} |\n",
+        mib(r.first.rss),
+        mib(r.start.rss),
+        mib(r.end.rss),
+        100.0 * r.rss_growth(),
+        mib(r.peak.rss),
+        r.first.fds,
+        r.start.fds,
+        r.end.fds,
+        100.0 * r.fd_growth(),
+        r.peak.fds,
+    );
+    let traps = r.by_kind.get(&Kind::Trap).map_or(0, |t| t.refused);
+    let _ = writeln!(
+        w,
+        "Decisions: {:.0} per second. Config reloads: {} taken, {} refused (the broken \
+         versions). Plugin traps counted: {}. Requests nats-server published: {}, answered \
+         twice: {}, unanswered: {}.\n",
+        r.decisions_per_sec,
+        r.reloads_ok,
+        r.reloads_refused,
+        r.traps,
+        r.requests.requests,
+        r.requests.answered_twice,
+        r.requests.unanswered,
+    );
+    let pct = MAX_GROWTH * 100.0;
+    checks.push(Check {
+        target: format!("8. soak: RSS grows under {pct:.0}%"),
+        measured: format!("{:+.1}%", 100.0 * r.rss_growth()),
+        ok: r.rss_growth() < MAX_GROWTH,
+    });
+    checks.push(Check {
+        target: format!("8. soak: open descriptors grow under {pct:.0}%"),
+        measured: format!("{:+.1}%", 100.0 * r.fd_growth()),
+        ok: r.fd_growth() < MAX_GROWTH,
+    });
+    checks.push(Check {
+        target: "8. soak: every client decided as expected".into(),
+        measured: format!("{} not", r.unexpected()),
+        ok: r.unexpected() == 0,
+    });
+    checks.push(Check {
+        target: "8. soak: every request answered, once".into(),
+        measured: format!(
+            "{} unanswered, {} twice",
+            r.requests.unanswered, r.requests.answered_twice
+        ),
+        ok: r.requests.unanswered == 0 && r.requests.answered_twice == 0,
+    });
+    checks.push(Check {
+        target: "8. soak: every trap contained and counted".into(),
+        measured: format!("{} traps, {traps} trap clients refused", r.traps),
+        ok: r.traps as usize == traps,
+    });
 }
 
 /// Part 5: introspection against oauth2 in the same rounds, and the registry storm.

@@ -210,3 +210,39 @@ fn cluster_part_loses_no_request() -> Result<()> {
     }
     Ok(())
 }
+
+/// Part 8, the soak, cut to seconds (the real one runs 10 minutes, by hand): every mode
+/// decided as expected while the config is rewritten, every request answered once, every
+/// trap contained and counted. Memory growth is not asserted: seconds in a debug build
+/// say nothing about it.
+#[test]
+fn soak_part_decides_everyone_as_expected() -> Result<()> {
+    let stdout = bench(&[
+        "--quick",
+        "--only",
+        "soak",
+        "--soak-secs",
+        "15",
+        "--concurrency",
+        "8",
+    ])?;
+    for target in [
+        "| 8. soak: every client decided as expected | 0 not | **met** |",
+        "| 8. soak: every request answered, once | 0 unanswered, 0 twice | **met** |",
+    ] {
+        assert!(stdout.contains(target), "{target} missing:\n{stdout}");
+    }
+    let traps = stdout
+        .lines()
+        .find(|l| l.starts_with("| 8. soak: every trap contained and counted |"))
+        .unwrap_or_else(|| panic!("no trap check:\n{stdout}"));
+    assert!(traps.ends_with("| **met** |"), "{traps}");
+    for kind in [
+        "| client certificate (mtls) | ",
+        "| hostile token | ",
+        "| NKey | ",
+    ] {
+        assert!(stdout.contains(kind), "{kind} missing:\n{stdout}");
+    }
+    Ok(())
+}
