@@ -104,6 +104,8 @@ pub struct Row {
     pub not_admitted: usize,
     /// Why first tries failed, and how many.
     pub lost: BTreeMap<String, usize>,
+    /// Why retries failed, and on which node: the clients not admitted.
+    pub lost_again: BTreeMap<String, usize>,
     /// Storm start to admission, of the clients admitted on their retry.
     pub retried: Latencies,
     /// Storm start to admission, of every admitted client.
@@ -356,6 +358,7 @@ impl Cluster {
             on_retry: 0,
             not_admitted: 0,
             lost: BTreeMap::new(),
+            lost_again: BTreeMap::new(),
             retried: Latencies::default(),
             all: Latencies::default(),
             wall,
@@ -365,8 +368,14 @@ impl Cluster {
             after,
         };
         for end in ends {
-            if let Some(reason) = end.first_lost {
+            let mut lost = end.lost.into_iter();
+            if let Some((_, reason)) = lost.next() {
                 *row.lost.entry(reason).or_default() += 1;
+            }
+            if let Some((node, reason)) = lost.next() {
+                *row.lost_again
+                    .entry(format!("{reason} on node {node}"))
+                    .or_default() += 1;
             }
             match (end.admitted_after, end.tries) {
                 (Some(t), 1) => {
@@ -450,8 +459,8 @@ impl Cluster {
 /// How one client's storm ended.
 struct End {
     tries: usize,
-    /// Why the first try did not admit it.
-    first_lost: Option<String>,
+    /// Why each try that did not admit it failed, and on which node (1-based).
+    lost: Vec<(usize, String)>,
     /// Storm start to admission.
     admitted_after: Option<Duration>,
 }
@@ -472,12 +481,13 @@ async fn storm(
                 let (node, token) = (i % NODES, (i / NODES) % tokens);
                 let mut end = End {
                     tries: 0,
-                    first_lost: None,
+                    lost: Vec::new(),
                     admitted_after: None,
                 };
                 // Walk the nodes from this client's own, at most two tries.
                 for k in 0..NODES {
-                    let client = &clients[(node + k) % NODES][token];
+                    let on = (node + k) % NODES;
+                    let client = &clients[on][token];
                     let attempt = client.connect_once().await;
                     match attempt.outcome {
                         Outcome::Admitted => {
@@ -490,9 +500,8 @@ async fn storm(
                         Outcome::Failed(e) if e == "ConnectionRefused" => continue,
                         Outcome::Refused(e) | Outcome::Failed(e) => {
                             end.tries += 1;
-                            if end.tries == 1 {
-                                end.first_lost = Some(e);
-                            } else {
+                            end.lost.push((on + 1, e));
+                            if end.tries == 2 {
                                 break;
                             }
                         }
@@ -506,7 +515,7 @@ async fn storm(
     for t in tasks {
         ends.push(t.await.unwrap_or(End {
             tries: 0,
-            first_lost: Some("task panicked".into()),
+            lost: vec![(0, "task panicked".into())],
             admitted_after: None,
         }));
     }

@@ -697,13 +697,16 @@ fn cluster(w: &mut String, rows: &[crate::cluster::Row], checks: &mut Vec<Check>
          |---|---|---:|---:|---:|---:|---|---:|---:|---:|---:|---:|---:|---|",
         clients = crate::fixture::STORM_CLIENTS,
     );
+    let counts = |m: &std::collections::BTreeMap<String, usize>| match m
+        .iter()
+        .map(|(k, v)| format!("{k} ×{v}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+    {
+        c if c.is_empty() => "0".to_owned(),
+        c => c,
+    };
     for r in rows {
-        let lost = r
-            .lost
-            .iter()
-            .map(|(k, v)| format!("{k} ×{v}"))
-            .collect::<Vec<_>>()
-            .join(", ");
         let _ = writeln!(
             w,
             "| {} | {} | {} | {} | {} | {} | {} | {:.0} / {:.0} | {:.0} / {:.0} | {:.2} | {} | {} | {} | {} |",
@@ -713,7 +716,7 @@ fn cluster(w: &mut String, rows: &[crate::cluster::Row], checks: &mut Vec<Check>
             r.first_try,
             r.on_retry,
             r.not_admitted,
-            if lost.is_empty() { "0".into() } else { lost },
+            counts(&r.lost),
             ms_f(r.retried.percentile(50.0)),
             ms_f(r.retried.max()),
             ms_f(r.all.percentile(50.0)),
@@ -724,6 +727,9 @@ fn cluster(w: &mut String, rows: &[crate::cluster::Row], checks: &mut Vec<Check>
             r.unanswered,
             r.after.trim_end_matches("; "),
         );
+        if r.not_admitted > 0 {
+            let _ = writeln!(w, "|  | *retries lost: {}* |", counts(&r.lost_again));
+        }
         let name = format!(
             "replicas on {}, {}",
             r.topology.describe(),
@@ -800,7 +806,8 @@ fn soak(w: &mut String, r: &crate::soak::Report, checks: &mut Vec<Check>) {
         "\n| callout process | at start | after warm-up | at the end | growth | peak |\n\
          |---|---:|---:|---:|---:|---:|\n\
          | RSS MiB | {:.1} | {:.1} | {:.1} | {:+.1}% | {:.1} |\n\
-         | open descriptors | {} | {} | {} | {:+.1}% | {} |\n",
+         | open descriptors | {} | {} | {} | {:+.1}% | {} |\n\
+         | threads | {} | {} | {} | | {} |\n",
         mib(r.first.rss),
         mib(r.start.rss),
         mib(r.end.rss),
@@ -811,6 +818,19 @@ fn soak(w: &mut String, r: &crate::soak::Report, checks: &mut Vec<Check>) {
         r.end.fds,
         100.0 * r.fd_growth(),
         r.peak.fds,
+        r.first.threads,
+        r.start.threads,
+        r.end.threads,
+        r.peak.threads,
+    );
+    let _ = writeln!(
+        w,
+        "RSS every tenth of the run, MiB: {}.\n",
+        r.series
+            .iter()
+            .map(|s| format!("{:.1}", mib(s.rss)))
+            .collect::<Vec<_>>()
+            .join(", ")
     );
     let traps = r.by_kind.get(&Kind::Trap).map_or(0, |t| t.refused);
     let _ = writeln!(

@@ -117,21 +117,37 @@ pub struct Tally {
     pub unexpected: BTreeMap<String, usize>,
 }
 
-/// Memory and descriptors of the callout process at one moment.
+/// Memory, descriptors and threads of the callout process at one moment.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Sample {
     pub rss: u64,
     pub fds: usize,
+    pub threads: usize,
 }
 
 impl Sample {
     fn of(pid: u32) -> Result<Self> {
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status"))
+            .context("cannot read the callout's /proc status")?;
         Ok(Self {
             rss: procs::rss_bytes(pid)?,
             fds: std::fs::read_dir(format!("/proc/{pid}/fd"))
                 .context("cannot list the callout's descriptors")?
                 .count(),
+            threads: status
+                .lines()
+                .find_map(|l| l.strip_prefix("Threads:"))
+                .and_then(|v| v.trim().parse().ok())
+                .unwrap_or(0),
         })
+    }
+
+    fn max(self, other: Sample) -> Sample {
+        Sample {
+            rss: self.rss.max(other.rss),
+            fds: self.fds.max(other.fds),
+            threads: self.threads.max(other.threads),
+        }
     }
 }
 
@@ -147,6 +163,8 @@ pub struct Report {
     pub start: Sample,
     pub end: Sample,
     pub peak: Sample,
+    /// A sample every tenth of the run: whether growth levels off.
+    pub series: Vec<Sample>,
     /// Authorization requests the callout received, per second of the soak.
     pub decisions_per_sec: f64,
     pub reloads_ok: f64,
@@ -515,6 +533,8 @@ pub async fn run(opts: &Options) -> Result<Report> {
     let every = reload_every(opts.duration);
     let warm = warm_up(opts.duration);
     let (mut start, mut peak) = (None, first);
+    let mut series = Vec::new();
+    let mut next_sample = started + opts.duration / 10;
     let mut rewrites: usize = 0;
     let mut next_rewrite = started + every;
     let files = soak.files(&fx);
@@ -531,8 +551,11 @@ pub async fn run(opts: &Options) -> Result<Report> {
             next_rewrite += every;
         }
         let sample = Sample::of(pid)?;
-        peak.rss = peak.rss.max(sample.rss);
-        peak.fds = peak.fds.max(sample.fds);
+        peak = peak.max(sample);
+        if now >= next_sample {
+            series.push(sample);
+            next_sample += opts.duration / 10;
+        }
         if start.is_none() && now >= started + warm {
             start = Some(sample);
         }
@@ -571,6 +594,7 @@ pub async fn run(opts: &Options) -> Result<Report> {
         start: start.unwrap_or(first),
         end,
         peak,
+        series,
         decisions_per_sec: (soak.metric("auth_requests_total") - requests_before)
             / elapsed.as_secs_f64(),
         reloads_ok: soak.metric(r#"config_reloads_total{result="ok"}"#),
