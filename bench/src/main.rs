@@ -189,6 +189,7 @@ fn main() -> Result<()> {
     match cli.child {
         Some(ChildCommand::ServeCallout { ref config, native }) => {
             // As `nats-callout run`: logs at info (env AUTH_CALLOUT_LOG to change).
+            nats_callout::ops::memory::limit_malloc_arenas();
             init_logging(&std::env::var("AUTH_CALLOUT_LOG").unwrap_or_else(|_| "info".into()));
             multi_thread_runtime()?.block_on(children::serve_callout(config, native))
         }

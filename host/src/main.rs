@@ -347,6 +347,7 @@ fn check(config: &Path) -> Result<()> {
 }
 
 fn run(config: &Path) -> Result<()> {
+    nats_callout::ops::memory::limit_malloc_arenas();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
