@@ -630,6 +630,17 @@ impl Results {
     }
 }
 
+/// `reason ×count, …` of a tally of reasons, or "0" when it is empty.
+fn counts(m: &std::collections::BTreeMap<String, usize>) -> String {
+    if m.is_empty() {
+        return "0".to_owned();
+    }
+    m.iter()
+        .map(|(k, v)| format!("{k} ×{v}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 /// Clients not admitted: "0", or how many of each kind of refusal or failure.
 fn problems_cell(tally: &crate::rawclient::Tally) -> String {
     match tally.problems() {
@@ -697,15 +708,6 @@ fn cluster(w: &mut String, rows: &[crate::cluster::Row], checks: &mut Vec<Check>
          |---|---|---:|---:|---:|---:|---|---:|---:|---:|---:|---:|---:|---|",
         clients = crate::fixture::STORM_CLIENTS,
     );
-    let counts = |m: &std::collections::BTreeMap<String, usize>| match m
-        .iter()
-        .map(|(k, v)| format!("{k} ×{v}"))
-        .collect::<Vec<_>>()
-        .join(", ")
-    {
-        c if c.is_empty() => "0".to_owned(),
-        c => c,
-    };
     for r in rows {
         let _ = writeln!(
             w,
@@ -779,12 +781,6 @@ fn soak(w: &mut String, r: &crate::soak::Report, checks: &mut Vec<Check>) {
         r.warm_up.as_secs_f64(),
     );
     for (kind, t) in &r.by_kind {
-        let unexpected = t
-            .unexpected
-            .iter()
-            .map(|(k, v)| format!("{k} ×{v}"))
-            .collect::<Vec<_>>()
-            .join(", ");
         let _ = writeln!(
             w,
             "| {} | {} | {} | {} | {} | {} |",
@@ -793,11 +789,7 @@ fn soak(w: &mut String, r: &crate::soak::Report, checks: &mut Vec<Check>) {
             t.admitted,
             t.refused,
             t.failed,
-            if unexpected.is_empty() {
-                "0".into()
-            } else {
-                unexpected
-            },
+            counts(&t.unexpected),
         );
     }
     let mib = |b: u64| b as f64 / (1024.0 * 1024.0);
@@ -848,9 +840,14 @@ fn soak(w: &mut String, r: &crate::soak::Report, checks: &mut Vec<Check>) {
     );
     let pct = MAX_GROWTH * 100.0;
     checks.push(Check {
-        target: format!("8. soak: RSS grows under {pct:.0}%"),
+        target: format!("8. soak: RSS grows under {pct:.0}% (from the warm-up's end)"),
         measured: format!("{:+.1}%", 100.0 * r.rss_growth()),
         ok: r.rss_growth() < MAX_GROWTH,
+    });
+    checks.push(Check {
+        target: format!("8. soak: RSS grows under {pct:.0}% over the second half"),
+        measured: format!("{:+.1}%", 100.0 * r.late_rss_growth()),
+        ok: r.late_rss_growth() < MAX_GROWTH,
     });
     checks.push(Check {
         target: format!("8. soak: open descriptors grow under {pct:.0}%"),

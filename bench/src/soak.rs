@@ -179,6 +179,15 @@ impl Report {
         growth(self.start.rss as f64, self.end.rss as f64)
     }
 
+    /// RSS growth over the second half of the run: a leak keeps growing there, filling
+    /// pools and arenas does not.
+    pub fn late_rss_growth(&self) -> f64 {
+        match self.series.get(self.series.len() / 2) {
+            Some(mid) => growth(mid.rss as f64, self.end.rss as f64),
+            None => 0.0,
+        }
+    }
+
     pub fn fd_growth(&self) -> f64 {
         growth(self.start.fds as f64, self.end.fds as f64)
     }
