@@ -607,10 +607,15 @@ impl Deployment<'_> {
                 return fail(format!("cannot connect to {}: {e}", self.url));
             }
             Err(e) => {
+                let must = if self.authorizer.accounts().is_some() {
+                    "a user of the callout account listed in its account JWT's \
+                     authorization.auth_users (`nats-callout operator init` writes one)"
+                } else {
+                    "a user of nats-server in auth_callout.account and listed in \
+                     auth_callout.auth_users (`nats-callout server-config` prints the block)"
+                };
                 return fail(format!(
-                    "nats-server refused the callout's own user ({who}): {e}. It must be a user \
-                     of nats-server in auth_callout.account and listed in auth_callout.auth_users \
-                     (`nats-callout server-config` prints the block)"
+                    "nats-server refused the callout's own user ({who}): {e}. It must be {must}"
                 ));
             }
         };
@@ -679,7 +684,12 @@ impl Deployment<'_> {
                 NAME,
                 format!(
                     "nats-server asks the callout about the callout's own user ({who}): list it \
-                     in auth_callout.auth_users"
+                     in {}",
+                    if self.authorizer.accounts().is_some() {
+                        "the callout account JWT's authorization.auth_users"
+                    } else {
+                        "auth_callout.auth_users"
+                    }
                 ),
             )
         } else {
