@@ -10,7 +10,7 @@
 //! executed), and files are written to a unique temporary name, synced, then renamed.
 
 use std::hash::{Hash, Hasher};
-use std::io::Write as _;
+use std::io::{Read as _, Write as _};
 use std::path::{Path, PathBuf};
 
 use sha2::{Digest, Sha256};
@@ -87,8 +87,8 @@ pub fn load(
         engine_hash.finish()
     );
     let path = dir.join(key);
-    if let Ok(file) = std::fs::read(&path) {
-        if intact(&file) {
+    if path.exists() {
+        if intact(&path) {
             match map(engine, &path) {
                 Ok(c) => return Ok((c, true)),
                 Err(e) => {
@@ -111,10 +111,9 @@ pub fn load(
 /// Map a cache file, which the caller found intact.
 ///
 /// Why a file map and not the bytes: a component deserialised from memory gets each
-/// linear memory's initial image copied into a sealed memfd. Sealing it fails with
-/// EBUSY while the kernel still holds a transient reference to one of its pages (seen
+/// linear memory's initial image copied into a sealed memfd, and sealing can fail (seen
 /// in CI: "cannot add seals to the memfd" loading the 18 MB Python plugin while other
-/// tests ran). Mapped from the file, the images are mapped copy-on-write straight from
+/// tests ran; the kernel refuses `F_SEAL_WRITE` while a page is still referenced). Mapped from the file, the images are mapped copy-on-write straight from
 /// it: no copy, no seal, and replicas on one node share the page cache.
 fn map(engine: &Engine, path: &Path) -> wasmtime::Result<Component> {
     // SAFETY: the file was written by `Component::serialize` of an engine with this
@@ -125,12 +124,22 @@ fn map(engine: &Engine, path: &Path) -> wasmtime::Result<Component> {
     unsafe { Component::deserialize_file(engine, path) }
 }
 
-/// Does a cache file end in the SHA-256 of the artifact before it?
-fn intact(file: &[u8]) -> bool {
-    file.len().checked_sub(32).is_some_and(|at| {
-        let (artifact, digest) = file.split_at(at);
-        Sha256::digest(artifact).as_slice() == digest
-    })
+/// Does the cache file at `path` end in the SHA-256 of the artifact before it? Hashed
+/// as it is read, not read whole: an artifact can be tens of MB (the Python plugin's),
+/// every load and reload checks it, and wasmtime then maps the file itself.
+fn intact(path: &Path) -> bool {
+    let check = || -> std::io::Result<bool> {
+        let mut file = std::fs::File::open(path)?;
+        let Some(len) = file.metadata()?.len().checked_sub(32) else {
+            return Ok(false);
+        };
+        let mut hasher = Sha256::new();
+        std::io::copy(&mut (&mut file).take(len), &mut hasher)?;
+        let mut digest = [0u8; 32];
+        file.read_exact(&mut digest)?;
+        Ok(hasher.finalize().as_slice() == digest)
+    };
+    check().unwrap_or(false)
 }
 
 /// Write-then-rename, synced: replicas sharing the directory never see half a file,
