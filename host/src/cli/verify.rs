@@ -482,6 +482,20 @@ fn watching(options: ConnectOptions) -> (ConnectOptions, mpsc::UnboundedReceiver
 }
 
 impl Deployment<'_> {
+    /// Whether the deployment is in operator mode (accounts are JWTs).
+    fn operator_mode(&self) -> bool {
+        self.authorizer.accounts().is_some()
+    }
+
+    /// Where nats-server lists the users it does not ask the callout about.
+    fn auth_users(&self) -> &'static str {
+        if self.operator_mode() {
+            "the callout account JWT's authorization.auth_users"
+        } else {
+            "auth_callout.auth_users"
+        }
+    }
+
     /// The callout's xkey, as loaded with its config.
     fn xkey(&self) -> Option<&XKey> {
         self.authorizer.xkey()
@@ -607,15 +621,21 @@ impl Deployment<'_> {
                 return fail(format!("cannot connect to {}: {e}", self.url));
             }
             Err(e) => {
-                let must = if self.authorizer.accounts().is_some() {
-                    "a user of the callout account listed in its account JWT's \
-                     authorization.auth_users (`nats-callout operator init` writes one)"
+                let (account, setup) = if self.operator_mode() {
+                    (
+                        "the callout account",
+                        "`nats-callout operator init` writes one",
+                    )
                 } else {
-                    "a user of nats-server in auth_callout.account and listed in \
-                     auth_callout.auth_users (`nats-callout server-config` prints the block)"
+                    (
+                        "auth_callout.account",
+                        "`nats-callout server-config` prints the block",
+                    )
                 };
                 return fail(format!(
-                    "nats-server refused the callout's own user ({who}): {e}. It must be {must}"
+                    "nats-server refused the callout's own user ({who}): {e}. It must be a \
+                     user of {account} listed in {} ({setup})",
+                    self.auth_users()
                 ));
             }
         };
@@ -685,11 +705,7 @@ impl Deployment<'_> {
                 format!(
                     "nats-server asks the callout about the callout's own user ({who}): list it \
                      in {}",
-                    if self.authorizer.accounts().is_some() {
-                        "the callout account JWT's authorization.auth_users"
-                    } else {
-                        "auth_callout.auth_users"
-                    }
+                    self.auth_users()
                 ),
             )
         } else {
@@ -1205,7 +1221,7 @@ impl Deployment<'_> {
             .map(|c| c.sub.as_str())
             .find(|sub| sub != expected)
         {
-            let detail = if self.authorizer.accounts().is_some() {
+            let detail = if self.operator_mode() {
                 format!(
                     "nats-server's requests come from account {named}, but \
                      operator.callout_account_jwt_file is account {expected}'s JWT"
