@@ -289,7 +289,7 @@ impl Cluster {
                 .collect();
             ids.len()
         };
-        self.until("every node routes to the others", || {
+        until("every node routes to the others", || {
             self.monitoring.iter().all(|&p| peers(p) == NODES - 1)
         })
         .await
@@ -297,23 +297,12 @@ impl Cluster {
 
     /// Wait until every replica's `/readyz` says ready; how long that took.
     async fn ready(&self) -> Result<Duration> {
-        self.until("every replica's /readyz says ready", || {
+        until("every replica's /readyz says ready", || {
             self.ops_ports
                 .iter()
                 .all(|&p| http_get(p, "/readyz").is_ok_and(|b| b.starts_with("ready")))
         })
         .await
-    }
-
-    async fn until(&self, what: &str, mut ok: impl FnMut() -> bool) -> Result<Duration> {
-        let started = Instant::now();
-        while !ok() {
-            if started.elapsed() > UP_WITHIN {
-                bail!("not within {UP_WITHIN:?}: {what}");
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-        Ok(started.elapsed())
     }
 
     /// Clients of node `i` for each token.
@@ -520,4 +509,16 @@ async fn storm(
         }));
     }
     (ends, started.elapsed())
+}
+
+/// Wait until `ok` holds, at most [`UP_WITHIN`]; how long that took.
+async fn until(what: &str, mut ok: impl FnMut() -> bool) -> Result<Duration> {
+    let started = Instant::now();
+    while !ok() {
+        if started.elapsed() > UP_WITHIN {
+            bail!("not within {UP_WITHIN:?}: {what}");
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    Ok(started.elapsed())
 }

@@ -341,22 +341,26 @@ impl Target {
 
     /// A counter from the callout's `/metrics` (0 when absent).
     pub fn metric(&self, name: &str) -> Result<f64> {
-        let port = self.metrics_port.context("no metrics listener")?;
-        let text = http_get(port, "/metrics")?;
-        Ok(text
-            .lines()
-            .filter(|l| !l.starts_with('#'))
-            .find_map(|l| {
-                let (k, v) = l.split_once(' ')?;
-                (k == name).then(|| v.trim().parse().ok()).flatten()
-            })
-            .unwrap_or(0.0))
+        metric(self.metrics_port.context("no metrics listener")?, name)
     }
 
     /// Where this target's logs are, for error messages.
     pub fn dir(&self) -> &Path {
         self.dir.path()
     }
+}
+
+/// A series from the `/metrics` of the operations listener on `port`, labels included
+/// in `series` as Prometheus prints them (`name{label="value"}`); 0 when absent.
+pub fn metric(port: u16, series: &str) -> Result<f64> {
+    Ok(http_get(port, "/metrics")?
+        .lines()
+        .filter(|l| !l.starts_with('#'))
+        .find_map(|l| {
+            let (k, v) = l.rsplit_once(' ')?;
+            (k == series).then(|| v.trim().parse().ok()).flatten()
+        })
+        .unwrap_or(0.0))
 }
 
 /// A plain HTTP/1.0 GET on loopback (operations listener, provider JWKS); the body.

@@ -436,20 +436,24 @@ impl Results {
                 let Some(null) = reference(rows, NULL, r) else {
                     continue;
                 };
+                let versus = Versus::of(r, null);
+                let (s, c, _) = r.cpu_us();
+                let share = c / s;
+                let _ = writeln!(
+                    w,
+                    "| {} | {} | {} | {} | {share:.2} |",
+                    r.scenario,
+                    r.client,
+                    r.concurrency,
+                    versus.cells()
+                );
                 let Versus {
                     p50,
                     p99,
                     tput,
                     p50_rounds,
                     tput_rounds,
-                } = Versus::of(r, null);
-                let (s, c, _) = r.cpu_us();
-                let share = c / s;
-                let _ = writeln!(
-                    w,
-                    "| {} | {} | {} | {p50:.2}×{p50_rounds} | {p99:.2}× | {tput:.2}×{tput_rounds} | {share:.2} |",
-                    r.scenario, r.client, r.concurrency
-                );
+                } = versus;
                 if r.scenario == "nats-callout oauth2 RS256" {
                     let callout_us = c;
                     let c = if r.concurrency == 1 {
@@ -928,11 +932,12 @@ fn outbound(w: &mut String, report: &crate::outbound::Report, checks: &mut Vec<C
         if std::ptr::eq(base, r) {
             continue;
         }
-        let v = Versus::of(r, base);
         let _ = writeln!(
             w,
-            "| {} | {} | {:.2}×{} | {:.2}× | {:.2}×{} |",
-            r.scenario, r.concurrency, v.p50, v.p50_rounds, v.p99, v.tput, v.tput_rounds
+            "| {} | {} | {} |",
+            r.scenario,
+            r.concurrency,
+            Versus::of(r, base).cells()
         );
     }
     let _ = writeln!(
@@ -1120,13 +1125,7 @@ fn verifying_null(w: &mut String, rows: &[Row]) {
         let Some(reference) = reference(rows, base, r) else {
             continue;
         };
-        let Versus {
-            p50,
-            p99,
-            tput,
-            p50_rounds,
-            tput_rounds,
-        } = Versus::of(r, reference);
+        let cells = Versus::of(r, reference).cells();
         let extra = r.cpu_us().1 - reference.cpu_us().1;
         let label = if r.scenario == VERIFYING_NULL {
             format!("{VERIFYING_NULL} (× {NULL})")
@@ -1135,7 +1134,7 @@ fn verifying_null(w: &mut String, rows: &[Row]) {
         };
         let _ = writeln!(
             w,
-            "| {label} | {} | {} | {p50:.2}×{p50_rounds} | {p99:.2}× | {tput:.2}×{tput_rounds} | {extra:+.1} |",
+            "| {label} | {} | {} | {cells} | {extra:+.1} |",
             r.client, r.concurrency
         );
     }
@@ -1153,6 +1152,14 @@ struct Versus {
 }
 
 impl Versus {
+    /// The three ratio cells of a table row: p50 and throughput with their ranges.
+    fn cells(&self) -> String {
+        format!(
+            "{:.2}×{} | {:.2}× | {:.2}×{}",
+            self.p50, self.p50_rounds, self.p99, self.tput, self.tput_rounds
+        )
+    }
+
     fn of(row: &Row, base: &Row) -> Self {
         let ratio = |p: f64| {
             row.tally.latencies.percentile(p).as_secs_f64()

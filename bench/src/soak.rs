@@ -23,7 +23,7 @@ use nats_callout_tests::{
 };
 use serde_json::json;
 
-use crate::fixture::{AUDIENCE, Alg, Fixture, OAUTH2_DEVICES, http_get, nats_entry};
+use crate::fixture::{AUDIENCE, Alg, Fixture, OAUTH2_DEVICES, metric, nats_entry};
 use crate::procs::{self, Process};
 use crate::rawclient::{Client, Credential, Outcome};
 use crate::watch::{Count, Watcher};
@@ -378,16 +378,9 @@ impl Soak {
         }
     }
 
-    /// A counter from the callout's `/metrics`, labels included in `series` (0 if absent).
+    /// A series of the callout's `/metrics` (see [`metric`]); 0 when unreadable.
     fn metric(&self, series: &str) -> f64 {
-        http_get(self.ops_port, "/metrics")
-            .unwrap_or_default()
-            .lines()
-            .find_map(|l| {
-                let (k, v) = l.rsplit_once(' ')?;
-                (k == series).then(|| v.trim().parse().ok()).flatten()
-            })
-            .unwrap_or(0.0)
+        metric(self.ops_port, series).unwrap_or(0.0)
     }
 
     /// Options of a client presenting `cert` to the mTLS server.
