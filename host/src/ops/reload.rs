@@ -5,11 +5,12 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::SystemTime;
+use std::time::{Duration, Instant, SystemTime};
 
 use tokio::task::JoinHandle;
 
 use crate::ops::config::Config;
+use crate::ops::memory;
 use crate::ops::metrics::Metrics;
 use crate::pipeline::authorizer::{Authorizer, Shared};
 
@@ -132,6 +133,29 @@ pub async fn load(
     Ok((cfg, authorizer))
 }
 
+/// Longest a replaced set is waited for: the decisions still holding it end within
+/// their plugin deadlines (seconds at most); a set held longer is released unwatched.
+const RETIRE_WAIT: Duration = Duration::from_secs(30);
+
+/// Once the decisions still running on a replaced set are done and it is gone, give
+/// the memory it held back to the system ([`memory::release_freed`]). The task ends
+/// `true` when it did, `false` when the set outlived `wait`.
+fn retire<T: Send + Sync + 'static>(old: Arc<T>, wait: Duration) -> JoinHandle<bool> {
+    let old = Arc::downgrade(&old);
+    tokio::spawn(async move {
+        let since = Instant::now();
+        while old.strong_count() > 0 {
+            if since.elapsed() > wait {
+                return false;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        tokio::task::spawn_blocking(memory::release_freed)
+            .await
+            .is_ok()
+    })
+}
+
 /// Watch for SIGHUP and file changes and reload; runs until aborted.
 pub fn spawn(
     config_path: PathBuf,
@@ -192,6 +216,7 @@ pub fn spawn(
                         );
                     }
                     shared.store(Arc::new(authorizer));
+                    retire(current, RETIRE_WAIT);
                     metrics.reloads.with_label_values(&["ok"]).inc();
                     tracing::info!(routes = ?shared.load().route_names(), "reloaded: new config and plugins serving");
                     watched = Arc::new(watched_files(&config_path, &cfg));
@@ -213,4 +238,27 @@ pub fn spawn(
             }
         }
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The memory of a replaced set is released only once the last decision holding it
+    /// lets go, and a set held past the wait is left alone.
+    #[tokio::test]
+    async fn retire_waits_for_the_last_holder() {
+        let set = Arc::new(vec![0u8; 1024]);
+        let in_flight = set.clone();
+        let retired = retire(set, Duration::from_secs(30));
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        assert!(!retired.is_finished(), "released while a decision held it");
+        drop(in_flight);
+        assert!(retired.await.unwrap_or(false), "released once let go");
+
+        let held = Arc::new(());
+        let _forever = held.clone();
+        let retired = retire(held, Duration::from_millis(100));
+        assert!(!retired.await.unwrap_or(true), "a set held past the wait");
+    }
 }
