@@ -158,14 +158,27 @@ pub fn self_cpu_seconds() -> f64 {
 
 /// Resident memory of process `pid`, bytes (`VmRSS` in /proc/<pid>/status).
 pub fn rss_bytes(pid: u32) -> Result<u64> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .with_context(|| format!("cannot read /proc/{pid}/status"))?;
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.split_whitespace().next()?.parse::<u64>().ok())
-        .map(|kib| kib * 1024)
-        .context("no VmRSS")
+    Status::of(pid)?.number("VmRSS").map(|kib| kib * 1024)
+}
+
+/// One read of `/proc/<pid>/status`.
+pub struct Status(String);
+
+impl Status {
+    pub fn of(pid: u32) -> Result<Self> {
+        std::fs::read_to_string(format!("/proc/{pid}/status"))
+            .map(Self)
+            .with_context(|| format!("cannot read /proc/{pid}/status"))
+    }
+
+    /// The number after `field:`: `VmRSS` and `RssAnon` in KiB, `Threads` a count.
+    pub fn number(&self, field: &str) -> Result<u64> {
+        self.0
+            .lines()
+            .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
+            .and_then(|v| v.split_whitespace().next()?.parse::<u64>().ok())
+            .with_context(|| format!("no {field} in /proc status"))
+    }
 }
 
 /// Raise the soft open-files limit to at least `want` (up to the hard limit): a storm

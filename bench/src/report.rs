@@ -802,6 +802,7 @@ fn soak(w: &mut String, r: &crate::soak::Report, checks: &mut Vec<Check>) {
         "\n| callout process | at start | after warm-up | at the end | growth | peak |\n\
          |---|---:|---:|---:|---:|---:|\n\
          | RSS MiB | {:.1} | {:.1} | {:.1} | {:+.1}% | {:.1} |\n\
+         | of it anonymous, MiB | {:.1} | {:.1} | {:.1} | {:+.1}% | {:.1} |\n\
          | open descriptors | {} | {} | {} | {:+.1}% | {} |\n\
          | threads | {} | {} | {} | | {} |\n",
         mib(r.first.rss),
@@ -809,6 +810,11 @@ fn soak(w: &mut String, r: &crate::soak::Report, checks: &mut Vec<Check>) {
         mib(r.end.rss),
         100.0 * r.rss_growth(),
         mib(r.peak.rss),
+        mib(r.first.anon),
+        mib(r.start.anon),
+        mib(r.end.anon),
+        100.0 * r.anon_growth(),
+        mib(r.peak.anon),
         r.first.fds,
         r.start.fds,
         r.end.fds,
@@ -821,10 +827,15 @@ fn soak(w: &mut String, r: &crate::soak::Report, checks: &mut Vec<Check>) {
     );
     let _ = writeln!(
         w,
-        "RSS every tenth of the run, MiB: {}.\n",
+        "RSS every tenth of the run, MiB: {} (of it anonymous: {}).\n",
         r.series
             .iter()
             .map(|s| format!("{:.1}", mib(s.rss)))
+            .collect::<Vec<_>>()
+            .join(", "),
+        r.series
+            .iter()
+            .map(|s| format!("{:.1}", mib(s.anon)))
             .collect::<Vec<_>>()
             .join(", ")
     );

@@ -121,30 +121,30 @@ pub struct Tally {
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Sample {
     pub rss: u64,
+    /// The anonymous part of `rss` (heap, stacks, plugin memories): what a leak grows.
+    /// The rest is file pages: the binary and the mapped plugin cache.
+    pub anon: u64,
     pub fds: usize,
-    pub threads: usize,
+    pub threads: u64,
 }
 
 impl Sample {
     fn of(pid: u32) -> Result<Self> {
-        let status = std::fs::read_to_string(format!("/proc/{pid}/status"))
-            .context("cannot read the callout's /proc status")?;
+        let status = procs::Status::of(pid)?;
         Ok(Self {
-            rss: procs::rss_bytes(pid)?,
+            rss: status.number("VmRSS")? * 1024,
+            anon: status.number("RssAnon")? * 1024,
             fds: std::fs::read_dir(format!("/proc/{pid}/fd"))
                 .context("cannot list the callout's descriptors")?
                 .count(),
-            threads: status
-                .lines()
-                .find_map(|l| l.strip_prefix("Threads:"))
-                .and_then(|v| v.trim().parse().ok())
-                .unwrap_or(0),
+            threads: status.number("Threads")?,
         })
     }
 
     fn max(self, other: Sample) -> Sample {
         Sample {
             rss: self.rss.max(other.rss),
+            anon: self.anon.max(other.anon),
             fds: self.fds.max(other.fds),
             threads: self.threads.max(other.threads),
         }
@@ -186,6 +186,10 @@ impl Report {
             Some(mid) => growth(mid.rss as f64, self.end.rss as f64),
             None => 0.0,
         }
+    }
+
+    pub fn anon_growth(&self) -> f64 {
+        growth(self.start.anon as f64, self.end.anon as f64)
     }
 
     pub fn fd_growth(&self) -> f64 {
