@@ -27,8 +27,8 @@ pub fn limit_malloc_arenas() {
 /// process a little larger until the free chunks happened to cover the next set: in the
 /// soak, anonymous memory rose from 8.2 to 9.6 MiB over reloads between its first and
 /// second minute, then stayed. `malloc_trim` releases every free page of every arena;
-/// it walks the heaps once (well under a millisecond at this size), so it runs after a
-/// reload has retired the old set, not per request.
+/// it walks every heap, so it runs once per reload, after the old set is gone, never per
+/// request.
 pub fn release_freed() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     // SAFETY: malloc_trim only returns free pages to the kernel; it is thread-safe.
