@@ -1,11 +1,12 @@
 //! The Helm chart (deploy/helm/nats-callout), rendered by Helm itself (3.17.3, which
 //! `scripts/setup` installs into `.tools/bin`): `helm lint`, then `helm template` with the
 //! default values (which must refuse to render: no mode configured), with every
-//! `examples/values-*.yaml`, and as the `auth-callout` subchart of an umbrella chart
-//! (tests/fixtures/umbrella); and `nats-callout check` on the `config.yaml` of the
-//! rendered ConfigMap, run with the environment the rendered Deployment gives the
-//! container (seeds from the Secret, `AUTH_CALLOUT_PLUGIN_DIR` of the image,
-//! `AUTH_CALLOUT_MTLS_CA_PATH` when mTLS is on).
+//! `examples/values-*.yaml`, as the `auth-callout` subchart of an umbrella chart
+//! (tests/fixtures/umbrella), and in operator mode; and `nats-callout check` on the
+//! `config.yaml` of the rendered ConfigMap, run with the environment the rendered
+//! Deployment gives the container (seeds from the Secret, `AUTH_CALLOUT_PLUGIN_DIR` of
+//! the image, `AUTH_CALLOUT_MTLS_CA_PATH` when mTLS is on) and, in operator mode, the
+//! files of a real `nats-callout operator init` where the release mounts them.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -129,15 +130,50 @@ fn test_ca(dir: &Path) -> Result<PathBuf> {
 /// Run `nats-callout check` on the rendered ConfigMap's config as the rendered container
 /// would; returns check's stdout.
 fn check(docs: &[Value], label: &str) -> Result<String> {
+    check_as(docs, label, None)
+}
+
+/// Where an operator-mode release mounts the files `nats-callout operator init` writes.
+const OPERATOR_MOUNT: &str = "/etc/nats-callout/operator/";
+
+/// [`check`], for an operator-mode release: `operator_init` is a directory
+/// `nats-callout operator init` wrote, standing in for the mounted ConfigMap of account
+/// JWTs and the Secret of signing seeds and creds, and for the seeds Secret (its issuer
+/// and xkey seeds; the container must not expect an nkey seed).
+fn check_as(docs: &[Value], label: &str, operator_init: Option<&Path>) -> Result<String> {
     let dir = tempfile::tempdir()?;
     let text = manifest(docs, "ConfigMap")?["data"]["config.yaml"]
         .as_str()
         .context("the ConfigMap has no config.yaml")?;
     let mut config: Value = serde_yaml_ng::from_str(text)?;
-    // `check` reads the NATS TLS files as `run` does; in a pod they come from mounted
-    // Secrets, here from stand-ins at the same names.
+    // A file of an operator-mode mount, from operator init's directory (account JWTs and
+    // signing seeds are in its accounts/, the creds at its top).
+    let from_init = |file: &str| -> Result<Option<String>> {
+        let (Some(init), Some(rest)) = (operator_init, file.strip_prefix(OPERATOR_MOUNT)) else {
+            return Ok(None);
+        };
+        let name = Path::new(rest).file_name().context("a file name")?;
+        let local = match rest.split_once('/') {
+            Some(("keys", n)) if !n.ends_with(".sk") => init.join(name),
+            _ => init.join("accounts").join(name),
+        };
+        ensure!(
+            local.exists(),
+            "{label}: {file} stands for {local:?}, which operator init did not write"
+        );
+        Ok(Some(local.to_str().context("utf-8 path")?.to_owned()))
+    };
     let nats = config.get_mut("nats").and_then(Value::as_sequence_mut);
-    for tls in nats.into_iter().flatten().filter_map(|n| n.get_mut("tls")) {
+    for entry in nats.into_iter().flatten() {
+        if let Some(file) = entry.get("credentials_file").and_then(Value::as_str) {
+            let local = from_init(file)?.with_context(|| format!("{label}: creds at {file}"))?;
+            entry["credentials_file"] = Value::from(local);
+        }
+        // `check` reads the NATS TLS files as `run` does; in a pod they come from mounted
+        // Secrets, here from stand-ins at the same names.
+        let Some(tls) = entry.get_mut("tls") else {
+            continue;
+        };
         for key in ["ca_file", "cert_file", "key_file"] {
             let Some(file) = tls.get(key).and_then(Value::as_str) else {
                 continue;
@@ -146,6 +182,21 @@ fn check(docs: &[Value], label: &str) -> Result<String> {
             let stand_in = dir.path().join(name);
             std::fs::write(&stand_in, "mounted from a Secret in the pod")?;
             tls[key] = Value::from(stand_in.to_str().context("utf-8 path")?);
+        }
+    }
+    if let Some(operator) = config.get_mut("operator") {
+        let file = operator["callout_account_jwt_file"]
+            .as_str()
+            .unwrap_or_default();
+        operator["callout_account_jwt_file"] =
+            Value::from(from_init(file)?.context("callout account JWT")?);
+        let accounts = operator.get_mut("accounts").and_then(Value::as_mapping_mut);
+        for (_, account) in accounts.into_iter().flatten() {
+            for key in ["jwt_file", "signing_key_file"] {
+                let file = account[key].as_str().unwrap_or_default();
+                account[key] =
+                    Value::from(from_init(file)?.with_context(|| format!("{key} {file}"))?);
+            }
         }
     }
     let config_path = dir.path().join("config.yaml");
@@ -157,11 +208,25 @@ fn check(docs: &[Value], label: &str) -> Result<String> {
         .arg(&config_path)
         .env("AUTH_CALLOUT_PLUGIN_DIR", plugin_dir())
         .env_remove("AUTH_CALLOUT_MTLS_CA_PATH");
-    for (var, seed) in [
-        ("AUTH_CALLOUT_NKEY_SEED", keys.callout.seed()?),
-        ("AUTH_CALLOUT_ISSUER_SEED", keys.issuer.seed()?),
-        ("AUTH_CALLOUT_XKEY_SEED", keys.xkey.seed()?),
-    ] {
+    let seeds = match operator_init {
+        None => vec![
+            ("AUTH_CALLOUT_NKEY_SEED", keys.callout.seed()?),
+            ("AUTH_CALLOUT_ISSUER_SEED", keys.issuer.seed()?),
+            ("AUTH_CALLOUT_XKEY_SEED", keys.xkey.seed()?),
+        ],
+        Some(init) => {
+            ensure!(
+                !env.iter().any(|e| e == "AUTH_CALLOUT_NKEY_SEED"),
+                "{label}: logs in with creds, yet the container expects an nkey seed"
+            );
+            let seed = |f: &str| std::fs::read_to_string(init.join(f)).map(|s| s.trim().to_owned());
+            vec![
+                ("AUTH_CALLOUT_ISSUER_SEED", seed("issuer-seed")?),
+                ("AUTH_CALLOUT_XKEY_SEED", seed("xkey-seed")?),
+            ]
+        }
+    };
+    for (var, seed) in seeds {
         ensure!(
             env.iter().any(|e| e == var),
             "{label}: the container lacks {var}"
@@ -354,6 +419,90 @@ fn mtls_wires_the_mtls_clusters_nats_entry_and_its_secrets() -> Result<()> {
         .err()
         .context("an mtls entry twice was accepted")?;
     assert!(e.contains("has an entry named mtls"), "{e}");
+    Ok(())
+}
+
+/// Operator mode: the config's `operator` section names the account JWTs and signing
+/// seeds where the release mounts them (from a ConfigMap and a Secret, items and all),
+/// every `nats` entry logs in with the creds, no nkey seed is expected, and `check`
+/// accepts the config with the files `nats-callout operator init` wrote. Without an
+/// account to grant into, the release refuses to render.
+#[test]
+fn operator_mode_mounts_account_jwts_signing_keys_and_creds() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let init = dir.path().join("init");
+    let out = Command::new(callout_bin()?)
+        .args(["operator", "init", "--dir"])
+        .arg(&init)
+        .output()?;
+    ensure!(
+        out.status.success(),
+        "operator init: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let values = dir.path().join("values.yaml");
+    let permissions = "global: { eventBus: { auth: { permissions: { noauth: { account: ANONYMOUS, \
+         permissions: { pub: { allow: [\"public.>\"] } } } } } } }\n";
+    std::fs::write(
+        &values,
+        format!(
+            "{permissions}auth-callout:\n  operator: {{ enabled: true, accounts: [DEVICES, ANONYMOUS] }}\n"
+        ),
+    )?;
+    let docs = render(std::slice::from_ref(&values))?;
+    let config = config_of(&docs)?;
+    assert_eq!(
+        config["nats"][0]["credentials_file"],
+        "/etc/nats-callout/operator/keys/callout.creds"
+    );
+    assert_eq!(
+        config["operator"]["accounts"]["DEVICES"]["signing_key_file"],
+        "/etc/nats-callout/operator/keys/DEVICES.sk"
+    );
+    let volumes = manifest(&docs, "Deployment")?["spec"]["template"]["spec"]["volumes"]
+        .as_sequence()
+        .context("volumes")?
+        .clone();
+    let items = |name: &str, source: &str| -> Vec<String> {
+        volumes
+            .iter()
+            .find(|v| v["name"] == name)
+            .and_then(|v| v[source]["items"].as_sequence())
+            .map(|items| {
+                items
+                    .iter()
+                    .filter_map(|i| i["path"].as_str().map(str::to_owned))
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    assert_eq!(
+        items("operator-jwts", "configMap"),
+        ["AUTH.jwt", "DEVICES.jwt", "ANONYMOUS.jwt"]
+    );
+    assert_eq!(
+        items("operator-keys", "secret"),
+        ["callout.creds", "DEVICES.sk", "ANONYMOUS.sk"]
+    );
+    let out = check_as(&docs, "operator mode", Some(&init))?;
+    assert!(
+        out.contains("mode: operator (callout account AUTH"),
+        "{out}"
+    );
+    assert_deployment_basics(&docs)?;
+
+    let none = dir.path().join("none.yaml");
+    std::fs::write(
+        &none,
+        format!("{permissions}auth-callout: {{ operator: {{ enabled: true }} }}\n"),
+    )?;
+    let e = helm_on(&chart(), &["template", "x"], &[none])
+        .err()
+        .context("operator mode without accounts rendered")?;
+    assert!(
+        e.contains("auth-callout.operator.accounts names no account"),
+        "{e}"
+    );
     Ok(())
 }
 

@@ -78,7 +78,44 @@ the server's CA.
 {{- end -}}
 {{- $_ := set $config "nats" (append ($config.nats | default list) $entry) -}}
 {{- end -}}
+{{- if include "nats-callout.operatorEnabled" . -}}
+{{- $_ := set $config "operator" (include "nats-callout.operator" . | fromYaml) -}}
+{{- $nats := list -}}
+{{- range $config.nats -}}
+{{- $entry := deepCopy . -}}
+{{- if not (or $entry.credentials_file $entry.user $entry.nkey_seed_file) -}}
+{{- $_ := set $entry "credentials_file" (printf "/etc/nats-callout/operator/keys/%s" ($v.operator.credsKey | default "callout.creds")) -}}
+{{- end -}}
+{{- $nats = append $nats $entry -}}
+{{- end -}}
+{{- $_ := set $config "nats" $nats -}}
+{{- end -}}
 {{- toYaml $config -}}
+{{- end -}}
+
+{{- define "nats-callout.operatorEnabled" -}}
+{{- $v := include "nats-callout.values" . | fromYaml -}}
+{{- if dig "operator" "enabled" false $v -}}true{{- end -}}
+{{- end -}}
+
+{{/*
+Operator mode: the config's `operator` section, its files where the Deployment mounts
+them (account JWTs from a ConfigMap, signing seeds and creds from a Secret).
+*/}}
+{{- define "nats-callout.operator" -}}
+{{- $v := include "nats-callout.values" . | fromYaml -}}
+{{- $op := $v.operator -}}
+{{- if hasKey $v.serviceConfig "operator" -}}
+{{- fail "serviceConfig has an operator section, and auth-callout.operator.enabled writes one: set auth-callout.operator instead" -}}
+{{- end -}}
+{{- if not $op.accounts -}}
+{{- fail "auth-callout.operator.accounts names no account: list the accounts grants may name in account: (e.g. [DEVICES, ANONYMOUS]); each needs <NAME>.jwt in jwtConfigMapName and <NAME>.sk in secretName" -}}
+{{- end -}}
+{{- $accounts := dict -}}
+{{- range $op.accounts -}}
+{{- $_ := set $accounts . (dict "jwt_file" (printf "/etc/nats-callout/operator/jwts/%s.jwt" .) "signing_key_file" (printf "/etc/nats-callout/operator/keys/%s.sk" .)) -}}
+{{- end -}}
+{{- toYaml (dict "callout_account_jwt_file" (printf "/etc/nats-callout/operator/jwts/%s.jwt" ($op.calloutAccount | default "AUTH")) "accounts" $accounts) -}}
 {{- end -}}
 
 {{- define "nats-callout.mtlsEnabled" -}}
