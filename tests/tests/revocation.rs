@@ -1,7 +1,8 @@
 //! Revocation that takes effect now, and the audit trail: identities revoked in a file
 //! and in a KV bucket are refused at their next connect (a cached grant included),
 //! their live connections are closed through nats-server's KICK request while other
-//! clients stay, and every decision lands in a JetStream stream as an event.
+//! clients stay (the registry of live connections forgetting those that left), and
+//! every decision lands in a JetStream stream as an event.
 
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -64,8 +65,8 @@ fn callout_config(url: &str, files: &Path, alice: &str, bob: &str) -> String {
     )
 }
 
-/// A client whose connection events the test can wait on; it does not reconnect, so a
-/// closed connection stays closed.
+/// A client whose connection events the test can wait on. async-nats keeps trying to
+/// reconnect a closed one, so it comes back once its identity is admitted again.
 async fn client(
     url: &str,
     options: async_nats::ConnectOptions,
@@ -116,6 +117,56 @@ async fn refused(url: &str, options: async_nats::ConnectOptions) -> Result<()> {
     }
 }
 
+/// Wait until the callout's system-account connection listens for disconnects
+/// (nats-server's CONNZ, asked as the system user): it connects beside the service, and
+/// a client that leaves before it listens stays in the registry until its grant ends.
+async fn listening_for_disconnects(url: &str) -> Result<()> {
+    let sys = connect(
+        url,
+        async_nats::ConnectOptions::with_user_and_password("sys".into(), "sys".into()),
+    )
+    .await?;
+    nats_callout_tests::ops::eventually(
+        "the callout listening for disconnects",
+        Duration::from_secs(15),
+        || async {
+            let answer = sys
+                .request(
+                    "$SYS.REQ.SERVER.PING.CONNZ",
+                    r#"{"subscriptions": true}"#.into(),
+                )
+                .await?;
+            let connz: serde_json::Value = serde_json::from_slice(&answer.payload)?;
+            let listens = connz["data"]["connections"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter(|c| c["name"] == "nats-callout-system")
+                .flat_map(|c| c["subscriptions_list"].as_array().into_iter().flatten())
+                .any(|s| s == "$SYS.ACCOUNT.*.DISCONNECT");
+            Ok(listens.then_some(()))
+        },
+    )
+    .await
+}
+
+/// Wait until the revocation registry tracks `n` connections (disconnect advisories
+/// arrive a moment after the client leaves).
+async fn tracked_settles_at(ops: std::net::SocketAddr, n: f64) -> Result<()> {
+    let tracked = |m: &str| metric(m, "revocation_tracked_connections");
+    let settled = nats_callout_tests::ops::eventually(
+        &format!("{n} tracked connections"),
+        Duration::from_secs(15),
+        || async { Ok((tracked(&scrape(ops).await?) == Some(n)).then_some(())) },
+    )
+    .await;
+    if settled.is_err() {
+        let now = tracked(&scrape(ops).await?);
+        return settled.with_context(|| format!("the registry tracks {now:?}"));
+    }
+    settled
+}
+
 #[tokio::test]
 async fn revoked_identities_are_refused_kicked_and_audited() -> Result<()> {
     init_tracing();
@@ -148,13 +199,17 @@ async fn revoked_identities_are_refused_kicked_and_audited() -> Result<()> {
     let yaml = callout_config(&url, files.path(), &alice.public_key(), &bob.public_key());
     let callout = Callout::start(&keys, &yaml).await?;
     let ops = callout.app().http_addr();
+    listening_for_disconnects(&url).await?;
 
     let (_alice_conn, mut alice_events) = client(&url, nkey_options(&alice)?).await?;
     let (bob_conn, mut bob_events) = client(&url, nkey_options(&bob)?).await?;
     // Carol twice: the second connect is decided from the decision cache.
-    drop(connect(&url, carol()).await?);
+    connect(&url, carol()).await?.drain().await?;
     let (_carol_conn, mut carol_events) = client(&url, carol()).await?;
     ensure!(count(&scrape(ops).await?, "decision_cache_hits_total") >= 1);
+    // The registry tracks the three live connections: carol's first one, closed, was
+    // forgotten when nats-server announced its disconnect.
+    tracked_settles_at(ops, 3.0).await?;
 
     // The file revokes alice's NKey and carol's username: both connections close, bob's
     // stays, and neither can come back, carol's cached grant notwithstanding.
@@ -175,6 +230,9 @@ async fn revoked_identities_are_refused_kicked_and_audited() -> Result<()> {
     }
     refused(&url, nkey_options(&alice)?).await?;
     refused(&url, carol()).await?;
+    // Alice and carol were kicked, and their clients' reconnects refused: bob alone is
+    // tracked.
+    tracked_settles_at(ops, 1.0).await?;
 
     // A broken file changes nothing: the previous list stays in force.
     let loads = |m: &str| metric(m, "revocation_file_loads_total{result=\"error\"}").unwrap_or(0.0);
@@ -197,10 +255,19 @@ async fn revoked_identities_are_refused_kicked_and_audited() -> Result<()> {
     eprintln!("revoked in KV: connection closed after {took:?}");
     refused(&url, nkey_options(&bob)?).await?;
     bucket.delete("bob").await?;
-    nats_callout_tests::ops::eventually("bob admitted again", Duration::from_secs(15), || async {
-        Ok(connect(&url, nkey_options(&bob)?).await.ok().map(drop))
-    })
+    let again = nats_callout_tests::ops::eventually(
+        "bob admitted again",
+        Duration::from_secs(15),
+        || async { Ok(connect(&url, nkey_options(&bob)?).await.ok()) },
+    )
     .await?;
+    eprintln!(
+        "AGAIN {:?} at {:?}",
+        again.server_info().client_id,
+        std::time::SystemTime::now()
+    );
+    again.drain().await?;
+    eprintln!("DRAINED at {:?}", std::time::SystemTime::now());
 
     let m = scrape(ops).await?;
     ensure!(

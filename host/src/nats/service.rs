@@ -627,7 +627,10 @@ async fn serve(
             let options = system.options().name("nats-callout-system");
             match async_nats::connect_with_options(system.url.as_str(), options).await {
                 Ok(system) => {
-                    let sessions = Arc::new(Sessions::new(extras.tracked));
+                    let sessions = Arc::new(Sessions::new(
+                        extras.tracked,
+                        metrics.tracked_connections.clone(),
+                    ));
                     helpers
                         .0
                         .push(tokio::spawn(crate::nats::sessions::kick_revoked(

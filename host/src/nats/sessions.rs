@@ -5,15 +5,20 @@
 //! server's `$SYS.REQ.SERVER.<id>.KICK` request (nats-server 2.10+), sent by a user of
 //! the system account.
 //!
-//! What it does not know: which of those clients have disconnected since. Kicking one
-//! that is gone costs a request answered with an error; the registry forgets entries
-//! at their grant's expiry and when it is full, the least recently admitted first.
+//! It forgets a connection when the client leaves (nats-server's disconnect advisory,
+//! `$SYS.ACCOUNT.<account>.DISCONNECT`, heard on the same system-account connection),
+//! at its grant's expiry, and when the registry is full, the least recently admitted
+//! first. An advisory lost while the system connection was down leaves an entry to
+//! expire or be pushed out; kicking a client that is gone costs one request answered
+//! with an error.
 
 use std::num::NonZeroUsize;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use futures::StreamExt as _;
 use lru::LruCache;
+use prometheus::IntGauge;
 use serde::Deserialize;
 
 use crate::ops::metrics::Metrics;
@@ -35,6 +40,9 @@ struct Session {
 /// (server id, client id) → who was admitted there.
 pub struct Sessions {
     admitted: Mutex<LruCache<(String, u64), Session>>,
+    /// `revocation_tracked_connections`, shared by the registries of all `nats` entries:
+    /// each adds and removes its own.
+    tracked: IntGauge,
 }
 
 /// A connection to close, and why.
@@ -47,10 +55,20 @@ pub struct Kick {
 }
 
 impl Sessions {
-    pub fn new(max: usize) -> Self {
+    pub fn new(max: usize, tracked: IntGauge) -> Self {
         let cap = NonZeroUsize::new(max).unwrap_or(NonZeroUsize::MIN);
         Self {
             admitted: Mutex::new(LruCache::new(cap)),
+            tracked,
+        }
+    }
+
+    /// Forget a connection that closed.
+    pub fn forget(&self, server_id: &str, client_id: u64) {
+        if let Ok(mut admitted) = self.admitted.lock()
+            && admitted.pop(&(server_id.to_owned(), client_id)).is_some()
+        {
+            self.tracked.dec();
         }
     }
 
@@ -67,6 +85,7 @@ impl Sessions {
             return;
         }
         if let Ok(mut admitted) = self.admitted.lock() {
+            let before = admitted.len();
             admitted.put(
                 (server_id, client_id),
                 Session {
@@ -74,6 +93,9 @@ impl Sessions {
                     expires_at,
                 },
             );
+            if admitted.len() > before {
+                self.tracked.inc();
+            }
         }
     }
 
@@ -97,7 +119,9 @@ impl Sessions {
             }
         }
         for key in gone {
-            admitted.pop(&key);
+            if admitted.pop(&key).is_some() {
+                self.tracked.dec();
+            }
         }
         kicks
     }
@@ -124,8 +148,29 @@ struct KickError {
     description: String,
 }
 
+/// The part of nats-server's client-disconnect advisory the registry reads.
+#[derive(Deserialize)]
+struct Disconnect {
+    server: EventServer,
+    client: EventClient,
+}
+
+#[derive(Deserialize)]
+struct EventServer {
+    id: String,
+}
+
+#[derive(Deserialize)]
+struct EventClient {
+    id: u64,
+}
+
+/// Where nats-server announces that a client of any account left.
+const DISCONNECTS: &str = "$SYS.ACCOUNT.*.DISCONNECT";
+
 /// Close the connections of newly revoked identities, through `system` (a connection
-/// as a system-account user), every time `revocations` change. Runs until aborted.
+/// as a system-account user), every time `revocations` change; and forget the
+/// connections nats-server says have closed. Runs until aborted.
 pub async fn kick_revoked(
     system: async_nats::Client,
     sessions: Arc<Sessions>,
@@ -134,7 +179,34 @@ pub async fn kick_revoked(
     metrics: Metrics,
 ) {
     let mut changes = revocations.subscribe();
-    while changes.changed().await.is_ok() {
+    let mut disconnects = match system.subscribe(DISCONNECTS).await {
+        Ok(s) => Some(s),
+        Err(e) => {
+            tracing::warn!(server = %entry, error = %e,
+                "cannot hear disconnects; the revocation registry forgets connections at their expiry only");
+            None
+        }
+    };
+    loop {
+        let heard = async {
+            match disconnects.as_mut() {
+                Some(s) => s.next().await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            changed = changes.changed() => if changed.is_err() { return },
+            message = heard => {
+                match message {
+                    Some(m) => match serde_json::from_slice::<Disconnect>(&m.payload) {
+                        Ok(d) => sessions.forget(&d.server.id, d.client.id),
+                        Err(e) => tracing::debug!(server = %entry, error = %e, "unreadable disconnect advisory"),
+                    },
+                    None => disconnects = None,
+                }
+                continue;
+            }
+        }
         let revoked = revocations.current();
         for kick in sessions.take_revoked(&revoked, unix_now()) {
             let result = send_kick(&system, &kick).await;
@@ -182,7 +254,8 @@ mod tests {
 
     #[test]
     fn revoked_and_expired_sessions_leave_the_registry() {
-        let s = Sessions::new(3);
+        let tracked = IntGauge::new("t", "t").unwrap();
+        let s = Sessions::new(3, tracked.clone());
         s.admit("S1".into(), 1, sub("alice"), None);
         s.admit("S2".into(), 2, sub("alice"), Some(100));
         s.admit("S1".into(), 3, sub("bob"), Some(50));
@@ -207,9 +280,21 @@ mod tests {
             ]
         );
         assert!(s.is_empty(), "bob's grant expired at 50");
+        assert_eq!(tracked.get(), 0);
         for i in 0..5 {
             s.admit("S1".into(), i, sub("carol"), None);
         }
         assert_eq!(s.len(), 3, "bounded");
+        assert_eq!(tracked.get(), 3);
+        s.admit("S1".into(), 4, sub("carol"), None);
+        assert_eq!(tracked.get(), 3, "admitted again, counted once");
+        s.forget("S1", 4);
+        s.forget("S1", 4);
+        s.forget("S9", 3);
+        assert_eq!(
+            (s.len(), tracked.get()),
+            (2, 2),
+            "forgotten once, by server and client"
+        );
     }
 }

@@ -71,6 +71,8 @@ pub struct Metrics {
     pub revocation_loads: IntCounterVec,
     /// Live connections closed for a revocation, by result (`ok`, `error`).
     pub kicks: IntCounterVec,
+    /// Admitted connections the revocation registry tracks (`nats::sessions`).
+    pub tracked_connections: IntGauge,
     pub audit_published: IntCounter,
     /// Audit events dropped because NATS did not take them fast enough.
     pub audit_dropped: IntCounter,
@@ -84,6 +86,14 @@ fn counter(registry: &Registry, name: &str, help: &str) -> IntCounter {
         .register(Box::new(c.clone()))
         .expect("metric names are unique");
     c
+}
+
+fn gauge(registry: &Registry, name: &str, help: &str) -> IntGauge {
+    let g = IntGauge::new(name, help).expect("static metric definition");
+    registry
+        .register(Box::new(g.clone()))
+        .expect("metric names are unique");
+    g
 }
 
 fn counter_vec(registry: &Registry, name: &str, help: &str) -> IntCounterVec {
@@ -209,13 +219,7 @@ impl Metrics {
                 "auth_revoked_total",
                 "Requests refused because their identity is revoked",
             ),
-            revocations: {
-                let g =
-                    IntGauge::new("revocations", "Identities revoked now").expect("static metric");
-                r.register(Box::new(g.clone()))
-                    .expect("metric names are unique");
-                g
-            },
+            revocations: gauge(&r, "revocations", "Identities revoked now"),
             revocation_loads: labelled(
                 &r,
                 "revocation_file_loads_total",
@@ -227,6 +231,12 @@ impl Metrics {
                 "revocation_kicks_total",
                 "Live connections of revoked identities asked to close, by result",
                 "result",
+            ),
+            tracked_connections: gauge(
+                &r,
+                "revocation_tracked_connections",
+                "Admitted connections the revocation registry tracks, to close them if their \
+                 identity is revoked",
             ),
             audit_published: counter(
                 &r,
