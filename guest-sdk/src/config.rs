@@ -112,6 +112,19 @@ impl PluginConfig {
         !self.settings.is_null()
     }
 
+    /// For a plugin without settings: an error naming `plugin` unless the settings are
+    /// absent or `{}`, so that a typo'd or misplaced key is refused instead of ignored.
+    pub fn no_settings(&self, plugin: &str) -> Result<(), ConfigError> {
+        let empty = self.settings.as_object().is_some_and(|m| m.is_empty());
+        if self.has_settings() && !empty {
+            return Err(ConfigError::at(
+                "settings",
+                format!("the {plugin} plugin takes no settings"),
+            ));
+        }
+        Ok(())
+    }
+
     /// The raw permissions section (`Value::Null` when absent).
     pub fn raw_permissions(&self) -> &Value {
         &self.permissions
@@ -250,6 +263,19 @@ mod tests {
             e.to_string().starts_with("permissions: invalid type"),
             "{e}"
         );
+    }
+
+    #[test]
+    fn no_settings_allows_absent_or_empty_only() {
+        for ok in [Value::Null, json!({})] {
+            assert!(PluginConfig::new(Value::Null, ok).no_settings("x").is_ok());
+        }
+        for bad in [json!({"a": 1}), json!("on"), json!([])] {
+            let e = PluginConfig::new(Value::Null, bad)
+                .no_settings("nkey")
+                .unwrap_err();
+            assert_eq!(e.to_string(), "settings: the nkey plugin takes no settings");
+        }
     }
 
     #[test]

@@ -124,13 +124,7 @@ impl Plugin for JwtPlugin {
                     .into(),
             );
         }
-        let empty_object = config
-            .raw_settings()
-            .as_object()
-            .is_some_and(|m| m.is_empty());
-        if config.has_settings() && !empty_object {
-            return Err(ConfigError::at("settings", "the jwt plugin takes no settings").into());
-        }
+        config.no_settings("jwt")?;
         let policy = if config.raw_permissions().get("permissions").is_some() {
             let entry: PermissionEntry = config.permissions()?;
             let compiled = entry

@@ -149,13 +149,7 @@ impl Plugin for MtlsPlugin {
                 "mtls mode needs a permissions.mtls section with at least one entry".into(),
             );
         }
-        let empty_object = config
-            .raw_settings()
-            .as_object()
-            .is_some_and(|m| m.is_empty());
-        if config.has_settings() && !empty_object {
-            return Err(ConfigError::at("settings", "the mtls plugin takes no settings").into());
-        }
+        config.no_settings("mtls")?;
         let raw: MtlsEntries = config.permissions()?;
         if raw.is_empty() {
             return Err(ConfigError::at("permissions", "no mtls entries configured").into());

@@ -48,13 +48,7 @@ impl Plugin for NkeyPlugin {
                 "nkey mode needs a permissions.nkey section with at least one entry".into(),
             );
         }
-        let empty_object = config
-            .raw_settings()
-            .as_object()
-            .is_some_and(|m| m.is_empty());
-        if config.has_settings() && !empty_object {
-            return Err(ConfigError::at("settings", "the nkey plugin takes no settings").into());
-        }
+        config.no_settings("nkey")?;
         let entries: NkeyEntries = config.permissions()?;
         if entries.is_empty() {
             return Err(ConfigError::at("permissions", "no nkey entries configured").into());

@@ -19,13 +19,7 @@ impl Plugin for Noauth {
         if !config.has_permissions() {
             return Err("noauth mode needs a permissions.noauth entry".into());
         }
-        let empty_object = config
-            .raw_settings()
-            .as_object()
-            .is_some_and(|m| m.is_empty());
-        if config.has_settings() && !empty_object {
-            return Err(ConfigError::at("settings", "the noauth plugin takes no settings").into());
-        }
+        config.no_settings("noauth")?;
         let entry: PermissionEntry = config.permissions()?;
         // No placeholders: an anonymous client has no verified identity to fill them with,
         // and a client-chosen name must not pick the subjects it gets.

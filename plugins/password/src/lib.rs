@@ -55,15 +55,7 @@ impl Plugin for PasswordPlugin {
                 "password mode needs a permissions.password section with at least one entry".into(),
             );
         }
-        let empty_object = config
-            .raw_settings()
-            .as_object()
-            .is_some_and(|m| m.is_empty());
-        if config.has_settings() && !empty_object {
-            return Err(
-                ConfigError::at("settings", "the password plugin takes no settings").into(),
-            );
-        }
+        config.no_settings("password")?;
         let entries: PasswordEntries = config.permissions()?;
         let placeholders = Placeholders::new(PLACEHOLDERS);
         let mut by_username: BTreeMap<String, Entry> = BTreeMap::new();
