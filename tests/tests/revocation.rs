@@ -117,39 +117,6 @@ async fn refused(url: &str, options: async_nats::ConnectOptions) -> Result<()> {
     }
 }
 
-/// Wait until the callout's system-account connection listens for disconnects
-/// (nats-server's CONNZ, asked as the system user): it connects beside the service, and
-/// a client that leaves before it listens stays in the registry until its grant ends.
-async fn listening_for_disconnects(url: &str) -> Result<()> {
-    let sys = connect(
-        url,
-        async_nats::ConnectOptions::with_user_and_password("sys".into(), "sys".into()),
-    )
-    .await?;
-    nats_callout_tests::ops::eventually(
-        "the callout listening for disconnects",
-        Duration::from_secs(15),
-        || async {
-            let answer = sys
-                .request(
-                    "$SYS.REQ.SERVER.PING.CONNZ",
-                    r#"{"subscriptions": true}"#.into(),
-                )
-                .await?;
-            let connz: serde_json::Value = serde_json::from_slice(&answer.payload)?;
-            let listens = connz["data"]["connections"]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .filter(|c| c["name"] == "nats-callout-system")
-                .flat_map(|c| c["subscriptions_list"].as_array().into_iter().flatten())
-                .any(|s| s == "$SYS.ACCOUNT.*.DISCONNECT");
-            Ok(listens.then_some(()))
-        },
-    )
-    .await
-}
-
 /// Wait until the revocation registry tracks `n` connections (disconnect advisories
 /// arrive a moment after the client leaves).
 async fn tracked_settles_at(ops: std::net::SocketAddr, n: f64) -> Result<()> {
@@ -199,7 +166,6 @@ async fn revoked_identities_are_refused_kicked_and_audited() -> Result<()> {
     let yaml = callout_config(&url, files.path(), &alice.public_key(), &bob.public_key());
     let callout = Callout::start(&keys, &yaml).await?;
     let ops = callout.app().http_addr();
-    listening_for_disconnects(&url).await?;
 
     let (_alice_conn, mut alice_events) = client(&url, nkey_options(&alice)?).await?;
     let (bob_conn, mut bob_events) = client(&url, nkey_options(&bob)?).await?;
@@ -208,7 +174,8 @@ async fn revoked_identities_are_refused_kicked_and_audited() -> Result<()> {
     let (_carol_conn, mut carol_events) = client(&url, carol()).await?;
     ensure!(count(&scrape(ops).await?, "decision_cache_hits_total") >= 1);
     // The registry tracks the three live connections: carol's first one, closed, was
-    // forgotten when nats-server announced its disconnect.
+    // forgotten when nats-server announced its disconnect (the callout listens for
+    // those before it serves, so even a client leaving this early is heard).
     tracked_settles_at(ops, 3.0).await?;
 
     // The file revokes alice's NKey and carol's username: both connections close, bob's

@@ -11,7 +11,7 @@ use tokio::task::JoinHandle;
 
 use crate::nats::audit::Audit;
 use crate::nats::keys::{KeyError, SeedSource};
-use crate::nats::sessions::Sessions;
+use crate::nats::sessions::{Sessions, hear_disconnects};
 use crate::ops::config::{Config, NatsConfig};
 use crate::pipeline::authorizer::{About, Shared, Verdict};
 use crate::pipeline::request::XKEY_HEADER;
@@ -71,6 +71,11 @@ const DRAIN_TAIL: u64 = 256;
 /// How long a drain waits for those requests before it unsubscribes outright: traffic
 /// too light to deliver them in a second leaves (almost) nothing on the wire either.
 const DRAIN_TAIL_WAIT: Duration = Duration::from_secs(1);
+
+/// How long start-up waits for the system user's connection to hear disconnects
+/// before it subscribes to auth requests: the same server, so a round trip when it is
+/// up; a system login that cannot get through delays serving by no more than this.
+const SYSTEM_WAIT: Duration = Duration::from_secs(2);
 
 /// A running service: one task per NATS server.
 pub struct Service {
@@ -584,6 +589,48 @@ async fn serve(
             return;
         }
     };
+    let limit = Arc::new(Semaphore::new(max_concurrent));
+    // For the log lines of every request: shared, not copied per request.
+    let shared_name: Arc<str> = server.name.as_str().into();
+    let mut helpers = Helpers::default();
+    let (metrics, revocations) = {
+        let now = authorizer.load();
+        (now.metrics().clone(), now.revocations().clone())
+    };
+    // The registry of admitted connections hears nats-server's disconnect advisories
+    // from before the first request is taken: the system connection subscribes first
+    // (waiting for it at most SYSTEM_WAIT), so no client admitted here leaves unheard.
+    let sessions = match extras.system {
+        None => None,
+        Some(system) => {
+            let options = system.options().name("nats-callout-system");
+            match async_nats::connect_with_options(system.url.as_str(), options).await {
+                Ok(system) => {
+                    let disconnects = hear_disconnects(&system, SYSTEM_WAIT, &server.name).await;
+                    let sessions = Arc::new(Sessions::new(
+                        extras.tracked,
+                        metrics.tracked_connections.clone(),
+                    ));
+                    helpers
+                        .0
+                        .push(tokio::spawn(crate::nats::sessions::kick_revoked(
+                            system,
+                            disconnects,
+                            sessions.clone(),
+                            revocations.clone(),
+                            shared_name.clone(),
+                            metrics.clone(),
+                        )));
+                    Some(sessions)
+                }
+                Err(e) => {
+                    tracing::error!(server = %server.name, error = %e,
+                        "cannot connect as the system user; revoked identities are refused at their next connect only");
+                    None
+                }
+            }
+        }
+    };
     let mut sub = loop {
         match client
             .queue_subscribe(server.subject.clone(), server.queue_group.clone())
@@ -604,14 +651,6 @@ async fn serve(
     }
     tracing::info!(server = %server.name, subject = %server.subject, group = %server.queue_group, "serving auth requests");
 
-    let limit = Arc::new(Semaphore::new(max_concurrent));
-    // For the log lines of every request: shared, not copied per request.
-    let shared_name: Arc<str> = server.name.as_str().into();
-    let mut helpers = Helpers::default();
-    let (metrics, revocations) = {
-        let now = authorizer.load();
-        (now.metrics().clone(), now.revocations().clone())
-    };
     if let Some(bucket) = extras.kv_bucket {
         helpers
             .0
@@ -621,35 +660,6 @@ async fn serve(
                 revocations.clone(),
             )));
     }
-    let sessions = match extras.system {
-        None => None,
-        Some(system) => {
-            let options = system.options().name("nats-callout-system");
-            match async_nats::connect_with_options(system.url.as_str(), options).await {
-                Ok(system) => {
-                    let sessions = Arc::new(Sessions::new(
-                        extras.tracked,
-                        metrics.tracked_connections.clone(),
-                    ));
-                    helpers
-                        .0
-                        .push(tokio::spawn(crate::nats::sessions::kick_revoked(
-                            system,
-                            sessions.clone(),
-                            revocations,
-                            shared_name.clone(),
-                            metrics.clone(),
-                        )));
-                    Some(sessions)
-                }
-                Err(e) => {
-                    tracing::error!(server = %server.name, error = %e,
-                        "cannot connect as the system user; revoked identities are refused at their next connect only");
-                    None
-                }
-            }
-        }
-    };
     let (audit, audit_task) = match extras.audit_subject {
         Some(subject) => {
             let (audit, task) =

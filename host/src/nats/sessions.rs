@@ -168,25 +168,42 @@ struct EventClient {
 /// Where nats-server announces that a client of any account left.
 const DISCONNECTS: &str = "$SYS.ACCOUNT.*.DISCONNECT";
 
+/// Subscribe `system` to nats-server's disconnect advisories, and wait up to `wait`
+/// until nats-server has the subscription (past that, it is made when the connection
+/// comes up, and disconnects before then go unheard). `None` when it cannot subscribe.
+pub async fn hear_disconnects(
+    system: &async_nats::Client,
+    wait: Duration,
+    entry: &str,
+) -> Option<async_nats::Subscriber> {
+    let sub = match system.subscribe(DISCONNECTS).await {
+        Ok(sub) => sub,
+        Err(e) => {
+            tracing::warn!(server = %entry, error = %e,
+                "cannot hear disconnects; the revocation registry forgets connections at their expiry only");
+            return None;
+        }
+    };
+    if !matches!(tokio::time::timeout(wait, system.flush()).await, Ok(Ok(()))) {
+        tracing::warn!(server = %entry, waited = ?wait,
+            "the system user's connection is not up yet; disconnects until it is go unheard");
+    }
+    Some(sub)
+}
+
 /// Close the connections of newly revoked identities, through `system` (a connection
 /// as a system-account user), every time `revocations` change; and forget the
-/// connections nats-server says have closed. Runs until aborted.
+/// connections nats-server says have closed (`disconnects`, from [`hear_disconnects`]).
+/// Runs until aborted.
 pub async fn kick_revoked(
     system: async_nats::Client,
+    mut disconnects: Option<async_nats::Subscriber>,
     sessions: Arc<Sessions>,
     revocations: Arc<Revocations>,
     entry: Arc<str>,
     metrics: Metrics,
 ) {
     let mut changes = revocations.subscribe();
-    let mut disconnects = match system.subscribe(DISCONNECTS).await {
-        Ok(s) => Some(s),
-        Err(e) => {
-            tracing::warn!(server = %entry, error = %e,
-                "cannot hear disconnects; the revocation registry forgets connections at their expiry only");
-            None
-        }
-    };
     loop {
         let heard = async {
             match disconnects.as_mut() {
