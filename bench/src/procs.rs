@@ -74,31 +74,14 @@ impl Process {
 
     /// Send `signal` (e.g. `libc::SIGTERM`), without waiting.
     pub fn signal(&self, signal: libc::c_int) -> Result<()> {
-        let pid = libc::pid_t::try_from(self.pid()).context("pid out of range")?;
-        // SAFETY: kill has no memory preconditions; the pid is our own unreaped child.
-        if unsafe { libc::kill(pid, signal) } != 0 {
-            bail!(
-                "cannot signal {}: {}",
-                self.what,
-                std::io::Error::last_os_error()
-            );
-        }
-        Ok(())
+        nats_callout_tests::signal(&self.child, signal)
+            .with_context(|| format!("cannot signal {}", self.what))
     }
 
     /// Wait (without blocking the async runtime) until the process exits, at most
     /// `within`; its exit status.
     pub async fn exited(&mut self, within: Duration) -> Result<std::process::ExitStatus> {
-        let deadline = std::time::Instant::now() + within;
-        loop {
-            if let Some(status) = self.child.try_wait()? {
-                return Ok(status);
-            }
-            if std::time::Instant::now() > deadline {
-                bail!("{} still runs after {within:?}", self.what);
-            }
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
+        nats_callout_tests::exited(&mut self.child, within, &self.what).await
     }
 
     /// Fail if the process has exited (it must serve for the whole measurement).

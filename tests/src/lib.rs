@@ -37,6 +37,35 @@ pub fn dies_with_parent(cmd: &mut Command) {
     }
 }
 
+/// Send `signal` (e.g. `libc::SIGTERM`) to `child`, without waiting.
+pub fn signal(child: &Child, signal: libc::c_int) -> Result<()> {
+    let pid = libc::pid_t::try_from(child.id()).context("pid out of range")?;
+    // SAFETY: kill(2) on our own unreaped child's pid; no memory is touched.
+    if unsafe { libc::kill(pid, signal) } != 0 {
+        bail!("kill({pid}, {signal}): {}", std::io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// Wait, without blocking the async runtime, until `child` (`what`, for the error) has
+/// exited, at most `within`; its exit status.
+pub async fn exited(
+    child: &mut Child,
+    within: Duration,
+    what: &str,
+) -> Result<std::process::ExitStatus> {
+    let deadline = Instant::now() + within;
+    loop {
+        if let Some(status) = child.try_wait()? {
+            return Ok(status);
+        }
+        if Instant::now() > deadline {
+            bail!("{what} still runs after {within:?}");
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
 /// The workspace root (tests/..).
 pub fn workspace_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))

@@ -2,7 +2,6 @@
 //! operations listener (`/metrics`, `/healthz`, `/readyz`) as a scraper sees it.
 
 use std::net::SocketAddr;
-use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Output, Stdio};
 use std::sync::OnceLock;
@@ -162,13 +161,8 @@ impl CalloutProcess {
             .stdin(Stdio::null())
             .stdout(file.try_clone()?)
             .stderr(file);
-        // SAFETY: prctl is async-signal-safe; no callout outlives a crashed test run.
-        unsafe {
-            cmd.pre_exec(|| {
-                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
-                Ok(())
-            });
-        }
+        // No callout outlives a crashed test run.
+        crate::dies_with_parent(&mut cmd);
         let child = cmd
             .spawn()
             .with_context(|| format!("cannot start {}", bin.display()))?;
@@ -198,15 +192,7 @@ impl CalloutProcess {
 
     /// Send `signal` (e.g. `libc::SIGHUP`) to the process.
     pub fn signal(&self, signal: i32) -> Result<()> {
-        // SAFETY: kill(2) on our own child's pid; no memory is touched.
-        if unsafe { libc::kill(self.pid(), signal) } != 0 {
-            bail!(
-                "kill({}, {signal}): {}",
-                self.pid(),
-                std::io::Error::last_os_error()
-            );
-        }
-        Ok(())
+        crate::signal(&self.child, signal)
     }
 
     /// SIGTERM, and wait (bounded) for a clean exit.
@@ -217,16 +203,7 @@ impl CalloutProcess {
 
     /// Wait (bounded: 10 s, twice the drain timeout) for the process to exit.
     pub async fn exited(&mut self) -> Result<ExitStatus> {
-        let deadline = Instant::now() + Duration::from_secs(10);
-        loop {
-            if let Some(status) = self.child.try_wait()? {
-                return Ok(status);
-            }
-            if Instant::now() > deadline {
-                bail!("nats-callout did not exit within 10s");
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        crate::exited(&mut self.child, Duration::from_secs(10), "nats-callout").await
     }
 
     /// Everything the process wrote to stderr and stdout so far.
