@@ -64,9 +64,9 @@ impl Sessions {
     }
 
     /// Forget a connection that closed.
-    pub fn forget(&self, server_id: &str, client_id: u64) {
+    pub fn forget(&self, server_id: String, client_id: u64) {
         if let Ok(mut admitted) = self.admitted.lock()
-            && admitted.pop(&(server_id.to_owned(), client_id)).is_some()
+            && admitted.pop(&(server_id, client_id)).is_some()
         {
             self.tracked.dec();
         }
@@ -216,7 +216,7 @@ pub async fn kick_revoked(
             message = heard => {
                 match message {
                     Some(m) => match serde_json::from_slice::<Disconnect>(&m.payload) {
-                        Ok(d) => sessions.forget(&d.server.id, d.client.id),
+                        Ok(d) => sessions.forget(d.server.id, d.client.id),
                         Err(e) => tracing::debug!(server = %entry, error = %e, "unreadable disconnect advisory"),
                     },
                     None => disconnects = None,
@@ -305,9 +305,9 @@ mod tests {
         assert_eq!(tracked.get(), 3);
         s.admit("S1".into(), 4, sub("carol"), None);
         assert_eq!(tracked.get(), 3, "admitted again, counted once");
-        s.forget("S1", 4);
-        s.forget("S1", 4);
-        s.forget("S9", 3);
+        s.forget("S1".into(), 4);
+        s.forget("S1".into(), 4);
+        s.forget("S9".into(), 3);
         assert_eq!(
             (s.len(), tracked.get()),
             (2, 2),
