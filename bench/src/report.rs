@@ -825,19 +825,19 @@ fn soak(w: &mut String, r: &crate::soak::Report, checks: &mut Vec<Check>) {
         r.end.threads,
         r.peak.threads,
     );
+    let series = |bytes: fn(&crate::soak::Sample) -> u64| {
+        let v: Vec<String> = r
+            .series
+            .iter()
+            .map(|s| format!("{:.1}", mib(bytes(s))))
+            .collect();
+        v.join(", ")
+    };
     let _ = writeln!(
         w,
         "RSS every tenth of the run, MiB: {} (of it anonymous: {}).\n",
-        r.series
-            .iter()
-            .map(|s| format!("{:.1}", mib(s.rss)))
-            .collect::<Vec<_>>()
-            .join(", "),
-        r.series
-            .iter()
-            .map(|s| format!("{:.1}", mib(s.anon)))
-            .collect::<Vec<_>>()
-            .join(", ")
+        series(|s| s.rss),
+        series(|s| s.anon),
     );
     let traps = r.by_kind.get(&Kind::Trap).map_or(0, |t| t.refused);
     let _ = writeln!(
@@ -854,21 +854,26 @@ fn soak(w: &mut String, r: &crate::soak::Report, checks: &mut Vec<Check>) {
         r.requests.unanswered,
     );
     let pct = MAX_GROWTH * 100.0;
-    checks.push(Check {
-        target: format!("8. soak: RSS grows under {pct:.0}% (from the warm-up's end)"),
-        measured: format!("{:+.1}%", 100.0 * r.rss_growth()),
-        ok: r.rss_growth() < MAX_GROWTH,
-    });
-    checks.push(Check {
-        target: format!("8. soak: RSS grows under {pct:.0}% over the second half"),
-        measured: format!("{:+.1}%", 100.0 * r.late_rss_growth()),
-        ok: r.late_rss_growth() < MAX_GROWTH,
-    });
-    checks.push(Check {
-        target: format!("8. soak: open descriptors grow under {pct:.0}%"),
-        measured: format!("{:+.1}%", 100.0 * r.fd_growth()),
-        ok: r.fd_growth() < MAX_GROWTH,
-    });
+    for (what, growth) in [
+        (
+            format!("RSS grows under {pct:.0}% (from the warm-up's end)"),
+            r.rss_growth(),
+        ),
+        (
+            format!("RSS grows under {pct:.0}% over the second half"),
+            r.late_rss_growth(),
+        ),
+        (
+            format!("open descriptors grow under {pct:.0}%"),
+            r.fd_growth(),
+        ),
+    ] {
+        checks.push(Check {
+            target: format!("8. soak: {what}"),
+            measured: format!("{:+.1}%", 100.0 * growth),
+            ok: growth < MAX_GROWTH,
+        });
+    }
     checks.push(Check {
         target: "8. soak: every client decided as expected".into(),
         measured: format!("{} not", r.unexpected()),

@@ -208,11 +208,13 @@ fn growth(from: f64, to: f64) -> f64 {
     if from > 0.0 { to / from - 1.0 } else { 0.0 }
 }
 
-/// The two servers, the callout, and what the clients present.
+/// The two servers, the callout's config and files, and what the clients present.
 struct Soak {
     main: NatsServer,
     mtls: NatsServer,
-    callout: Process,
+    keys: Keys,
+    /// The OpenID provider's issuer, for the config's `jwks`.
+    issuer: String,
     ops_port: u16,
     config: PathBuf,
     pki: Pki,
@@ -246,19 +248,68 @@ impl Pki {
     }
 }
 
-/// The callout's config; `variant` changes the anonymous clients' subjects (so each
-/// rewrite is a real change), `broken` makes it unparseable.
-fn callout_yaml(s: &SoakFiles, variant: usize, broken: bool) -> String {
-    if broken {
-        return "permissions: [ this is not a config\n".into();
+impl Soak {
+    fn start(fx: &Fixture) -> Result<Self> {
+        let keys = Keys::generate();
+        let dir = tempfile::tempdir()?;
+        keys.write(dir.path())?;
+        let pki = Pki::new(dir.path())?;
+        let main = NatsServer::start(&callout_server_config(&keys, false))?;
+        let tls = format!(
+            "tls {{ cert_file: {:?}, key_file: {:?}, ca_file: {:?}, verify: true, timeout: 2 }}\n",
+            pki.server.cert, pki.server.key, pki.clients_ca
+        );
+        let mtls = NatsServer::start(&format!(
+            "server_name: soak-mtls\n{tls}{}",
+            callout_server_config(&keys, false)
+        ))?;
+        let device = Arc::new(nkeys::KeyPair::new_user());
+        let soak = Self {
+            main,
+            mtls,
+            keys,
+            issuer: fx.oidc.issuer.clone(),
+            ops_port: free_port()?,
+            config: dir.path().join("callout.yaml"),
+            pki,
+            device,
+            dir,
+        };
+        std::fs::write(&soak.config, soak.callout_yaml(0, false))?;
+        Ok(soak)
     }
-    let anonymous = if variant.is_multiple_of(2) {
-        "public.>"
-    } else {
-        "public.soak.>"
-    };
-    format!(
-        r#"nats:
+
+    /// The callout, serving the config as it stands.
+    fn spawn_callout(&self) -> Result<Process> {
+        Process::spawn_self(
+            "nats-callout",
+            &[
+                "serve-callout",
+                "--config",
+                &self.config.display().to_string(),
+            ],
+            &self.dir.path().join("callout.log"),
+            Duration::from_secs(30),
+        )
+    }
+
+    fn mtls_url(&self) -> String {
+        format!("tls://127.0.0.1:{}", self.mtls.port)
+    }
+
+    /// The callout's config; `variant` changes the anonymous clients' subjects (so each
+    /// rewrite is a real change), `broken` makes it unparseable.
+    fn callout_yaml(&self, variant: usize, broken: bool) -> String {
+        if broken {
+            return "permissions: [ this is not a config\n".into();
+        }
+        let anonymous = if variant.is_multiple_of(2) {
+            "public.>"
+        } else {
+            "public.soak.>"
+        };
+        format!(
+            r#"nats:
 {main}  - name: mtls
     url: "{mtls}"
     nkey_seed_file: nkey-seed
@@ -302,84 +353,17 @@ permissions:
     account: ANONYMOUS
     permissions: {{ pub: {{ allow: ["{anonymous}"] }}, sub: {{ allow: ["{anonymous}"] }} }}
 "#,
-        main = nats_entry("main", &s.main_url),
-        mtls = s.mtls_url,
-        ops_ca = s.pki.ops_ca_file,
-        cert = s.pki.callout.cert,
-        key = s.pki.callout.key,
-        plugins = plugin_dir().display(),
-        ops_port = s.ops_port,
-        issuer = s.issuer,
-        device_ca = s.pki.device_ca_file,
-        device = s.device,
-    )
-}
-
-/// What the config names, for [`callout_yaml`].
-struct SoakFiles<'a> {
-    main_url: String,
-    mtls_url: String,
-    ops_port: u16,
-    issuer: &'a str,
-    device: String,
-    pki: &'a Pki,
-}
-
-impl Soak {
-    fn start(fx: &Fixture) -> Result<Self> {
-        let keys = Keys::generate();
-        let dir = tempfile::tempdir()?;
-        keys.write(dir.path())?;
-        let pki = Pki::new(dir.path())?;
-        let main = NatsServer::start(&callout_server_config(&keys, false))?;
-        let tls = format!(
-            "tls {{ cert_file: {:?}, key_file: {:?}, ca_file: {:?}, verify: true, timeout: 2 }}\n",
-            pki.server.cert, pki.server.key, pki.clients_ca
-        );
-        let mtls = NatsServer::start(&format!(
-            "server_name: soak-mtls\n{tls}{}",
-            callout_server_config(&keys, false)
-        ))?;
-        let device = Arc::new(nkeys::KeyPair::new_user());
-        let ops_port = free_port()?;
-        let config = dir.path().join("callout.yaml");
-        let files = SoakFiles {
-            main_url: main.url(),
-            mtls_url: format!("tls://127.0.0.1:{}", mtls.port),
-            ops_port,
-            issuer: &fx.oidc.issuer,
-            device: device.public_key(),
-            pki: &pki,
-        };
-        std::fs::write(&config, callout_yaml(&files, 0, false))?;
-        let config_arg = config.display().to_string();
-        let callout = Process::spawn_self(
-            "nats-callout",
-            &["serve-callout", "--config", &config_arg],
-            &dir.path().join("callout.log"),
-            Duration::from_secs(30),
-        )?;
-        Ok(Self {
-            main,
-            mtls,
-            callout,
-            ops_port,
-            config,
-            pki,
-            device,
-            dir,
-        })
-    }
-
-    fn files<'a>(&'a self, fx: &'a Fixture) -> SoakFiles<'a> {
-        SoakFiles {
-            main_url: self.main.url(),
-            mtls_url: format!("tls://127.0.0.1:{}", self.mtls.port),
-            ops_port: self.ops_port,
-            issuer: &fx.oidc.issuer,
-            device: self.device.public_key(),
-            pki: &self.pki,
-        }
+            main = nats_entry("main", &self.main.url()),
+            mtls = self.mtls_url(),
+            ops_ca = self.pki.ops_ca_file,
+            cert = self.pki.callout.cert,
+            key = self.pki.callout.key,
+            plugins = plugin_dir().display(),
+            ops_port = self.ops_port,
+            issuer = self.issuer,
+            device_ca = self.pki.device_ca_file,
+            device = self.device.public_key(),
+        )
     }
 
     /// A series of the callout's `/metrics` (see [`metric`]); 0 when unreadable.
@@ -457,13 +441,10 @@ async fn hostile_tokens(fx: &Fixture) -> Result<Vec<String>> {
 /// Run the soak.
 pub async fn run(opts: &Options) -> Result<Report> {
     let fx = Fixture::start()?;
-    let mut soak = Soak::start(&fx)?;
+    let soak = Soak::start(&fx)?;
+    let mut callout = soak.spawn_callout()?;
     let callout_creds = |o: async_nats::ConnectOptions| -> Result<async_nats::ConnectOptions> {
-        Ok(o.nkey(
-            std::fs::read_to_string(soak.dir.path().join("nkey-seed"))?
-                .trim()
-                .into(),
-        ))
+        Ok(o.nkey(soak.keys.callout.seed()?))
     };
     let watchers = [
         Watcher::start(
@@ -472,12 +453,12 @@ pub async fn run(opts: &Options) -> Result<Report> {
         )
         .await?,
         Watcher::start(
-            &format!("tls://127.0.0.1:{}", soak.mtls.port),
+            &soak.mtls_url(),
             callout_creds(soak.tls_options(&soak.pki.callout))?,
         )
         .await?,
     ];
-    let pid = soak.callout.pid();
+    let pid = callout.pid();
     let first = Sample::of(pid)?;
 
     let tokens = Arc::new([fx.token(Alg::Rs256).await?, fx.token(Alg::Es256).await?]);
@@ -497,7 +478,7 @@ pub async fn run(opts: &Options) -> Result<Report> {
             .iter()
             .map(|t| Client::new(port, Credential::Token(t.clone())))
             .collect(),
-        mtls_url: format!("tls://127.0.0.1:{}", soak.mtls.port),
+        mtls_url: soak.mtls_url(),
         mtls: soak.tls_options(&soak.pki.gateway),
     });
 
@@ -543,7 +524,6 @@ pub async fn run(opts: &Options) -> Result<Report> {
     let mut next_sample = started + opts.duration / 10;
     let mut rewrites: usize = 0;
     let mut next_rewrite = started + every;
-    let files = soak.files(&fx);
     while Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(250)).await;
         let now = Instant::now();
@@ -552,7 +532,7 @@ pub async fn run(opts: &Options) -> Result<Report> {
             let broken = rewrites.is_multiple_of(BROKEN_EVERY);
             nats_callout_tests::write_atomically(
                 &soak.config,
-                callout_yaml(&files, rewrites, broken),
+                soak.callout_yaml(rewrites, broken),
             )?;
             next_rewrite += every;
         }
@@ -589,7 +569,7 @@ pub async fn run(opts: &Options) -> Result<Report> {
         requests.answered_twice += c.answered_twice;
         requests.unanswered += c.unanswered;
     }
-    soak.callout.check_alive()?;
+    callout.check_alive()?;
     let report = Report {
         duration: elapsed,
         concurrency: opts.concurrency,

@@ -57,6 +57,19 @@ fn bench(args: &[&str]) -> Result<String> {
     Ok(stdout)
 }
 
+/// The line of `stdout` that starts with `prefix` (a table row).
+fn line<'a>(stdout: &'a str, prefix: &str) -> &'a str {
+    stdout
+        .lines()
+        .find(|l| l.starts_with(prefix))
+        .unwrap_or_else(|| panic!("{prefix} missing:\n{stdout}"))
+}
+
+/// The cells of a table row, trimmed; the first and last are the empty outsides.
+fn cells(row: &str) -> Vec<&str> {
+    row.split('|').map(str::trim).collect()
+}
+
 /// Part 2 in quick mode, through the benchmark binary (its targets are child processes
 /// it re-executes itself as): every scenario admits its clients, the native-plugin run
 /// included, and is reported.
@@ -117,13 +130,6 @@ fn outbound_part_runs_every_scenario() -> Result<()> {
         "--registry-devices",
         "50",
     ])?;
-    let row = |prefix: &str| {
-        stdout
-            .lines()
-            .find(|l| l.starts_with(prefix))
-            .unwrap_or_else(|| panic!("{prefix} missing:\n{stdout}"))
-            .to_owned()
-    };
     for (scenario, asked) in [
         (
             "| nats-callout oauth2 JWT | RS256 JWT | 8 |",
@@ -138,18 +144,18 @@ fn outbound_part_runs_every_scenario() -> Result<()> {
             "| 1.000 | 0 |",
         ),
     ] {
-        let line = row(scenario);
-        assert!(line.ends_with(asked), "{line}");
+        let row = line(&stdout, scenario);
+        assert!(row.ends_with(asked), "{row}");
     }
     // The registry calls: the last column but one.
-    let calls = |line: String| {
-        let cells: Vec<&str> = line.split('|').map(str::trim).collect();
+    let calls = |row: &str| {
+        let cells = cells(row);
         cells[cells.len() - 3].to_owned()
     };
-    let cold = row("| registry plugin (20 ms registry), first storm, cache cold | 50 | 50 | 0 |");
-    assert_eq!(calls(cold), "50");
-    let warm = row("| registry plugin (20 ms registry), second storm, cache warm | 50 | 50 | 0 |");
-    assert_eq!(calls(warm), "0");
+    let cold = "| registry plugin (20 ms registry), first storm, cache cold | 50 | 50 | 0 |";
+    assert_eq!(calls(line(&stdout, cold)), "50");
+    let warm = "| registry plugin (20 ms registry), second storm, cache warm | 50 | 50 | 0 |";
+    assert_eq!(calls(line(&stdout, warm)), "0");
     Ok(())
 }
 
@@ -186,11 +192,8 @@ fn cluster_part_loses_no_request() -> Result<()> {
             "node 3 killed, restarted 1 s later",
             "identity provider stopped",
         ] {
-            let line = stdout
-                .lines()
-                .find(|l| l.starts_with(&format!("| {topology} | {fault} | ")))
-                .unwrap_or_else(|| panic!("{topology}, {fault} missing:\n{stdout}"));
-            let cells: Vec<&str> = line.split('|').map(str::trim).collect();
+            let line = line(&stdout, &format!("| {topology} | {fault} | "));
+            let cells = cells(line);
             let number = |i: usize| -> usize {
                 cells[i]
                     .parse()
@@ -232,10 +235,7 @@ fn soak_part_decides_everyone_as_expected() -> Result<()> {
     ] {
         assert!(stdout.contains(target), "{target} missing:\n{stdout}");
     }
-    let traps = stdout
-        .lines()
-        .find(|l| l.starts_with("| 8. soak: every trap contained and counted |"))
-        .unwrap_or_else(|| panic!("no trap check:\n{stdout}"));
+    let traps = line(&stdout, "| 8. soak: every trap contained and counted |");
     assert!(traps.ends_with("| **met** |"), "{traps}");
     for kind in [
         "| client certificate (mtls) | ",
