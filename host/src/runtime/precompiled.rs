@@ -113,8 +113,9 @@ pub fn load(
 /// Why a file map and not the bytes: a component deserialised from memory gets each
 /// linear memory's initial image copied into a sealed memfd, and sealing can fail (seen
 /// in CI: "cannot add seals to the memfd" loading the 18 MB Python plugin while other
-/// tests ran; the kernel refuses `F_SEAL_WRITE` while a page is still referenced). Mapped from the file, the images are mapped copy-on-write straight from
-/// it: no copy, no seal, and replicas on one node share the page cache.
+/// tests ran; the kernel refuses `F_SEAL_WRITE` while a page is still referenced).
+/// Mapped from the file, the images are mapped copy-on-write straight from it: no copy,
+/// no seal, and replicas on one node share the page cache.
 fn map(engine: &Engine, path: &Path) -> wasmtime::Result<Component> {
     // SAFETY: the file was written by `Component::serialize` of an engine with this
     // compatibility hash (its name says so), into a directory only this user can

@@ -22,23 +22,22 @@ pub(super) struct Perms {
 impl Perms {
     /// From a user JWT's `nats` claims (`pub`, `sub`, `resp`).
     pub(super) fn from_user_claims(nats: &serde_json::Value) -> Self {
-        Self {
-            pub_allow: strings(&nats["pub"]["allow"]),
-            pub_deny: strings(&nats["pub"]["deny"]),
-            sub_allow: strings(&nats["sub"]["allow"]),
-            sub_deny: strings(&nats["sub"]["deny"]),
-            resp: response(&nats["resp"]),
-        }
+        Self::read(nats, ["pub", "sub", "resp"])
     }
 
     /// From `$SYS.REQ.USER.INFO`'s `permissions`.
     pub(super) fn from_user_info(p: &serde_json::Value) -> Self {
+        Self::read(p, ["publish", "subscribe", "responses"])
+    }
+
+    /// The same shape under either set of key names.
+    fn read(v: &serde_json::Value, [publish, subscribe, responses]: [&str; 3]) -> Self {
         Self {
-            pub_allow: strings(&p["publish"]["allow"]),
-            pub_deny: strings(&p["publish"]["deny"]),
-            sub_allow: strings(&p["subscribe"]["allow"]),
-            sub_deny: strings(&p["subscribe"]["deny"]),
-            resp: response(&p["responses"]),
+            pub_allow: strings(&v[publish]["allow"]),
+            pub_deny: strings(&v[publish]["deny"]),
+            sub_allow: strings(&v[subscribe]["allow"]),
+            sub_deny: strings(&v[subscribe]["deny"]),
+            resp: response(&v[responses]),
         }
     }
 
