@@ -43,8 +43,8 @@ impl Watcher {
             .connect(url)
             .await
             .context("the watching subscriber cannot connect")?;
-        // No round trip to confirm the SUB: its own request would land in `>`. Callers
-        // start it well before the first request (replicas take seconds to start).
+        // The SUB is confirmed by a PING (`flush`), not by a request of our own, whose
+        // messages would land in `>` and be counted.
         let mut all = client.subscribe(">").await?;
         client.flush().await?;
         let seen = Arc::new(Mutex::new(Seen::default()));
