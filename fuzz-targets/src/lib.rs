@@ -166,14 +166,14 @@ pub fn access_token(data: &[u8]) {
     let k = keys();
     let text = String::from_utf8_lossy(data);
     if let Ok(checked) = rules.check_header(&text) {
-        let _ = rules.verify(&text, &checked, &k.token_key, 1_800_000_000);
+        let _ = rules.verify(&text, &checked, &k.token_key, 1_800_000_000, None);
     }
     let header = URL_SAFE_NO_PAD.encode(br#"{"alg":"EdDSA","kid":"k1","typ":"at+jwt"}"#);
     let signing_input = format!("{header}.{}", URL_SAFE_NO_PAD.encode(data));
     let sig = URL_SAFE_NO_PAD.encode(k.ed25519.sign(signing_input.as_bytes()).as_ref());
     let token = format!("{signing_input}.{sig}");
     if let Ok(checked) = rules.check_header(&token) {
-        let _ = rules.verify(&token, &checked, &k.token_key, 1_800_000_000);
+        let _ = rules.verify(&token, &checked, &k.token_key, 1_800_000_000, None);
     }
 }
 

@@ -55,6 +55,12 @@ impl<'a> Claims<'a> {
         self.get::<JsonStr<'a>>(name)?.ok().map(|s| s.0)
     }
 
+    /// Keeps only the claims named in `names`: what the host hands a plugin that asks
+    /// for those ([`crate::Host::verify_jwt_claims`]).
+    pub fn retain(&mut self, names: &[String]) {
+        self.0.retain(|name, _| names.iter().any(|n| *n == *name.0));
+    }
+
     /// Present and not `null`.
     pub fn present(&self, name: &str) -> bool {
         self.0.get(name).is_some_and(|raw| raw.get() != "null")
@@ -144,6 +150,12 @@ mod tests {
             "a non-string azp names no client"
         );
         assert!(Claims::parse("{\"a\":").is_err());
+        let mut some = Claims::parse(json).unwrap();
+        some.retain(&["sub".into(), "z".into(), "missing".into()]);
+        assert_eq!(
+            serde_json::to_string(&some).unwrap(),
+            r#"{"sub":"last","z":null}"#
+        );
     }
 
     #[test]

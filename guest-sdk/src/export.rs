@@ -1,5 +1,5 @@
 //! Component glue, compiled only for wasm32: the wit-bindgen bindings of world `plugin`
-//! (contract 0.2.0), conversions between its types and the SDK's, and the `Host` that
+//! (contract 0.3.0), conversions between its types and the SDK's, and the `Host` that
 //! calls the imports.
 //!
 //! Nothing here is public API; [`crate::export_plugin!`] reaches it through
@@ -10,9 +10,8 @@ use std::sync::OnceLock;
 pub use wit_bindgen;
 
 use crate::{
-    AuthRequest, Certificate, ClientInfo, ClientTls, ConnectOpts, ConnectionType, Credential,
-    CredentialKind, Decision, Grant, Host, LogLevel, Permission, Plugin, ResponsePermission,
-    Secret, ServerInfo, VerifiedJwt, http,
+    AuthRequest, Certificate, ClientTls, ConnectionType, Credential, CredentialKind, Decision,
+    Grant, Host, LogLevel, Permission, Plugin, ResponsePermission, Secret, VerifiedJwt, http,
 };
 
 /// Generated bindings. The export macro is public so that it can be expanded in the
@@ -22,7 +21,7 @@ use crate::{
 pub mod bindings {
     wit_bindgen::generate!({
         world: "plugin",
-        path: "wit/v0.2.0",
+        path: "wit/v0.3.0",
         pub_export_macro: true,
         export_macro_name: "__export_plugin_world",
         default_bindings_module: "::nats_callout_sdk::__private::bindings",
@@ -42,9 +41,19 @@ pub fn init<P: Plugin>(slot: &OnceLock<P>, config: String) -> Result<WitPluginIn
     std::panic::set_hook(Box::new(|info| {
         wit_host::log(wit::LogLevel::Error, &format!("plugin panicked: {info}"));
     }));
-    let credentials = crate::glue::init(slot, &config)?;
+    let (credentials, reads) = crate::glue::init(slot, &config)?;
+    let parts = [
+        (reads.server, wit::RequestParts::SERVER),
+        (reads.client, wit::RequestParts::CLIENT),
+        (reads.connect, wit::RequestParts::CONNECT),
+        (reads.tls, wit::RequestParts::TLS),
+    ]
+    .into_iter()
+    .filter(|(read, _)| *read)
+    .fold(wit::RequestParts::empty(), |all, (_, part)| all | part);
     Ok(WitPluginInfo {
         credentials: credentials.into_iter().map(wit_kind).collect(),
+        reads: parts,
     })
 }
 
@@ -71,10 +80,11 @@ impl Host for ComponentHost {
     }
 
     fn verify_jwt(&self, token: &str) -> Result<VerifiedJwt, String> {
-        wit_host::verify_jwt(token).map(|v| VerifiedJwt {
-            claims_json: v.claims_json,
-            expires_at: v.expires_at,
-        })
+        verified(wit_host::verify_jwt(token, None))
+    }
+
+    fn verify_jwt_claims(&self, token: &str, claims: &[String]) -> Result<VerifiedJwt, String> {
+        verified(wit_host::verify_jwt(token, Some(claims)))
     }
 
     fn verify_certificate_chain(&self, chain: &[String]) -> Result<(), String> {
@@ -106,6 +116,13 @@ impl Host for ComponentHost {
     fn http(&self, _request: &http::Request) -> Result<http::Response, String> {
         Err("outbound HTTP needs the plugin built with nats-callout-sdk's feature \"http\"".into())
     }
+}
+
+fn verified(v: Result<wit::VerifiedJwt, String>) -> Result<VerifiedJwt, String> {
+    v.map(|v| VerifiedJwt {
+        claims_json: v.claims_json,
+        expires_at: v.expires_at,
+    })
 }
 
 /// A wasi:http error as a plugin's deny reason says it.
@@ -260,45 +277,48 @@ impl From<wit::Credential> for Credential {
 }
 
 impl From<wit::AuthRequest> for AuthRequest {
+    /// The parts the plugin does not read arrive as `None` and stay empty here.
     fn from(r: wit::AuthRequest) -> Self {
-        let mut server = ServerInfo::default();
-        server.name = r.server.name;
-        server.host = r.server.host;
-        server.id = r.server.id;
-        server.version = r.server.version;
-        server.cluster = r.server.cluster;
-        server.tags = r.server.tags;
-        let mut client = ClientInfo::default();
-        client.host = r.client.host;
-        client.id = r.client.id;
-        client.user = r.client.user;
-        client.name = r.client.name;
-        client.tags = r.client.tags;
-        client.name_tag = r.client.name_tag;
-        client.kind = r.client.kind;
-        client.client_type = r.client.client_type;
-        client.mqtt_id = r.client.mqtt_id;
-        client.nonce = r.client.nonce;
-        let mut connect = ConnectOpts::default();
-        connect.name = r.connect.name;
-        connect.lang = r.connect.lang;
-        connect.version = r.connect.version;
-        connect.protocol = r.connect.protocol;
-        let tls = r.tls.map(|t| {
+        let mut request = AuthRequest::default();
+        request.route = r.route;
+        request.credential = r.credential.into();
+        request.user_nkey = r.user_nkey;
+        if let Some(s) = r.server {
+            let server = &mut request.server;
+            server.name = s.name;
+            server.host = s.host;
+            server.id = s.id;
+            server.version = s.version;
+            server.cluster = s.cluster;
+            server.tags = s.tags;
+        }
+        if let Some(c) = r.client {
+            let client = &mut request.client;
+            client.host = c.host;
+            client.id = c.id;
+            client.user = c.user;
+            client.name = c.name;
+            client.tags = c.tags;
+            client.name_tag = c.name_tag;
+            client.kind = c.kind;
+            client.client_type = c.client_type;
+            client.mqtt_id = c.mqtt_id;
+            client.nonce = c.nonce;
+        }
+        if let Some(o) = r.connect {
+            let connect = &mut request.connect;
+            connect.name = o.name;
+            connect.lang = o.lang;
+            connect.version = o.version;
+            connect.protocol = o.protocol;
+        }
+        request.tls = r.tls.map(|t| {
             let mut tls = ClientTls::default();
             tls.version = t.version;
             tls.cipher = t.cipher;
             tls.verified_chain = t.verified_chain.into_iter().map(certificate).collect();
             tls
         });
-        let mut request = AuthRequest::default();
-        request.route = r.route;
-        request.credential = r.credential.into();
-        request.server = server;
-        request.user_nkey = r.user_nkey;
-        request.client = client;
-        request.connect = connect;
-        request.tls = tls;
         request
     }
 }

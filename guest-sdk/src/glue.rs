@@ -3,22 +3,25 @@
 
 use std::sync::OnceLock;
 
-use crate::{AuthRequest, CredentialKind, Decision, Host, Plugin, PluginConfig};
+use crate::{AuthRequest, CredentialKind, Decision, Host, Plugin, PluginConfig, RequestParts};
 
 const ALREADY: &str = "plugin already initialised";
 
 /// Parses the config and builds the plugin once per instance; the credential kinds it
-/// decides.
-pub fn init<P: Plugin>(slot: &OnceLock<P>, config: &str) -> Result<Vec<CredentialKind>, String> {
+/// decides and the parts of a request it reads.
+pub fn init<P: Plugin>(
+    slot: &OnceLock<P>,
+    config: &str,
+) -> Result<(Vec<CredentialKind>, RequestParts), String> {
     // Checked before building, so a second init cannot repeat the plugin's init work.
     if slot.get().is_some() {
         return Err(ALREADY.into());
     }
     let config = PluginConfig::from_json(config).map_err(|e| e.to_string())?;
     let plugin = P::init(config).map_err(|e| e.to_string())?;
-    let credentials = plugin.credentials().to_vec();
+    let info = (plugin.credentials().to_vec(), plugin.reads());
     slot.set(plugin).map_err(|_| ALREADY.to_string())?;
-    Ok(credentials)
+    Ok(info)
 }
 
 /// Decides with the plugin, or denies if `init` has not succeeded.
@@ -69,7 +72,7 @@ mod tests {
         assert!(init::<Echo>(&slot, "nope").is_err());
         assert_eq!(
             init::<Echo>(&slot, r#"{"permissions": null, "settings": "hi"}"#),
-            Ok(vec![CredentialKind::None])
+            Ok((vec![CredentialKind::None], RequestParts::ALL))
         );
         assert_eq!(
             init::<Echo>(&slot, r#"{"settings": "again"}"#),

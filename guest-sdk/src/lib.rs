@@ -1,8 +1,8 @@
 //! Guest SDK for nats-callout plugins.
 //!
 //! A plugin is a Rust type implementing [`Plugin`]; [`export_plugin!`] turns it into a
-//! WebAssembly component of the WIT world `nats-callout:plugin/plugin@0.2.0` (the WIT
-//! ships in this crate, `wit/v0.2.0/`) when built for `wasm32-wasip2`. Plugin code sees
+//! WebAssembly component of the WIT world `nats-callout:plugin/plugin@0.3.0` (the WIT
+//! ships in this crate, `wit/v0.3.0/`) when built for `wasm32-wasip2`. Plugin code sees
 //! only this crate's plain types and the [`Host`] trait, never wit-bindgen's, so the same
 //! crate also compiles natively: unit tests run it against [`testing::TestHost`]
 //! (feature `testing`).
@@ -36,7 +36,7 @@
 /// `nats-callout-sdk` section (`concat!` takes literals only).
 macro_rules! contract_version {
     () => {
-        "0.2.0"
+        "0.3.0"
     };
 }
 
@@ -71,8 +71,8 @@ pub use policy::{
 };
 pub use types::{
     AuthRequest, Certificate, ClientInfo, ClientTls, ConnectOpts, ConnectionType, Credential,
-    CredentialKind, Decision, Grant, LogLevel, Permission, ResponsePermission, Secret, ServerInfo,
-    TimeRange, VerifiedJwt,
+    CredentialKind, Decision, Grant, LogLevel, Permission, RequestParts, ResponsePermission,
+    Secret, ServerInfo, TimeRange, VerifiedJwt,
 };
 
 /// The plugin contract this SDK builds components against.
@@ -101,6 +101,17 @@ pub trait Host {
 
     /// Verifies a JWT access token against this plugin's JWKS with the host's strict rules.
     fn verify_jwt(&self, token: &str) -> Result<VerifiedJwt, String>;
+
+    /// [`Host::verify_jwt`], handing back only the claims named in `claims` (those the
+    /// token has): the host checks the token the same way, and the plugin copies and
+    /// parses a few claims instead of all of them. Read the result with [`Claims`].
+    fn verify_jwt_claims(&self, token: &str, claims: &[String]) -> Result<VerifiedJwt, String> {
+        let mut verified = self.verify_jwt(token)?;
+        let mut all = Claims::parse(&verified.claims_json).map_err(|e| e.to_string())?;
+        all.retain(claims);
+        verified.claims_json = serde_json::to_string(&all).map_err(|e| e.to_string())?;
+        Ok(verified)
+    }
 
     /// Verifies a PEM chain (leaf first) against this plugin's CA bundle, now.
     fn verify_certificate_chain(&self, chain: &[String]) -> Result<(), String>;
@@ -161,6 +172,16 @@ pub trait Plugin: Sized + Send + Sync + 'static {
     /// refuses (at load, and in `nats-callout check`) a config whose route sends it none
     /// of them, or a route one of whose kinds no plugin of its chain takes.
     fn credentials(&self) -> &[CredentialKind];
+
+    /// The parts of a request this plugin reads beyond its route, credential and user
+    /// key, asked once after `init`: the host copies only these into each call, and the
+    /// others arrive empty. Everything unless a plugin says less; each part left out
+    /// saves copying its strings into the component on every connect. The native test
+    /// harness (`testing::decide`) empties the same parts, so unit tests catch a plugin
+    /// that reads more than it says.
+    fn reads(&self) -> RequestParts {
+        RequestParts::ALL
+    }
 
     /// Decides one connection: allow with a grant, deny with a reason (no secrets: it is
     /// logged and sent to nats-server), or abstain to let the next plugin of the route

@@ -622,12 +622,26 @@ impl CompiledEntry {
         &self.account
     }
 
+    fn templates(&self) -> impl Iterator<Item = &SubjectTemplate> {
+        [&self.publish, &self.subscribe]
+            .into_iter()
+            .flat_map(|r| r.allow.iter().chain(&r.deny))
+    }
+
     /// Whether no subject has a placeholder (the grant is the same for every client).
     pub fn is_static(&self) -> bool {
-        [&self.publish, &self.subscribe]
-            .iter()
-            .flat_map(|r| r.allow.iter().chain(&r.deny))
-            .all(SubjectTemplate::is_static)
+        self.templates().all(SubjectTemplate::is_static)
+    }
+
+    /// Every placeholder its subjects use (repeats included): what a plugin must read to
+    /// fill them ([`crate::Plugin::reads`], [`crate::Host::verify_jwt_claims`]).
+    pub fn placeholders(&self) -> impl Iterator<Item = &str> {
+        self.templates().flat_map(|t| {
+            t.parts.iter().filter_map(|p| match p {
+                Part::Placeholder(name) => Some(name.as_str()),
+                Part::Literal(_) => None,
+            })
+        })
     }
 
     /// Builds the grant, filling each `{{name}}` with `fill(name)`. Any missing or unsafe
@@ -823,6 +837,10 @@ mod tests {
         }));
         let c = e.compile(&placeholders()).unwrap();
         assert!(!c.is_static());
+        assert_eq!(
+            c.placeholders().collect::<Vec<_>>(),
+            ["claims.device_id", "claims.device_id", "name"]
+        );
         let grant = c
             .grant(|n| match n {
                 "claims.device_id" => Some("dev-1".into()),

@@ -27,7 +27,8 @@ pub use nkeys;
 use nkeys::KeyPair;
 
 use crate::{
-    AuthRequest, ClientTls, Credential, Host, LogLevel, PluginConfig, Secret, VerifiedJwt, http,
+    AuthRequest, ClientTls, Credential, Decision, Host, LogLevel, Plugin, PluginConfig, Secret,
+    VerifiedJwt, http,
 };
 
 type JwtFn = dyn Fn(&str) -> Result<VerifiedJwt, String> + Send + Sync;
@@ -312,6 +313,16 @@ impl RequestBuilder {
     }
 }
 
+/// `plugin.authenticate(request, host)` on the request as the host would hand it to this
+/// plugin: without the parts it does not read ([`Plugin::reads`]). Plugin tests call this
+/// rather than `authenticate`, so that reading a part the plugin did not ask for fails
+/// here as it would in the component.
+pub fn decide<P: Plugin>(plugin: &P, request: &AuthRequest, host: &dyn Host) -> Decision {
+    let mut request = request.clone();
+    plugin.reads().strip(&mut request);
+    plugin.authenticate(&request, host)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -354,6 +365,64 @@ mod tests {
         assert!(host.verify_certificate_chain(&[]).is_err());
         host.clear_logs();
         assert!(host.logs().is_empty());
+    }
+
+    #[test]
+    fn decide_hands_a_plugin_only_what_it_reads() {
+        struct Names(crate::RequestParts);
+        impl Plugin for Names {
+            fn init(_: PluginConfig) -> Result<Self, crate::InitError> {
+                Ok(Names(crate::RequestParts::ALL))
+            }
+            fn credentials(&self) -> &[crate::CredentialKind] {
+                &[crate::CredentialKind::None]
+            }
+            fn reads(&self) -> crate::RequestParts {
+                self.0
+            }
+            fn authenticate(&self, request: &AuthRequest, _: &dyn Host) -> Decision {
+                Decision::deny(format!(
+                    "{:?} {} {:?}",
+                    request.client_name(),
+                    request.server.version,
+                    request.tls.is_some()
+                ))
+            }
+        }
+        let request = RequestBuilder::new("r")
+            .client_name("c")
+            .tls(ClientTls::default())
+            .build();
+        let host = TestHost::new();
+        let said = |parts| decide(&Names(parts), &request, &host);
+        assert_eq!(
+            said(crate::RequestParts::ALL),
+            Decision::deny("Some(\"c\") 2.15.1 true")
+        );
+        assert_eq!(
+            said(crate::RequestParts::CLIENT_NAME),
+            Decision::deny("Some(\"c\")  false")
+        );
+        assert_eq!(
+            said(crate::RequestParts::NONE),
+            Decision::deny("None  false")
+        );
+        assert_eq!(said(crate::RequestParts::TLS), Decision::deny("None  true"));
+    }
+
+    #[test]
+    fn verify_jwt_claims_hands_back_only_the_claims_asked_for() {
+        let host = TestHost::new().with_verify_jwt(|_| {
+            Ok(VerifiedJwt {
+                claims_json: r#"{"sub":"s","azp":"a","scope":"x y","exp":9}"#.into(),
+                expires_at: 9,
+            })
+        });
+        let v = host
+            .verify_jwt_claims("t", &["azp".into(), "sub".into(), "tier".into()])
+            .unwrap();
+        assert_eq!(v.claims_json, r#"{"azp":"a","sub":"s"}"#);
+        assert_eq!(v.expires_at, 9);
     }
 
     #[test]

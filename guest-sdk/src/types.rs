@@ -227,6 +227,77 @@ impl AuthRequest {
     }
 }
 
+/// The parts of a request beyond its route, credential and user key. A plugin says which
+/// it reads ([`crate::Plugin::reads`]); the host copies only those into each call (from
+/// contract 0.3.0), and the others arrive empty. Start from a constant and set fields: a
+/// later contract may add parts.
+#[non_exhaustive]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct RequestParts {
+    /// [`AuthRequest::server`].
+    pub server: bool,
+    /// [`AuthRequest::client`].
+    pub client: bool,
+    /// [`AuthRequest::connect`].
+    pub connect: bool,
+    /// [`AuthRequest::tls`].
+    pub tls: bool,
+}
+
+impl RequestParts {
+    /// Route, credential and user key only.
+    pub const NONE: Self = Self {
+        server: false,
+        client: false,
+        connect: false,
+        tls: false,
+    };
+
+    /// Everything: what a plugin that says nothing gets.
+    pub const ALL: Self = Self {
+        server: true,
+        client: true,
+        connect: true,
+        tls: true,
+    };
+
+    /// What [`AuthRequest::client_name`] reads.
+    pub const CLIENT_NAME: Self = Self {
+        client: true,
+        connect: true,
+        ..Self::NONE
+    };
+
+    /// The verified certificate chain ([`AuthRequest::tls`]).
+    pub const TLS: Self = Self {
+        tls: true,
+        ..Self::NONE
+    };
+
+    /// `self` if `yes`, else [`Self::NONE`].
+    pub const fn when(self, yes: bool) -> Self {
+        if yes { self } else { Self::NONE }
+    }
+
+    /// Empties the parts of `request` not in `self`: the request as the host hands it to
+    /// a plugin that reads `self` (the native test harness does the same, so a plugin's
+    /// unit tests see what it will see as a component).
+    pub fn strip(self, request: &mut AuthRequest) {
+        if !self.server {
+            request.server = ServerInfo::default();
+        }
+        if !self.client {
+            request.client = ClientInfo::default();
+        }
+        if !self.connect {
+            request.connect = ConnectOpts::default();
+        }
+        if !self.tls {
+            request.tls = None;
+        }
+    }
+}
+
 /// Allow and deny subject lists for one direction (publish or subscribe).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default)]

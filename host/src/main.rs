@@ -60,7 +60,7 @@ enum Command {
     /// Write the plugin contracts this host loads (WIT packages, one folder per version),
     /// to generate a plugin's bindings in any language.
     Wit {
-        /// Where: `DIR/v0.2.0/plugin.wit`, ...
+        /// Where: `DIR/v0.3.0/plugin.wit`, ...
         #[arg(long)]
         out: PathBuf,
     },

@@ -1,10 +1,12 @@
 //! Plugin contract versions: components built against an older contract keep loading
-//! and deciding end to end (the committed 0.1.0 fixtures), and a component of no
-//! contract this host knows is refused at load with a reason that says so.
+//! and deciding end to end (the committed 0.1.0 and 0.2.0 fixtures), a 0.3.0 plugin is
+//! handed only the parts of a request it says it reads, and a component of no contract
+//! this host knows is refused at load with a reason that says so.
 
 use std::path::PathBuf;
 
 use anyhow::Result;
+use nats_callout_tests::inject::Injector;
 use nats_callout_tests::ops::check;
 use nats_callout_tests::raw::{self, Outcome};
 use nats_callout_tests::{
@@ -13,9 +15,9 @@ use nats_callout_tests::{
 };
 use sha2::{Digest, Sha256};
 
-/// A plugin built against `nats-callout:plugin@0.1.0`, as committed in tests/fixtures.
-fn v0_1_0(name: &str) -> PathBuf {
-    workspace_root().join(format!("tests/fixtures/v0.1.0/{name}.wasm"))
+/// A plugin built against an older contract, as committed in tests/fixtures.
+fn fixture(version: &str, name: &str) -> PathBuf {
+    workspace_root().join(format!("tests/fixtures/v{version}/{name}.wasm"))
 }
 
 fn sha256_hex(text: &str) -> String {
@@ -27,6 +29,17 @@ fn sha256_hex(text: &str) -> String {
 
 #[tokio::test]
 async fn plugins_built_against_contract_0_1_0_keep_deciding() -> Result<()> {
+    keep_deciding("0.1.0").await
+}
+
+#[tokio::test]
+async fn plugins_built_against_contract_0_2_0_keep_deciding() -> Result<()> {
+    keep_deciding("0.2.0").await
+}
+
+/// The noauth and apikey plugins of contract `version` admit their clients with their
+/// grants, and refuse an unknown key.
+async fn keep_deciding(version: &str) -> Result<()> {
     init_tracing();
     let keys = Keys::generate();
     let server = NatsServer::start(&callout_server_config(&keys, false))?;
@@ -39,13 +52,13 @@ async fn plugins_built_against_contract_0_1_0_keep_deciding() -> Result<()> {
          permissions:\n  noauth:\n    account: ANONYMOUS\n    permissions:\n      \
          pub: {{ allow: [\"public.>\"] }}\n      sub: {{ allow: [\"public.>\"] }}\n",
         url = server.url(),
-        noauth = v0_1_0("noauth").display(),
-        apikey = v0_1_0("apikey").display(),
+        noauth = fixture(version, "noauth").display(),
+        apikey = fixture(version, "apikey").display(),
         digest = sha256_hex("billing-key-1"),
     );
     let _callout = Callout::start(&keys, &yaml).await?;
 
-    // noauth 0.1.0: anonymous clients get exactly the public grant.
+    // noauth: anonymous clients get exactly the public grant.
     let (anonymous, mut errors) =
         connect_watching(&server.url(), async_nats::ConnectOptions::new()).await?;
     anonymous.publish("public.hello", "1".into()).await?;
@@ -54,7 +67,7 @@ async fn plugins_built_against_contract_0_1_0_keep_deciding() -> Result<()> {
     let e = expect_server_error(&mut errors, "permissions violation").await?;
     assert!(e.contains("private.hello"), "{e}");
 
-    // apikey 0.1.0: its service gets its entry, an unknown key nothing.
+    // apikey: its service gets its entry, an unknown key nothing.
     assert_eq!(
         raw::bearer(server.port, "billing-key-1").await?,
         Outcome::Admitted
@@ -98,7 +111,7 @@ fn components_of_no_known_contract_are_refused_at_load() -> Result<()> {
     let (ok, e) = check_plugin("future-contract")?;
     assert!(!ok);
     assert!(
-        e.contains("built against plugin contract 0.9.0, which this host does not know (it loads 0.1.0, 0.2.0)"),
+        e.contains("built against plugin contract 0.9.0, which this host does not know (it loads 0.1.0, 0.2.0, 0.3.0)"),
         "{e}"
     );
     let (ok, e) = check_plugin("both-contracts")?;
@@ -110,5 +123,39 @@ fn components_of_no_known_contract_are_refused_at_load() -> Result<()> {
     // The same config with a plugin of the current contract passes.
     let (ok, e) = check_plugin("noauth")?;
     assert!(ok, "{e}");
+    Ok(())
+}
+
+/// A 0.3.0 plugin gets only the parts of a request it says it reads (the test plugin's
+/// `reads`); the others arrive empty, whatever nats-server sent.
+#[tokio::test]
+async fn a_plugin_is_handed_only_the_parts_it_reads() -> Result<()> {
+    init_tracing();
+    for (reads, seen) in [
+        ("[client]", "server= client=127.0.0.1 connect= tls=false"),
+        (
+            "[server, connect]",
+            "server=forge client= connect=rust tls=false",
+        ),
+        ("[]", "server= client= connect= tls=false"),
+        (
+            "null",
+            "server=forge client=127.0.0.1 connect=rust tls=false",
+        ),
+    ] {
+        let keys = Keys::generate();
+        let server = NatsServer::start(&callout_server_config(&keys, false))?;
+        let mut inject = Injector::start(&keys.issuer.public_key())?;
+        let yaml = format!(
+            "nats:\n  - {{ url: {}, nkey_seed_file: nkey-seed }}\n{}issuer_seed_file: issuer-seed\n\
+             plugins:\n  - {{ mode: noauth, builtin: misbehave, settings: {{ behaviour: echo, reads: {reads} }} }}\n",
+            server.url(),
+            inject.nats_entry(),
+        );
+        let _callout = Callout::start(&keys, &yaml).await?;
+        inject.connect().await?;
+        let said = inject.error_for(|_| {}).await?;
+        assert!(said.contains(seen), "reads {reads}: {said}");
+    }
     Ok(())
 }

@@ -52,7 +52,7 @@ fn packaged_sdk(into: &Path) -> Result<PathBuf> {
     )?;
     let sdk = into.join(format!("nats-callout-sdk-{version}"));
     ensure!(
-        sdk.join("wit/v0.2.0/plugin.wit").is_file(),
+        sdk.join("wit/v0.3.0/plugin.wit").is_file(),
         "the packaged SDK lacks its WIT"
     );
     Ok(sdk)

@@ -27,7 +27,7 @@ use std::collections::BTreeMap;
 
 use nats_callout_sdk::{
     AuthRequest, CompiledEntry, ConfigError, Credential, CredentialKind, Decision, Host, InitError,
-    PermissionEntry, Placeholders, Plugin, PluginConfig,
+    PermissionEntry, Placeholders, Plugin, PluginConfig, RequestParts,
 };
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
@@ -70,6 +70,11 @@ impl Plugin for ApiKeyPlugin {
         Ok(Self { by_digest })
     }
 
+    /// The credential is all it reads: the host copies nothing else into a call.
+    fn reads(&self) -> RequestParts {
+        RequestParts::NONE
+    }
+
     fn credentials(&self) -> &[CredentialKind] {
         &[CredentialKind::BearerToken]
     }
@@ -103,7 +108,7 @@ nats_callout_sdk::export_plugin!(ApiKeyPlugin);
 
 #[cfg(test)]
 mod tests {
-    use nats_callout_sdk::testing::{RequestBuilder, TestHost, config};
+    use nats_callout_sdk::testing::{self, RequestBuilder, TestHost, config};
     use serde_json::{Value, json};
 
     use super::*;
@@ -122,7 +127,7 @@ mod tests {
 
     fn decide(p: &ApiKeyPlugin, token: &str) -> Decision {
         let request = RequestBuilder::new("services").bearer_token(token).build();
-        p.authenticate(&request, &TestHost::new())
+        testing::decide(p, &request, &TestHost::new())
     }
 
     #[test]
@@ -145,7 +150,7 @@ mod tests {
             .user_password("billing", "s3cret-key")
             .build();
         assert_eq!(
-            p.authenticate(&password, &TestHost::new()),
+            testing::decide(&p, &password, &TestHost::new()),
             Decision::Abstain
         );
     }

@@ -39,7 +39,7 @@ use nats_callout_sdk::format::duration;
 use nats_callout_sdk::http::Request;
 use nats_callout_sdk::{
     AuthRequest, CompiledEntry, ConfigError, Credential, CredentialKind, Decision, Host, InitError,
-    PermissionEntry, Placeholders, Plugin, PluginConfig, Secret,
+    PermissionEntry, Placeholders, Plugin, PluginConfig, RequestParts, Secret,
 };
 use serde::Deserialize;
 
@@ -96,6 +96,11 @@ impl Plugin for RegistryPlugin {
             token: config.secret("registry_token").ok().cloned(),
             grant,
         })
+    }
+
+    /// The credential is all it reads: the host copies nothing else into a call.
+    fn reads(&self) -> RequestParts {
+        RequestParts::NONE
     }
 
     fn credentials(&self) -> &[CredentialKind] {
@@ -175,7 +180,7 @@ mod tests {
     use std::sync::atomic::{AtomicUsize, Ordering};
 
     use nats_callout_sdk::http::Response;
-    use nats_callout_sdk::testing::{RequestBuilder, TestHost, config};
+    use nats_callout_sdk::testing::{self, RequestBuilder, TestHost, config};
     use serde_json::{Value, json};
 
     use super::*;
@@ -211,7 +216,7 @@ mod tests {
     }
 
     fn decide(p: &RegistryPlugin, host: &TestHost) -> Decision {
-        p.authenticate(&RequestBuilder::new("devices").nkey(KEY).build(), host)
+        testing::decide(p, &RequestBuilder::new("devices").nkey(KEY).build(), host)
     }
 
     #[test]
@@ -288,7 +293,7 @@ mod tests {
         let password = RequestBuilder::new("devices")
             .user_password("dev", "pw")
             .build();
-        assert_eq!(p.authenticate(&password, &host), Decision::Abstain);
+        assert_eq!(testing::decide(&p, &password, &host), Decision::Abstain);
     }
 
     #[test]

@@ -85,7 +85,7 @@ mod tests {
         let root = run("fleet-auth", dir.path(), None).unwrap();
         let toml = std::fs::read_to_string(root.join("Cargo.toml")).unwrap();
         assert!(toml.contains("name = \"fleet-auth\""), "{toml}");
-        assert!(toml.contains("nats-callout-sdk = \"0.2\""), "{toml}");
+        assert!(toml.contains("nats-callout-sdk = \"0.3\""), "{toml}");
         assert!(!toml.contains("../../guest-sdk") && toml.contains("# [patch.crates-io]"));
         let readme = std::fs::read_to_string(root.join("README.md")).unwrap();
         assert!(readme.contains("fleet_auth.wasm") && !readme.contains("apikey.wasm"));

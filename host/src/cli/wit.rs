@@ -1,6 +1,6 @@
 //! `nats-callout wit --out DIR`: the plugin contracts this host loads, as WIT packages a
 //! plugin author in any language generates bindings from (componentize-py, jco, wit-bindgen)
-//! without a checkout of this repository: `DIR/v0.2.0/plugin.wit` and one folder per
+//! without a checkout of this repository: `DIR/v0.3.0/plugin.wit` and one folder per
 //! older version.
 
 use std::path::{Path, PathBuf};

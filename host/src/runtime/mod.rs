@@ -294,6 +294,7 @@ impl PluginEngine {
             built_with: built_with(&bytes),
             refused_imports: review.refused,
             credentials: Vec::new(),
+            reads: sdk::RequestParts::ALL,
             engine: self.engine.clone(),
             pre,
             init_config,
@@ -306,8 +307,8 @@ impl PluginEngine {
         };
         // Loading runs off the runtime's threads (`check` has none; a reload builds the
         // new set on a blocking thread), so a local executor drives this first fiber.
-        let (first, credentials) =
-            futures::executor::block_on(plugin.instantiate()).map_err(|e| match e {
+        let (first, (credentials, reads)) = futures::executor::block_on(plugin.instantiate())
+            .map_err(|e| match e {
                 InstantiateError::Init(message) => PluginError::Init {
                     name: name.to_owned(),
                     message,
@@ -315,6 +316,7 @@ impl PluginEngine {
                 InstantiateError::Other(message) => load_err(message),
             })?;
         plugin.credentials = credentials;
+        plugin.reads = reads;
         plugin.release(first);
         Ok(Arc::new(plugin))
     }
@@ -332,7 +334,7 @@ struct Instance {
 }
 
 /// What a component's `nats-callout-sdk` custom section says it was built with (the
-/// SDK's export macro writes it), e.g. `{"sdk":"0.2.0","contract":"0.2.0"}`; `None` for
+/// SDK's export macro writes it), e.g. `{"sdk":"0.3.0","contract":"0.3.0"}`; `None` for
 /// a component built otherwise (another language's toolchain).
 /// A trap as a reason: what the plugin wrote to stderr during the call (a panic's message,
 /// an exception's traceback) and the trap itself; without the former, wasmtime's account
@@ -358,6 +360,10 @@ fn built_with(component: &[u8]) -> Option<String> {
         })
 }
 
+/// What a plugin's `init` says: the credential kinds it decides, the parts of a request it
+/// reads.
+type PluginInfo = (Vec<sdk::CredentialKind>, sdk::RequestParts);
+
 enum InstantiateError {
     Init(String),
     Other(String),
@@ -372,6 +378,9 @@ pub struct LoadedPlugin {
     pub built_with: Option<String>,
     /// The credential kinds it decides, as its first instance's `init` said.
     pub credentials: Vec<sdk::CredentialKind>,
+    /// The parts of a request it reads, as its first instance's `init` said: the host
+    /// lowers only these into a call.
+    pub reads: sdk::RequestParts,
     /// Imports the sandbox links but refuses every use of ([`sandbox::Review`]).
     pub refused_imports: Vec<String>,
     engine: Engine,
@@ -392,7 +401,7 @@ pub struct LoadedPlugin {
 }
 
 impl LoadedPlugin {
-    async fn instantiate(&self) -> Result<(Instance, Vec<sdk::CredentialKind>), InstantiateError> {
+    async fn instantiate(&self) -> Result<(Instance, PluginInfo), InstantiateError> {
         let stderr = stderr::StderrTail::default();
         let state = State {
             wasi: WasiCtx::builder().stderr(stderr.clone()).build(),
@@ -430,7 +439,7 @@ impl LoadedPlugin {
             .map_err(|e| InstantiateError::Other(format!("{e:#}")))?;
         self.arm(&mut store);
         match bindings.init(&mut store, &self.init_config).await {
-            Ok(Ok(kinds)) => Ok((Instance { store, bindings }, kinds)),
+            Ok(Ok(info)) => Ok((Instance { store, bindings }, info)),
             Ok(Err(message)) => Err(InstantiateError::Init(message)),
             Err(e) => Err(InstantiateError::Other(format!(
                 "init trapped: {}",
@@ -509,7 +518,7 @@ impl LoadedPlugin {
         self.refuel(&mut instance.store);
         match instance
             .bindings
-            .authenticate(&mut instance.store, request)
+            .authenticate(&mut instance.store, request, self.reads)
             .await
         {
             Ok(decision) => {

@@ -16,7 +16,7 @@ use nats_callout_sdk::format::{duration, one_or_many};
 use nats_callout_sdk::http::{self, Request};
 use nats_callout_sdk::{
     AuthRequest, Claims, ConfigError, CredentialKind, Decision, Host, InitError, Plugin,
-    PluginConfig, Secret,
+    PluginConfig, RequestParts, Secret,
 };
 use nats_callout_token_entries::{TokenEntries, access_token, loggable};
 use serde::Deserialize;
@@ -129,6 +129,10 @@ impl Plugin for IntrospectionPlugin {
 
     fn credentials(&self) -> &[CredentialKind] {
         &[CredentialKind::BearerToken]
+    }
+
+    fn reads(&self) -> RequestParts {
+        self.entries.reads()
     }
 
     fn authenticate(&self, request: &AuthRequest, host: &dyn Host) -> Decision {
@@ -311,7 +315,7 @@ mod tests {
     use std::sync::atomic::{AtomicUsize, Ordering};
 
     use nats_callout_sdk::http::Response;
-    use nats_callout_sdk::testing::{RequestBuilder, TestHost, config};
+    use nats_callout_sdk::testing::{self, RequestBuilder, TestHost, config};
     use serde_json::json;
 
     use super::*;
@@ -369,7 +373,7 @@ mod tests {
 
     fn decide(p: &IntrospectionPlugin, host: &TestHost, token: &str) -> Decision {
         let request = RequestBuilder::new("oauth2").bearer_token(token).build();
-        p.authenticate(&request, host)
+        testing::decide(p, &request, host)
     }
 
     fn deny_reason(d: Decision) -> String {
@@ -512,7 +516,7 @@ mod tests {
         let other = RequestBuilder::new("password")
             .user_password("u", "good")
             .build();
-        assert_eq!(p.authenticate(&other, &host), Decision::Abstain);
+        assert_eq!(testing::decide(&p, &other, &host), Decision::Abstain);
         assert_eq!(p.credentials(), [CredentialKind::BearerToken]);
     }
 

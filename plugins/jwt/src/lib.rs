@@ -15,7 +15,7 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use nats_callout_sdk::{
     AuthRequest, CompiledEntry, ConfigError, ConnectionType, Credential, CredentialKind, Decision,
     Grant, Host, InitError, Permission, PermissionEntry, Placeholders, Plugin, PluginConfig,
-    ResponsePermission, TimeRange,
+    RequestParts, ResponsePermission, TimeRange,
 };
 use serde::Deserialize;
 
@@ -144,6 +144,11 @@ impl Plugin for JwtPlugin {
         &[CredentialKind::UserJwt]
     }
 
+    /// The user JWT is the credential; nothing else.
+    fn reads(&self) -> RequestParts {
+        RequestParts::NONE
+    }
+
     fn authenticate(&self, request: &AuthRequest, _host: &dyn Host) -> Decision {
         let Credential::UserJwt(token) = &request.credential else {
             return Decision::Abstain;
@@ -226,7 +231,7 @@ nats_callout_sdk::export_plugin!(JwtPlugin);
 
 #[cfg(test)]
 mod tests {
-    use nats_callout_sdk::testing::{RequestBuilder, TestHost, config};
+    use nats_callout_sdk::testing::{self, RequestBuilder, TestHost, config};
     use serde_json::{Value, json};
 
     use super::*;
@@ -243,7 +248,7 @@ mod tests {
     fn decide(section: Value, claims: Value) -> Decision {
         let plugin = JwtPlugin::init(config(section, Value::Null)).unwrap();
         let request = RequestBuilder::new("jwt").user_jwt(token(claims)).build();
-        plugin.authenticate(&request, &TestHost::new())
+        testing::decide(&plugin, &request, &TestHost::new())
     }
 
     fn allowed(decision: Decision) -> Grant {
@@ -314,12 +319,12 @@ mod tests {
         let plugin = JwtPlugin::init(config(json!({ "account": "A" }), Value::Null)).unwrap();
         let request = RequestBuilder::new("jwt").user_jwt("not-a-jwt").build();
         assert!(matches!(
-            plugin.authenticate(&request, &TestHost::new()),
+            testing::decide(&plugin, &request, &TestHost::new()),
             Decision::Deny(r) if r == "user JWT: unreadable claims"
         ));
         let other = RequestBuilder::new("jwt").nkey("UABC").build();
         assert_eq!(
-            plugin.authenticate(&other, &TestHost::new()),
+            testing::decide(&plugin, &other, &TestHost::new()),
             Decision::Abstain
         );
     }

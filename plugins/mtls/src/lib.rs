@@ -23,7 +23,7 @@ use std::net::IpAddr;
 
 use nats_callout_sdk::{
     AuthRequest, Certificate, CompiledEntry, ConfigError, Credential, CredentialKind, Decision,
-    Host, InitError, PermissionEntry, Placeholders, Plugin, PluginConfig,
+    Host, InitError, PermissionEntry, Placeholders, Plugin, PluginConfig, RequestParts,
 };
 use serde::Deserialize;
 
@@ -236,6 +236,11 @@ impl Plugin for MtlsPlugin {
 
     fn credentials(&self) -> &[CredentialKind] {
         &[CredentialKind::Certificate]
+    }
+
+    /// The verified chain; nothing else.
+    fn reads(&self) -> RequestParts {
+        RequestParts::TLS
     }
 
     fn authenticate(&self, request: &AuthRequest, host: &dyn Host) -> Decision {

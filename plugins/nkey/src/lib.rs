@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 
 use nats_callout_sdk::{
     AuthRequest, CompiledEntry, ConfigError, Credential, CredentialKind, Decision, Host, InitError,
-    PermissionEntry, Placeholders, Plugin, PluginConfig,
+    PermissionEntry, Placeholders, Plugin, PluginConfig, RequestParts,
 };
 use nkeys::KeyPairType;
 use serde::Deserialize;
@@ -98,6 +98,14 @@ impl Plugin for NkeyPlugin {
         &[CredentialKind::Nkey]
     }
 
+    /// The client's name, when a subject uses `{{client.name}}`; nothing else.
+    fn reads(&self) -> RequestParts {
+        let named = (self.by_key.values())
+            .flat_map(|e| e.policy.placeholders())
+            .any(|p| p == "client.name");
+        RequestParts::CLIENT_NAME.when(named)
+    }
+
     fn authenticate(&self, request: &AuthRequest, host: &dyn Host) -> Decision {
         let Credential::Nkey(nkey) = &request.credential else {
             return Decision::Abstain;
@@ -152,7 +160,7 @@ nats_callout_sdk::export_plugin!(NkeyPlugin);
 #[cfg(test)]
 mod tests {
     use nats_callout_sdk::ResponsePermission;
-    use nats_callout_sdk::testing::{RequestBuilder, TestHost, config, nkeys::KeyPair};
+    use nats_callout_sdk::testing::{RequestBuilder, TestHost, config, decide, nkeys::KeyPair};
     use serde_json::{Value, json};
 
     use super::*;
@@ -200,7 +208,7 @@ mod tests {
         let p = plugin(&[("sensor-01", &key), ("sensor-02", &other)]);
         let host = TestHost::new();
         let request = RequestBuilder::new("nkey").nkey(key.public_key()).build();
-        let Decision::Allow(grant) = p.authenticate(&request, &host) else {
+        let Decision::Allow(grant) = decide(&p, &request, &host) else {
             panic!("expected allow");
         };
         assert_eq!(grant.account, "DEVICES");
@@ -233,7 +241,7 @@ mod tests {
         let request = RequestBuilder::new("nkey")
             .nkey(stranger.public_key())
             .build();
-        assert_eq!(deny_reason(p.authenticate(&request, &host)), "unknown nkey");
+        assert_eq!(deny_reason(decide(&p, &request, &host)), "unknown nkey");
         assert!(host.logged(&stranger.public_key()));
     }
 
@@ -248,7 +256,7 @@ mod tests {
             RequestBuilder::new("nkey").user_password(key.public_key(), "x"),
         ] {
             assert_eq!(
-                p.authenticate(&request.build(), &TestHost::new()),
+                decide(&p, &request.build(), &TestHost::new()),
                 Decision::Abstain
             );
         }
@@ -270,7 +278,7 @@ mod tests {
             .nkey(key.public_key())
             .client_name("billing")
             .build();
-        let Decision::Allow(grant) = p.authenticate(&ok, &host) else {
+        let Decision::Allow(grant) = decide(&p, &ok, &host) else {
             panic!("expected allow");
         };
         assert_eq!(grant.publish.allow, ["apps.billing.>"]);
@@ -285,7 +293,7 @@ mod tests {
                 .nkey(key.public_key())
                 .client_name(name)
                 .build();
-            let reason = deny_reason(p.authenticate(&request, &host));
+            let reason = deny_reason(decide(&p, &request, &host));
             assert!(
                 reason.contains("{{client.name}}") && reason.contains(why),
                 "{reason}"
@@ -296,13 +304,13 @@ mod tests {
             .nkey(key.public_key())
             .client_name(long.as_str())
             .build();
-        let reason = deny_reason(p.authenticate(&request, &host));
+        let reason = deny_reason(decide(&p, &request, &host));
         assert!(
             reason.contains("longer than 64") && !reason.contains(&long),
             "{reason}"
         );
         let unnamed = RequestBuilder::new("nkey").nkey(key.public_key()).build();
-        assert!(deny_reason(p.authenticate(&unnamed, &host)).contains("has no value"));
+        assert!(deny_reason(decide(&p, &unnamed, &host)).contains("has no value"));
     }
 
     #[test]

@@ -5,7 +5,7 @@
 
 use nats_callout_sdk::{
     AuthRequest, ConfigError, Credential, CredentialKind, Decision, Grant, Host, InitError,
-    PermissionEntry, Placeholders, Plugin, PluginConfig,
+    PermissionEntry, Placeholders, Plugin, PluginConfig, RequestParts,
 };
 
 /// The plugin: the grant is the same for every anonymous client, so it is built once.
@@ -36,6 +36,11 @@ impl Plugin for Noauth {
         &[CredentialKind::None]
     }
 
+    /// Whether a certificate came with the connection, below; nothing else.
+    fn reads(&self) -> RequestParts {
+        RequestParts::TLS
+    }
+
     fn authenticate(&self, request: &AuthRequest, _host: &dyn Host) -> Decision {
         // Defence in depth for the rule "a presented credential never falls through to
         // noauth": the host routes only credential-less clients here.
@@ -64,7 +69,7 @@ nats_callout_sdk::export_plugin!(Noauth);
 
 #[cfg(test)]
 mod tests {
-    use nats_callout_sdk::testing::{RequestBuilder, TestHost, config};
+    use nats_callout_sdk::testing::{RequestBuilder, TestHost, config, decide};
     use nats_callout_sdk::{Certificate, ClientTls, Permission};
     use serde_json::{Value, json};
 
@@ -95,7 +100,7 @@ mod tests {
     fn allows_anonymous_clients_with_the_entry() {
         let host = TestHost::new();
         let request = RequestBuilder::new("noauth").build();
-        let Decision::Allow(grant) = plugin().authenticate(&request, &host) else {
+        let Decision::Allow(grant) = decide(&plugin(), &request, &host) else {
             panic!("expected allow");
         };
         assert_eq!(grant.account, "ANONYMOUS");
@@ -126,17 +131,14 @@ mod tests {
             // A verified chain is a credential even where the host did not call it one.
             RequestBuilder::new("noauth").tls(cert),
         ] {
-            let decision = p.authenticate(&request.build(), &host);
+            let decision = decide(&p, &request.build(), &host);
             assert!(matches!(decision, Decision::Deny(_)), "{decision:?}");
         }
         // TLS without a verified client certificate is still anonymous.
         let request = RequestBuilder::new("noauth")
             .tls(ClientTls::default())
             .build();
-        assert!(matches!(
-            p.authenticate(&request, &host),
-            Decision::Allow(_)
-        ));
+        assert!(matches!(decide(&p, &request, &host), Decision::Allow(_)));
     }
 
     #[test]

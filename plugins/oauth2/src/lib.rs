@@ -6,6 +6,7 @@
 
 use nats_callout_sdk::{
     AuthRequest, Claims, CredentialKind, Decision, Host, InitError, Plugin, PluginConfig,
+    RequestParts,
 };
 use nats_callout_token_entries::{TokenEntries, access_token};
 use serde::Deserialize;
@@ -36,12 +37,16 @@ impl Plugin for OauthPlugin {
         &[CredentialKind::BearerToken]
     }
 
+    fn reads(&self) -> RequestParts {
+        self.entries.reads()
+    }
+
     fn authenticate(&self, request: &AuthRequest, host: &dyn Host) -> Decision {
         let token = match access_token(request) {
             Ok(token) => token,
             Err(decision) => return decision,
         };
-        let verified = match host.verify_jwt(token) {
+        let verified = match host.verify_jwt_claims(token, self.entries.claims()) {
             Ok(v) => v,
             Err(reason) => return Decision::deny(format!("access token rejected: {reason}")),
         };
@@ -58,7 +63,7 @@ nats_callout_sdk::export_plugin!(OauthPlugin);
 #[cfg(test)]
 mod tests {
     use nats_callout_sdk::VerifiedJwt;
-    use nats_callout_sdk::testing::{RequestBuilder, TestHost, config};
+    use nats_callout_sdk::testing::{self, RequestBuilder, TestHost, config};
     use serde_json::{Value, json};
 
     use super::*;
@@ -91,7 +96,7 @@ mod tests {
 
     fn decide(p: &OauthPlugin, token: impl Into<String>) -> Decision {
         let request = RequestBuilder::new("oauth2").bearer_token(token).build();
-        p.authenticate(&request, &host())
+        testing::decide(p, &request, &host())
     }
 
     fn deny_reason(d: Decision) -> String {
@@ -136,7 +141,10 @@ mod tests {
             RequestBuilder::new("oauth2").user_password("oauth", token.clone()),
             RequestBuilder::new("oauth2").user_jwt(token),
         ] {
-            assert_eq!(p.authenticate(&other.build(), &host()), Decision::Abstain);
+            assert_eq!(
+                testing::decide(&p, &other.build(), &host()),
+                Decision::Abstain
+            );
         }
     }
 

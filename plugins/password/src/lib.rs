@@ -13,7 +13,7 @@ use std::collections::BTreeMap;
 use nats_callout_sdk::password::{Scheme, scheme};
 use nats_callout_sdk::{
     AuthRequest, CompiledEntry, ConfigError, Credential, CredentialKind, Decision, Host, InitError,
-    PermissionEntry, Placeholders, Plugin, PluginConfig,
+    PermissionEntry, Placeholders, Plugin, PluginConfig, RequestParts,
 };
 use serde::Deserialize;
 
@@ -112,6 +112,14 @@ impl Plugin for PasswordPlugin {
         &[CredentialKind::UserPassword]
     }
 
+    /// The client's name, when a subject uses `{{client.name}}`; nothing else.
+    fn reads(&self) -> RequestParts {
+        let named = (self.by_username.values())
+            .flat_map(|e| e.policy.placeholders())
+            .any(|p| p == "client.name");
+        RequestParts::CLIENT_NAME.when(named)
+    }
+
     fn authenticate(&self, request: &AuthRequest, host: &dyn Host) -> Decision {
         let Credential::UserPassword { username, password } = &request.credential else {
             return Decision::Abstain;
@@ -164,7 +172,7 @@ nats_callout_sdk::export_plugin!(PasswordPlugin);
 
 #[cfg(test)]
 mod tests {
-    use nats_callout_sdk::testing::{RequestBuilder, TestHost, config};
+    use nats_callout_sdk::testing::{self, RequestBuilder, TestHost, config};
     use serde_json::{Value, json};
 
     use super::*;
@@ -202,7 +210,7 @@ mod tests {
         let request = RequestBuilder::new("password")
             .user_password(user, pass)
             .build();
-        plugin().authenticate(&request, host)
+        testing::decide(&plugin(), &request, host)
     }
 
     #[test]
@@ -264,7 +272,7 @@ mod tests {
             RequestBuilder::new("password").bearer_token("secret"),
         ] {
             assert_eq!(
-                p.authenticate(&other.build(), &TestHost::new()),
+                testing::decide(&p, &other.build(), &TestHost::new()),
                 Decision::Abstain
             );
         }

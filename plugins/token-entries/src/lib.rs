@@ -13,11 +13,11 @@
 //!    conditions are tried before bare wildcards; two matches at the same level are
 //!    refused as ambiguous rather than resolved by name order.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use nats_callout_sdk::{
     AuthRequest, Claims, CompiledEntry, ConfigError, Credential, Decision, Host, InitError,
-    PermissionEntry, Placeholders, PluginConfig,
+    PermissionEntry, Placeholders, PluginConfig, RequestParts,
 };
 use serde::Deserialize;
 
@@ -60,6 +60,10 @@ pub struct TokenEntries {
     /// The plugin's mode, for messages: `oauth2`, `introspection`.
     mode: &'static str,
     entries: Vec<Entry>,
+    /// The claims `decide` reads, sorted.
+    claims: Vec<String>,
+    /// The parts of a request `decide` reads.
+    reads: RequestParts,
 }
 
 impl TokenEntries {
@@ -133,7 +137,37 @@ impl TokenEntries {
                 policy,
             });
         }
-        Ok(Self { mode, entries })
+        let placeholders = || entries.iter().flat_map(|e| e.policy.placeholders());
+        let claims: BTreeSet<&str> = ["sub", "azp", "client_id"]
+            .into_iter()
+            .chain(
+                entries
+                    .iter()
+                    .flat_map(|e| e.claims.keys().map(String::as_str)),
+            )
+            .chain(placeholders().filter_map(|p| p.strip_prefix("claims.")))
+            .collect();
+        let claims = claims.into_iter().map(str::to_owned).collect();
+        let reads = RequestParts::CLIENT_NAME.when(placeholders().any(|p| p == "client.name"));
+        Ok(Self {
+            mode,
+            entries,
+            claims,
+            reads,
+        })
+    }
+
+    /// The claims [`TokenEntries::decide`] reads: `sub`, `azp`, `client_id`, and those the
+    /// entries' conditions and subjects name. What a plugin asks the host for
+    /// ([`Host::verify_jwt_claims`]).
+    pub fn claims(&self) -> &[String] {
+        &self.claims
+    }
+
+    /// The parts of a request [`TokenEntries::decide`] reads: the client's name when a
+    /// subject uses `{{client.name}}`, else none.
+    pub fn reads(&self) -> RequestParts {
+        self.reads
     }
 
     /// The decision for a token whose `claims` the plugin trusts and that is valid until
@@ -280,11 +314,38 @@ mod tests {
             .map_err(|e| e.to_string())
     }
 
+    /// As a plugin decides: with only the claims and the parts of the request it said it
+    /// reads.
     fn decide(e: &TokenEntries, claims: &Value) -> Decision {
         let json = claims.to_string();
-        let claims = Claims::parse(&json).unwrap();
-        let request = RequestBuilder::new("oauth2").client_name("app").build();
+        let mut claims = Claims::parse(&json).unwrap();
+        claims.retain(e.claims());
+        let mut request = RequestBuilder::new("oauth2").client_name("app").build();
+        e.reads().strip(&mut request);
         e.decide(&claims, 1234, &request, &TestHost::new())
+    }
+
+    #[test]
+    fn reads_the_claims_and_parts_its_entries_name() {
+        let e = entries(section()).unwrap();
+        assert_eq!(e.claims(), ["azp", "client_id", "device_id", "sub"]);
+        assert_eq!(e.reads(), RequestParts::NONE);
+        let mut s = section();
+        s["devices"]["claims"] = json!({"tier": "gold"});
+        s["devices"]["permissions"]["pub"]["allow"] = json!(["x.{{client.name}}.{{claims.site}}"]);
+        let e = entries(s).unwrap();
+        assert_eq!(
+            e.claims(),
+            ["azp", "client_id", "device_id", "site", "sub", "tier"]
+        );
+        assert_eq!(e.reads(), RequestParts::CLIENT_NAME);
+        let Decision::Allow(g) = decide(
+            &e,
+            &json!({"sub": "s", "tier": "gold", "site": "b", "device_id": "d"}),
+        ) else {
+            panic!("not allowed")
+        };
+        assert_eq!(g.publish.allow, ["x.app.b"]);
     }
 
     fn deny_reason(d: Decision) -> String {

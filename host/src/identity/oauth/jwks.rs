@@ -305,6 +305,7 @@ impl Jwks {
         self: &Arc<Self>,
         token: &str,
         now: i64,
+        wanted: Option<&[String]>,
     ) -> Result<VerifiedJwt, TokenError> {
         let checked = self.rules.check_header(token)?;
         let key = match self.find(&checked)? {
@@ -316,7 +317,7 @@ impl Jwks {
                 })?
             }
         };
-        let (claims_json, expires_at) = self.rules.verify(token, &checked, &key, now)?;
+        let (claims_json, expires_at) = self.rules.verify(token, &checked, &key, now, wanted)?;
         Ok(VerifiedJwt {
             claims_json,
             expires_at,
@@ -588,7 +589,7 @@ mod tests {
         for (i, (alg, _, sign)) in cases.iter().enumerate() {
             let (good, forged) = tokens(alg, sign);
             let checked = r.check_header(&good).unwrap();
-            let (claims, exp) = r.verify(&good, &checked, &keys[i], NOW).unwrap();
+            let (claims, exp) = r.verify(&good, &checked, &keys[i], NOW, None).unwrap();
             let claims = nats_callout_sdk::Claims::parse(&claims).unwrap();
             assert_eq!(
                 (claims.str("sub").as_deref(), exp),
@@ -596,12 +597,12 @@ mod tests {
                 "{alg}"
             );
             assert_eq!(
-                r.verify(&forged, &checked, &keys[i], NOW).err(),
+                r.verify(&forged, &checked, &keys[i], NOW, None).err(),
                 Some(TokenError::Signature),
                 "{alg}: tampered payload"
             );
             for (j, other) in keys.iter().enumerate().filter(|(j, _)| *j != i) {
-                let refused = r.verify(&good, &checked, other, NOW).unwrap_err();
+                let refused = r.verify(&good, &checked, other, NOW, None).unwrap_err();
                 assert!(
                     matches!(
                         refused,
@@ -757,12 +758,12 @@ mod tests {
         let signed = format!("{header}.{}", b64(claims.to_string().as_bytes()));
         let token = format!("{signed}.{}", b64(new.sign(signed.as_bytes()).as_ref()));
         assert!(matches!(
-            jwks.verify(&token, NOW).await,
+            jwks.verify(&token, NOW, None).await,
             Err(TokenError::UnknownKid(_))
         ));
         let mut verified = false;
         for _ in 0..100 {
-            if jwks.verify(&token, NOW).await.is_ok() {
+            if jwks.verify(&token, NOW, None).await.is_ok() {
                 verified = true;
                 break;
             }

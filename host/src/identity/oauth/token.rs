@@ -198,13 +198,15 @@ impl Rules {
         Ok(Checked { kid: raw.kid, alg })
     }
 
-    /// Verify signature and claims with `key`; returns the claims and `exp`.
+    /// Verify signature and claims with `key`; returns the claims (those named in
+    /// `wanted`, or all) and `exp`.
     pub fn verify(
         &self,
         token: &str,
         checked: &Checked,
         key: &Key,
         now: i64,
+        wanted: Option<&[String]>,
     ) -> Result<(String, i64), TokenError> {
         if key.alg != checked.alg {
             return Err(TokenError::KeyAlgorithm {
@@ -227,8 +229,11 @@ impl Rules {
             .map_err(|_| TokenError::Malformed)?;
         let payload =
             std::str::from_utf8(&payload).map_err(|e| TokenError::Payload(e.to_string()))?;
-        let claims = Claims::parse(payload).map_err(|e| TokenError::Payload(e.to_string()))?;
+        let mut claims = Claims::parse(payload).map_err(|e| TokenError::Payload(e.to_string()))?;
         let exp = self.check_claims(&claims, now)?;
+        if let Some(names) = wanted {
+            claims.retain(names);
+        }
         // Re-serialised rather than passed on as sent: one value per claim name, so the
         // plugin reads the values checked here.
         let json =

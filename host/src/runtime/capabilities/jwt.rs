@@ -8,11 +8,16 @@ use super::{Capabilities, VerifiedJwt};
 use crate::runtime::State;
 
 impl Capabilities {
-    /// An access token, verified against the configured JWKS with strict rules.
-    pub async fn verify_jwt(&self, token: &str) -> Result<VerifiedJwt, String> {
+    /// An access token, verified against the configured JWKS with strict rules; the
+    /// claims handed back are those named in `wanted`, or all.
+    pub async fn verify_jwt(
+        &self,
+        token: &str,
+        wanted: Option<&[String]>,
+    ) -> Result<VerifiedJwt, String> {
         match &self.jwks {
             Some(jwks) => jwks
-                .verify(token, crate::pipeline::request::unix_now())
+                .verify(token, crate::pipeline::request::unix_now(), wanted)
                 .await
                 .map_err(|e| e.to_string()),
             None => Err(format!(
@@ -26,9 +31,13 @@ impl Capabilities {
 impl State {
     /// The capability as a call sees it: a refetch's wait is I/O, not the plugin's CPU
     /// time, so it moves the deadline (boundedly); a verified token bounds the grant.
-    pub(crate) async fn verify_jwt(&mut self, token: &str) -> Result<VerifiedJwt, String> {
+    pub(crate) async fn verify_jwt(
+        &mut self,
+        token: &str,
+        wanted: Option<&[String]>,
+    ) -> Result<VerifiedJwt, String> {
         let started = Instant::now();
-        let result = self.caps.verify_jwt(token).await;
+        let result = self.caps.verify_jwt(token, wanted).await;
         self.credit_host_time(started.elapsed());
         if let Ok(v) = &result {
             self.note_credential_expiry(v.expires_at);

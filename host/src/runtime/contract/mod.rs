@@ -5,8 +5,12 @@
 //! a plugin was built against. A published version is frozen: a change to the contract
 //! is a new module beside the old ones, which stay.
 
+#[macro_use]
+mod since_0_2_0;
+
 pub mod v0_1_0;
 pub mod v0_2_0;
+pub mod v0_3_0;
 
 use wasmtime::component::{Component, InstancePre, Linker, types::ComponentItem};
 use wasmtime::{Engine, Store};
@@ -20,15 +24,17 @@ use nats_callout_sdk as sdk;
 pub enum Version {
     V0_1_0,
     V0_2_0,
+    V0_3_0,
 }
 
 impl Version {
-    pub const ALL: [Version; 2] = [Version::V0_1_0, Version::V0_2_0];
+    pub const ALL: [Version; 3] = [Version::V0_1_0, Version::V0_2_0, Version::V0_3_0];
 
     pub fn as_str(self) -> &'static str {
         match self {
             Version::V0_1_0 => "0.1.0",
             Version::V0_2_0 => "0.2.0",
+            Version::V0_3_0 => "0.3.0",
         }
     }
 
@@ -38,6 +44,7 @@ impl Version {
         match self {
             Version::V0_1_0 => include_str!("../../../../guest-sdk/wit/v0.1.0/plugin.wit"),
             Version::V0_2_0 => include_str!("../../../../guest-sdk/wit/v0.2.0/plugin.wit"),
+            Version::V0_3_0 => include_str!("../../../../guest-sdk/wit/v0.3.0/plugin.wit"),
         }
     }
 
@@ -53,11 +60,12 @@ impl Version {
             }),
             // Later versions export the interface `authenticator` of their package.
             Version::V0_2_0 => has("nats-callout:plugin/authenticator@0.2.0"),
+            Version::V0_3_0 => has("nats-callout:plugin/authenticator@0.3.0"),
         }
     }
 }
 
-/// Every version this host supports, for messages: `0.1.0, 0.2.0`.
+/// Every version this host supports, for messages: `0.1.0, 0.2.0, 0.3.0`.
 pub fn supported() -> String {
     Version::ALL.map(Version::as_str).join(", ")
 }
@@ -112,13 +120,15 @@ pub fn detect(engine: &Engine, component: &Component) -> Result<Version, String>
 /// Adds every version's host imports to `linker`.
 pub fn add_to_linker(linker: &mut Linker<State>) -> wasmtime::Result<()> {
     v0_1_0::add_to_linker(linker)?;
-    v0_2_0::add_to_linker(linker)
+    v0_2_0::add_to_linker(linker)?;
+    v0_3_0::add_to_linker(linker)
 }
 
 /// A component ready to instantiate, with its version's bindings.
 pub enum Pre {
     V0_1_0(v0_1_0::PluginPre<State>),
     V0_2_0(v0_2_0::PluginPre<State>),
+    V0_3_0(v0_3_0::PluginPre<State>),
 }
 
 impl Pre {
@@ -126,6 +136,7 @@ impl Pre {
         Ok(match version {
             Version::V0_1_0 => Pre::V0_1_0(v0_1_0::PluginPre::new(pre)?),
             Version::V0_2_0 => Pre::V0_2_0(v0_2_0::PluginPre::new(pre)?),
+            Version::V0_3_0 => Pre::V0_3_0(v0_3_0::PluginPre::new(pre)?),
         })
     }
 
@@ -133,6 +144,7 @@ impl Pre {
         Ok(match self {
             Pre::V0_1_0(pre) => Bindings::V0_1_0(pre.instantiate_async(store).await?),
             Pre::V0_2_0(pre) => Bindings::V0_2_0(pre.instantiate_async(store).await?),
+            Pre::V0_3_0(pre) => Bindings::V0_3_0(pre.instantiate_async(store).await?),
         })
     }
 }
@@ -141,33 +153,42 @@ impl Pre {
 pub enum Bindings {
     V0_1_0(v0_1_0::Plugin),
     V0_2_0(v0_2_0::Plugin),
+    V0_3_0(v0_3_0::Plugin),
 }
 
 impl Bindings {
-    /// `init`, and the credential kinds the plugin decides. The outer error is a trap,
-    /// the inner one the plugin's refusal of its configuration.
+    /// `init`, the credential kinds the plugin decides and the parts of a request it
+    /// reads (before 0.3.0: all of them). The outer error is a trap, the inner one the
+    /// plugin's refusal of its configuration.
     pub async fn init(
         &self,
         store: &mut Store<State>,
         config: &str,
-    ) -> wasmtime::Result<Result<Vec<sdk::CredentialKind>, String>> {
+    ) -> wasmtime::Result<Result<(Vec<sdk::CredentialKind>, sdk::RequestParts), String>> {
+        let all = |kinds| (kinds, sdk::RequestParts::ALL);
         match self {
             Bindings::V0_1_0(world) => Ok(world
                 .call_init(store, config)
                 .await?
-                .map(|()| v0_1_0::CREDENTIALS.to_vec())),
-            Bindings::V0_2_0(world) => v0_2_0::init(world, store, config).await,
+                .map(|()| all(v0_1_0::CREDENTIALS.to_vec()))),
+            Bindings::V0_2_0(world) => Ok(v0_2_0::init(world, store, config).await?.map(all)),
+            Bindings::V0_3_0(world) => v0_3_0::init(world, store, config).await,
         }
     }
 
+    /// `authenticate`; a plugin of 0.3.0 or later gets only the parts in `reads`.
     pub async fn authenticate(
         &self,
         store: &mut Store<State>,
         request: &PluginRequest,
+        reads: sdk::RequestParts,
     ) -> wasmtime::Result<Decision> {
         match self {
             Bindings::V0_1_0(world) => v0_1_0::authenticate(world, store, request).await,
-            Bindings::V0_2_0(world) => v0_2_0::authenticate(world, store, request).await,
+            Bindings::V0_2_0(world) => {
+                v0_2_0::authenticate(world, store, request, sdk::RequestParts::ALL).await
+            }
+            Bindings::V0_3_0(world) => v0_3_0::authenticate(world, store, request, reads).await,
         }
     }
 }

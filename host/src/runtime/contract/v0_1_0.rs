@@ -52,7 +52,7 @@ impl self::nats_callout::plugin::host::Host for State {
     }
 
     async fn verify_jwt(&mut self, token: String) -> Result<wit::VerifiedJwt, String> {
-        State::verify_jwt(self, &token)
+        State::verify_jwt(self, &token, None)
             .await
             .map(|v| wit::VerifiedJwt {
                 claims_json: v.claims_json,

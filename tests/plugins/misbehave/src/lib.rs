@@ -6,13 +6,16 @@
 //! `verify-jwt` (has the host verify the bearer token, then admits as `allow`,
 //! setting no expiry of its own: the careless partner plugin), `log-flood` (logs 1000
 //! lines, each trying to forge a second line, then admits as `allow`), `connect` (opens
-//! a TCP connection, which the sandbox refuses, then denies with the error).
+//! a TCP connection, which the sandbox refuses, then denies with the error), `echo`
+//! (denies, saying what of the request it was handed: `server=<name> client=<host>
+//! connect=<lang> tls=<bool>`). `reads` (`server`, `client`, `connect`, `tls`) is what it
+//! says it reads; all of them if unset.
 
 //! It takes every credential kind.
 
 use nats_callout_sdk::{
     AuthRequest, Credential, CredentialKind, Decision, Grant, Host, InitError, Permission, Plugin,
-    PluginConfig,
+    PluginConfig, RequestParts,
 };
 use serde::Deserialize;
 
@@ -24,11 +27,14 @@ struct Settings {
     account: Option<String>,
     #[serde(default)]
     grant: Option<Grant>,
+    #[serde(default)]
+    reads: Option<Vec<String>>,
 }
 
 pub struct Misbehave {
     behaviour: Behaviour,
     grant: Grant,
+    reads: RequestParts,
 }
 
 enum Behaviour {
@@ -40,6 +46,7 @@ enum Behaviour {
     VerifyJwt,
     LogFlood,
     Connect,
+    Echo,
 }
 
 impl Plugin for Misbehave {
@@ -53,6 +60,7 @@ impl Plugin for Misbehave {
             "verify-jwt" => Behaviour::VerifyJwt,
             "log-flood" => Behaviour::LogFlood,
             "connect" => Behaviour::Connect,
+            "echo" => Behaviour::Echo,
             other => match other.strip_prefix("slow:").and_then(|ms| ms.parse().ok()) {
                 Some(ms) => Behaviour::Slow(ms),
                 None => return Err(format!("settings.behaviour: unknown {other:?}").into()),
@@ -69,11 +77,35 @@ impl Plugin for Misbehave {
             grant.subscribe = public;
             grant
         });
-        Ok(Self { behaviour, grant })
+        let reads = match s.reads {
+            None => RequestParts::ALL,
+            Some(names) => {
+                let mut parts = RequestParts::NONE;
+                for name in names {
+                    match name.as_str() {
+                        "server" => parts.server = true,
+                        "client" => parts.client = true,
+                        "connect" => parts.connect = true,
+                        "tls" => parts.tls = true,
+                        other => return Err(format!("settings.reads: unknown {other:?}").into()),
+                    }
+                }
+                parts
+            }
+        };
+        Ok(Self {
+            behaviour,
+            grant,
+            reads,
+        })
     }
 
     fn credentials(&self) -> &[CredentialKind] {
         &CredentialKind::ALL
+    }
+
+    fn reads(&self) -> RequestParts {
+        self.reads
     }
 
     fn authenticate(&self, request: &AuthRequest, host: &dyn Host) -> Decision {
@@ -107,6 +139,13 @@ impl Plugin for Misbehave {
                 Ok(_) => Decision::deny("connected: the sandbox has a network"),
                 Err(e) => Decision::deny(format!("no network: {e}")),
             },
+            Behaviour::Echo => Decision::deny(format!(
+                "server={} client={} connect={} tls={}",
+                request.server.name,
+                request.client.host.as_deref().unwrap_or(""),
+                request.connect.lang.as_deref().unwrap_or(""),
+                request.tls.is_some()
+            )),
             Behaviour::VerifyJwt => {
                 let token = match &request.credential {
                     Credential::BearerToken(t) => t.expose(),
