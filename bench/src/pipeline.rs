@@ -91,14 +91,14 @@ impl Case {
     }
 }
 
-/// Figures of one case on two sides (WASM and native, or contract 0.2.0 and 0.1.0), in
+/// Figures of one case on two sides (WASM and native, or contract 0.3.0 and an older one), in
 /// nanoseconds per decision.
 #[derive(Debug, Clone)]
 pub struct Pair {
     pub case: String,
-    /// Median of the measured side's batches (WASM; contract 0.2.0).
+    /// Median of the measured side's batches (WASM; contract 0.3.0).
     pub wasm_ns: f64,
-    /// Median of its baseline's batches (native; contract 0.1.0).
+    /// Median of its baseline's batches (native; the older contract).
     pub native_ns: f64,
     /// Median over the batches of the ratio, and of the difference, of the two sides'
     /// means in that batch (whose calls interleaved one by one).
@@ -145,8 +145,9 @@ pub struct Report {
     pub pipeline: Vec<Pair>,
     /// The plugin chain alone (`Runner::authenticate` on a decoded request).
     pub plugin_call: Vec<Pair>,
-    /// `Authorizer::handle` with the same plugins built against contract 0.2.0 (the
-    /// `wasm_ns` side) and 0.1.0 (`native_ns`).
+    /// `Authorizer::handle` with the same plugins built against contract 0.3.0 (the
+    /// `wasm_ns` side) and against 0.2.0 and 0.1.0 (`native_ns`), the case named
+    /// `<plugin>, 0.3.0 vs <version>`.
     pub contracts: Vec<Pair>,
 }
 
@@ -531,21 +532,38 @@ pub(crate) fn apikey_authorizer(
     Ok((work, auth))
 }
 
-/// The same two plugins built against contract 0.2.0 (today's builds) and 0.1.0 (the
-/// fixtures committed from the last 0.1.0 tree), decided in process: what the contract
-/// and its dispatch cost a decision, the plugins' own code changes between the two
-/// trees included (small: the SDK's request types, not the plugins' logic).
+/// The same two plugins built against contract 0.3.0 (today's builds) and against 0.2.0
+/// and 0.1.0 (the fixtures committed from the last tree of each), decided in process: what
+/// the contract and its dispatch cost a decision, the plugins' own code changes between
+/// the trees included (small: the SDK's request types, not the plugins' logic).
 async fn contracts(opts: Options, server: &nkeys::KeyPair) -> Result<Vec<Pair>> {
     let keys = Keys::generate();
-    let (_v2_dir, v2) = contract_authorizer(&keys, &nats_callout_tests::plugin_dir())?;
-    let fixtures = nats_callout_tests::workspace_root().join("tests/fixtures/v0.1.0");
-    let (_v1_dir, v1) = contract_authorizer(&keys, &fixtures)?;
+    let (_now_dir, now) = contract_authorizer(&keys, &nats_callout_tests::plugin_dir())?;
     let issuer = keys.issuer.public_key();
+    let mut pairs = Vec::new();
+    for version in ["0.2.0", "0.1.0"] {
+        let fixtures =
+            nats_callout_tests::workspace_root().join(format!("tests/fixtures/v{version}"));
+        let (_dir, old) = contract_authorizer(&keys, &fixtures)?;
+        pairs.extend(contract_pairs(opts, server, &issuer, &now, &old, version).await?);
+    }
+    Ok(pairs)
+}
+
+/// Both plugins decided by `now` (0.3.0) and by `old` (contract `version`), interleaved.
+async fn contract_pairs(
+    opts: Options,
+    server: &nkeys::KeyPair,
+    issuer: &str,
+    now: &Authorizer,
+    old: &Authorizer,
+    version: &str,
+) -> Result<Vec<Pair>> {
     let mut pairs = Vec::new();
     for (label, api_key) in [("noauth", None), ("apikey (bearer token)", Some(API_KEY))] {
         let reqs: Vec<String> = (0..opts.per_batch)
             .map(|_| {
-                inject::request(server, &issuer, |c| {
+                inject::request(server, issuer, |c| {
                     c["exp"] = (unix_now() + 3600).into();
                     if let Some(key) = api_key {
                         c["nats"]["connect_opts"]["auth_token"] = key.into();
@@ -556,11 +574,11 @@ async fn contracts(opts: Options, server: &nkeys::KeyPair) -> Result<Vec<Pair>> 
         let (a, b) = interleaved(
             opts,
             reqs.len(),
-            async |i| decide(&v2, &reqs[i]).await,
-            async |i| decide(&v1, &reqs[i]).await,
+            async |i| decide(now, &reqs[i]).await,
+            async |i| decide(old, &reqs[i]).await,
         )
         .await?;
-        pairs.push(Pair::new(label.into(), &a, &b));
+        pairs.push(Pair::new(format!("{label}, 0.3.0 vs {version}"), &a, &b));
     }
     Ok(pairs)
 }

@@ -353,14 +353,16 @@ impl Results {
             let _ = writeln!(
                 w,
                 "\nContract versions: `Authorizer::handle` with the same two plugins built against \
-                 contract 0.2.0 (this tree) and 0.1.0 (`tests/fixtures/v0.1.0`, built from the last \
-                 0.1.0 tree), interleaved as above. 0.1.0 plugins get the raw CONNECT fields, which \
-                 the host keeps for routes with such plugins; the difference also holds the \
-                 plugins' own changes between the two trees (the SDK's request types).\n"
+                 contract 0.3.0 (this tree) and against an older one (`tests/fixtures/v0.2.0` and \
+                 `v0.1.0`, built from the last tree of each), interleaved as above. 0.3.0 plugins \
+                 get only the parts of a request they read (noauth: the TLS state; apikey: its \
+                 credential), 0.2.0 plugins every part, 0.1.0 plugins the raw CONNECT fields, \
+                 which the host keeps for routes with such plugins; the difference also holds \
+                 the plugins' own changes between the trees (the SDK's request types).\n"
             );
             let _ = writeln!(
                 w,
-                "| plugin | 0.2.0 µs/decision | 0.1.0 µs/decision | 0.2.0 / 0.1.0 | 0.2.0 − 0.1.0 µs |\n|---|---:|---:|---:|---:|"
+                "| plugin, against | 0.3.0 µs/decision | older µs/decision | 0.3.0 / older | 0.3.0 − older µs |\n|---|---:|---:|---:|---:|"
             );
             for r in &p.contracts {
                 pair_row(w, r);
