@@ -408,6 +408,11 @@ mod tests {
             Decision::deny("None  false")
         );
         assert_eq!(said(crate::RequestParts::TLS), Decision::deny("None  true"));
+        assert_eq!(
+            crate::RequestParts::CLIENT_NAME.to_string(),
+            "client, connect"
+        );
+        assert_eq!(crate::RequestParts::NONE.to_string(), "none");
     }
 
     #[test]

@@ -298,6 +298,26 @@ impl RequestParts {
     }
 }
 
+/// The parts' names, `server, client, connect, tls`, or `none`: for logs.
+impl fmt::Display for RequestParts {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let names = [
+            (self.server, "server"),
+            (self.client, "client"),
+            (self.connect, "connect"),
+            (self.tls, "tls"),
+        ]
+        .into_iter()
+        .filter_map(|(read, name)| read.then_some(name))
+        .collect::<Vec<_>>();
+        if names.is_empty() {
+            f.write_str("none")
+        } else {
+            f.write_str(&names.join(", "))
+        }
+    }
+}
+
 /// Allow and deny subject lists for one direction (publish or subscribe).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default)]

@@ -302,6 +302,7 @@ impl Authorizer {
                 contract = plugin.version.as_str(),
                 built_with = plugin.built_with.as_deref().unwrap_or("-"),
                 credentials = ?plugin.credentials.iter().map(|k| k.as_str()).collect::<Vec<_>>(),
+                reads = %plugin.reads,
                 "plugin loaded"
             );
             if !plugin.refused_imports.is_empty() {

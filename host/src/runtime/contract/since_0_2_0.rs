@@ -1,13 +1,36 @@
-//! What the contract versions from 0.2.0 on share in shape, written once: the host
-//! imports but `verify-jwt` (which 0.3.0 changed, so each version passes its own), the
-//! credential kinds, the request's lowering and the decision's lifting. Each version's
+//! What the contract versions from 0.2.0 on share in shape, written once: the bindings'
+//! options, the host imports but `verify-jwt` (which 0.3.0 changed, so each version
+//! passes its own), the credential kinds, the request's lowering and the decision's
+//! lifting. Each version's
 //! bindings are Rust types of their own (wasmtime's `with` maps whole interfaces only,
 //! and `types` changed between them), so the one body is expanded in each version's
 //! module over that version's `wit` types, with a `part` function saying how a request
 //! part the plugin may leave unread is passed (0.2.0: always; 0.3.0: an `option`).
 
 macro_rules! since_0_2_0 {
-    ($verify_jwt:item) => {
+    ($wit:literal, $verify_jwt:item) => {
+        wasmtime::component::bindgen!({
+            path: $wit,
+            world: "plugin",
+            // As 0.1.0: calls on fibers, `verify-jwt` the one import that may wait.
+            imports: {
+                "nats-callout:plugin/host.verify-jwt": async,
+                // Runs on the blocking pool; the plugin is suspended meanwhile.
+                "nats-callout:plugin/host.verify-password-hash": async,
+            },
+            exports: { default: async },
+            // The request is lowered straight from the host's strings.
+            ownership: Borrowing { duplicate_if_necessary: false },
+        });
+
+        use self::nats_callout::plugin::types as wit;
+
+        pub fn add_to_linker(
+            linker: &mut wasmtime::component::Linker<State>,
+        ) -> wasmtime::Result<()> {
+            Plugin::add_to_linker::<State, wasmtime::component::HasSelf<State>>(linker, |s| s)
+        }
+
         impl wit::Host for State {}
 
         impl self::nats_callout::plugin::host::Host for State {

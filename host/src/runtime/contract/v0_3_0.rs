@@ -2,33 +2,12 @@
 //! and the conversions between its types and the SDK's. Frozen with the contract once
 //! released; plugins built against it keep loading.
 
-use wasmtime::component::HasSelf;
-
 use crate::pipeline::decision;
 use crate::runtime::{PluginRequest, State};
 use nats_callout_sdk as sdk;
 
-wasmtime::component::bindgen!({
-    path: "../guest-sdk/wit/v0.3.0",
-    world: "plugin",
-    // As 0.1.0: calls on fibers, `verify-jwt` the one import that may wait.
-    imports: {
-        "nats-callout:plugin/host.verify-jwt": async,
-        // Runs on the blocking pool; the plugin is suspended meanwhile.
-        "nats-callout:plugin/host.verify-password-hash": async,
-    },
-    exports: { default: async },
-    // The request is lowered straight from the host's strings.
-    ownership: Borrowing { duplicate_if_necessary: false },
-});
-
-use self::nats_callout::plugin::types as wit;
-
-pub fn add_to_linker(linker: &mut wasmtime::component::Linker<State>) -> wasmtime::Result<()> {
-    Plugin::add_to_linker::<State, HasSelf<State>>(linker, |s| s)
-}
-
 since_0_2_0!(
+    "../guest-sdk/wit/v0.3.0",
     async fn verify_jwt(
         &mut self,
         token: String,
