@@ -100,7 +100,9 @@ impl Plugin for NkeyPlugin {
 
     /// The client's name, when a subject uses `{{client.name}}`; nothing else.
     fn reads(&self) -> RequestParts {
-        let named = (self.by_key.values())
+        let named = self
+            .by_key
+            .values()
             .flat_map(|e| e.policy.placeholders())
             .any(|p| p == "client.name");
         RequestParts::CLIENT_NAME.when(named)

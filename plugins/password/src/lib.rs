@@ -114,7 +114,9 @@ impl Plugin for PasswordPlugin {
 
     /// The client's name, when a subject uses `{{client.name}}`; nothing else.
     fn reads(&self) -> RequestParts {
-        let named = (self.by_username.values())
+        let named = self
+            .by_username
+            .values()
             .flat_map(|e| e.policy.placeholders())
             .any(|p| p == "client.name");
         RequestParts::CLIENT_NAME.when(named)
