@@ -29,7 +29,9 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
-use crate::types::{ConnectionType, Grant, Permission, ResponsePermission, TimeRange};
+use crate::types::{
+    ConnectionType, Grant, Permission, RequestParts, ResponsePermission, TimeRange,
+};
 
 /// One named permissions entry. `I` holds the plugin's identifier fields (e.g. nkey's
 /// `public_key`), flattened into the same YAML mapping; `()` for none (noauth).
@@ -567,6 +569,26 @@ pub struct CompiledEntry {
     max_value_len: usize,
 }
 
+/// The placeholder a plugin fills with [`crate::AuthRequest::client_name`], by the
+/// convention of the built-in plugins.
+pub const CLIENT_NAME: &str = "client.name";
+
+/// The parts of a request the subjects of `entries` read: the client's name
+/// ([`RequestParts::CLIENT_NAME`]) when one of them uses `{{client.name}}`, else none. What
+/// a plugin whose only reads are its entries' placeholders returns from
+/// [`crate::Plugin::reads`].
+pub fn request_parts<'a>(entries: impl IntoIterator<Item = &'a CompiledEntry>) -> RequestParts {
+    let named = entries
+        .into_iter()
+        .flat_map(CompiledEntry::placeholders)
+        .any(|p| p == CLIENT_NAME);
+    if named {
+        RequestParts::CLIENT_NAME
+    } else {
+        RequestParts::NONE
+    }
+}
+
 impl<I> PermissionEntry<I> {
     /// Checks the account, every subject and every placeholder (against the ones the
     /// plugin offers), and the response permission. Call once at `init`.
@@ -841,6 +863,13 @@ mod tests {
             c.placeholders().collect::<Vec<_>>(),
             ["claims.device_id", "claims.device_id", "name"]
         );
+        assert_eq!(request_parts([&c]), RequestParts::NONE);
+        let named = entry(
+            json!({"account": "A", "permissions": {"sub": {"allow": ["x.{{client.name}}"]}}}),
+        )
+        .compile(&placeholders())
+        .unwrap();
+        assert_eq!(request_parts([&c, &named]), RequestParts::CLIENT_NAME);
         let grant = c
             .grant(|n| match n {
                 "claims.device_id" => Some("dev-1".into()),

@@ -274,11 +274,6 @@ impl RequestParts {
         ..Self::NONE
     };
 
-    /// `self` if `yes`, else [`Self::NONE`].
-    pub const fn when(self, yes: bool) -> Self {
-        if yes { self } else { Self::NONE }
-    }
-
     /// Empties the parts of `request` not in `self`: the request as the host hands it to
     /// a plugin that reads `self` (the native test harness does the same, so a plugin's
     /// unit tests see what it will see as a component).

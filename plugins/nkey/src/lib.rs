@@ -100,12 +100,7 @@ impl Plugin for NkeyPlugin {
 
     /// The client's name, when a subject uses `{{client.name}}`; nothing else.
     fn reads(&self) -> RequestParts {
-        let named = self
-            .by_key
-            .values()
-            .flat_map(|e| e.policy.placeholders())
-            .any(|p| p == "client.name");
-        RequestParts::CLIENT_NAME.when(named)
+        nats_callout_sdk::policy::request_parts(self.by_key.values().map(|e| &e.policy))
     }
 
     fn authenticate(&self, request: &AuthRequest, host: &dyn Host) -> Decision {

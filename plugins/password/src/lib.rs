@@ -114,12 +114,7 @@ impl Plugin for PasswordPlugin {
 
     /// The client's name, when a subject uses `{{client.name}}`; nothing else.
     fn reads(&self) -> RequestParts {
-        let named = self
-            .by_username
-            .values()
-            .flat_map(|e| e.policy.placeholders())
-            .any(|p| p == "client.name");
-        RequestParts::CLIENT_NAME.when(named)
+        nats_callout_sdk::policy::request_parts(self.by_username.values().map(|e| &e.policy))
     }
 
     fn authenticate(&self, request: &AuthRequest, host: &dyn Host) -> Decision {

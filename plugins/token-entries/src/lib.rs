@@ -148,7 +148,7 @@ impl TokenEntries {
             .chain(placeholders().filter_map(|p| p.strip_prefix("claims.")))
             .collect();
         let claims = claims.into_iter().map(str::to_owned).collect();
-        let reads = RequestParts::CLIENT_NAME.when(placeholders().any(|p| p == "client.name"));
+        let reads = nats_callout_sdk::policy::request_parts(entries.iter().map(|e| &e.policy));
         Ok(Self {
             mode,
             entries,
