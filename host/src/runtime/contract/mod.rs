@@ -176,7 +176,8 @@ impl Bindings {
         }
     }
 
-    /// `authenticate`; a plugin of 0.3.0 or later gets only the parts in `reads`.
+    /// `authenticate` with the parts of a request the plugin reads (`init` said; all of
+    /// them before 0.3.0).
     pub async fn authenticate(
         &self,
         store: &mut Store<State>,
@@ -185,9 +186,7 @@ impl Bindings {
     ) -> wasmtime::Result<Decision> {
         match self {
             Bindings::V0_1_0(world) => v0_1_0::authenticate(world, store, request).await,
-            Bindings::V0_2_0(world) => {
-                v0_2_0::authenticate(world, store, request, sdk::RequestParts::ALL).await
-            }
+            Bindings::V0_2_0(world) => v0_2_0::authenticate(world, store, request, reads).await,
             Bindings::V0_3_0(world) => v0_3_0::authenticate(world, store, request, reads).await,
         }
     }

@@ -126,7 +126,10 @@ macro_rules! since_0_2_0 {
                 _ => wit::Credential::None,
             };
             let (s, c, o) = (&req.server, &req.client, &req.connect);
-            let (server_tags, client_tags) = (strs(&s.tags), strs(&c.tags));
+            // Lists only for parts the plugin reads: a server's tags are set in its config
+            // and would otherwise be collected on every call for nothing.
+            let server_tags = if reads.server { strs(&s.tags) } else { Vec::new() };
+            let client_tags = if reads.client { strs(&c.tags) } else { Vec::new() };
             let tls = req.tls.as_ref().filter(|_| reads.tls);
             let certs = tls.iter().flat_map(|t| &t.verified_chain);
             let names: Vec<[Vec<&str>; 5]> = certs
