@@ -596,6 +596,17 @@ mod tests {
                 (Some("s"), NOW + 60),
                 "{alg}"
             );
+            // Asked for some claims: only those come back, after all were checked.
+            let wanted = ["sub".to_owned(), "missing".to_owned()];
+            let (some, _) = r
+                .verify(&good, &checked, &keys[i], NOW, Some(&wanted))
+                .unwrap();
+            assert_eq!(some, r#"{"sub":"s"}"#, "{alg}");
+            assert!(
+                r.verify(&good, &checked, &keys[i], NOW + 61, Some(&wanted))
+                    .is_err(),
+                "{alg}: an expired token is refused whatever the plugin asks for"
+            );
             assert_eq!(
                 r.verify(&forged, &checked, &keys[i], NOW, None).err(),
                 Some(TokenError::Signature),
