@@ -13,7 +13,6 @@ use std::borrow::{Borrow, Cow};
 use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
-use serde_json::Value;
 use serde_json::value::RawValue;
 
 /// A JSON string, borrowed unless it contains escapes.
@@ -69,10 +68,12 @@ impl<'a> Claims<'a> {
     /// A claim as template text: strings and numbers (as `serde_json` prints them);
     /// `None` for anything else.
     pub fn text(&self, name: &str) -> Option<String> {
-        match serde_json::from_str(self.0.get(name)?.get()).ok()? {
-            Value::String(s) => Some(s),
-            Value::Number(n) => Some(n.to_string()),
-            _ => None,
+        let raw = self.0.get(name)?.get();
+        match serde_json::from_str::<JsonStr<'_>>(raw) {
+            Ok(s) => Some(s.0.into_owned()),
+            Err(_) => serde_json::from_str::<serde_json::Number>(raw)
+                .ok()
+                .map(|n| n.to_string()),
         }
     }
 }
@@ -105,6 +106,8 @@ impl<'a> Claims<'a> {
 
 #[cfg(test)]
 mod tests {
+    use serde_json::Value;
+
     use super::*;
 
     #[test]
