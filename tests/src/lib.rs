@@ -203,13 +203,33 @@ impl NatsServer {
         Ok(())
     }
 
-    /// Stop the server if it runs, and start it again on the same port.
+    /// Stop the server if it runs, and start it again on the same ports.
+    ///
+    /// Free ports come from the kernel's ephemeral range, the range client connections
+    /// get their local ports from: while the server was down, one of its ports (client,
+    /// cluster, monitoring) may have become a connection's local port (a storm of
+    /// connects makes it likely), and the start then fails to bind it. That connection
+    /// is short-lived, so such a start is tried again until it is gone.
     pub fn restart(&mut self) -> Result<()> {
         if self.child.try_wait()?.is_none() {
             self.stop()?;
         }
-        self.child = Self::spawn(self.dir.path())?;
-        self.wait_listening(Duration::from_secs(15))
+        let deadline = Instant::now() + Duration::from_secs(15);
+        loop {
+            let logged = self.log().len();
+            self.child = Self::spawn(self.dir.path())?;
+            let result = self.wait_listening(deadline.saturating_duration_since(Instant::now()));
+            let port_taken = result.is_err()
+                && self.child.try_wait()?.is_some()
+                && self
+                    .log()
+                    .get(logged..)
+                    .is_some_and(|tail| tail.contains("address already in use"));
+            if !port_taken || Instant::now() >= deadline {
+                return result;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
     }
 
     fn wait_listening(&mut self, timeout: Duration) -> Result<()> {
@@ -420,4 +440,35 @@ pub async fn stays_silent(sub: &mut async_nats::Subscriber) -> bool {
     tokio::time::timeout(Duration::from_millis(300), sub.next())
         .await
         .is_err()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A port of a stopped server taken meanwhile (here its monitoring port, by a
+    /// listener; in a storm by a client connection's local port) delays the restart
+    /// until it is free again, instead of failing it.
+    #[test]
+    fn restart_waits_for_a_port_taken_while_down() -> Result<()> {
+        let monitor = free_port()?;
+        let mut server = NatsServer::start(&format!("http: 127.0.0.1:{monitor}"))?;
+        server.stop()?;
+        let taken = TcpListener::bind(("127.0.0.1", monitor))?;
+        let release = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(500));
+            drop(taken);
+        });
+        server.restart()?;
+        release
+            .join()
+            .map_err(|_| anyhow::anyhow!("release panicked"))?;
+        assert!(
+            server.log().contains("address already in use"),
+            "{}",
+            server.log()
+        );
+        std::net::TcpStream::connect(("127.0.0.1", server.port))?;
+        Ok(())
+    }
 }
