@@ -2,6 +2,7 @@
 
 mod cli;
 
+use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
@@ -174,8 +175,11 @@ fn init_logging(format: LogFormat, filter: &str) -> Result<()> {
     // A typo in the filter is an error, not a silent fall back to `info`.
     let filter = tracing_subscriber::EnvFilter::try_new(filter)
         .with_context(|| format!("--log {filter:?} is not a tracing filter"))?;
+    // Colours only on a terminal: a container's log, a file or a pipe gets plain text that
+    // log collectors and `grep` read as written.
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::stderr().is_terminal())
         .with_writer(std::io::stderr);
     match format {
         LogFormat::Text => builder.init(),
