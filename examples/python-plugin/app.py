@@ -98,7 +98,10 @@ class Authenticator(exports.Authenticator):
         USERS.clear()
         USERS.update(users)
         return types.PluginInfo(
-            credentials=[types.CredentialKind.BEARER_TOKEN, types.CredentialKind.USER_PASSWORD]
+            credentials=[types.CredentialKind.BEARER_TOKEN, types.CredentialKind.USER_PASSWORD],
+            # It decides on the credential alone: the host hands it no server, client,
+            # CONNECT or TLS part (contract 0.3.0), and copies less into every call.
+            reads=types.RequestParts(0),
         )
 
     def authenticate(self, request: types.AuthRequest) -> types.Decision:

@@ -1,7 +1,7 @@
 """Native tests of app.py: the bindings componentize-py generates are plain Python; the
 host's functions are replaced by a fake host, as the Rust SDK's TestHost does.
 
-    componentize-py -d ../../guest-sdk/wit/v0.2.0 -w plugin bindings build/bindings
+    componentize-py -d ../../guest-sdk/wit/v0.3.0 -w plugin bindings build/bindings
     PYTHONPATH=build/bindings python3 -m unittest
 """
 
@@ -51,13 +51,14 @@ SETTINGS = {
 
 
 def request(credential) -> types.AuthRequest:
+    # As the host hands it over: only the parts the plugin says it reads (none).
     return types.AuthRequest(
         route="services",
         credential=credential,
-        server=types.ServerInfo("n1", "127.0.0.1", "NSERVER", "2.11.0", None, []),
+        server=None,
         user_nkey="UUSER",
-        client=types.ClientInfo("127.0.0.1", 7, None, None, [], None, "Client", "nats", None, None),
-        connect=types.ConnectOpts(None, None, None, None),
+        client=None,
+        connect=None,
         tls=None,
     )
 
@@ -70,6 +71,7 @@ class AuthenticatorTest(unittest.TestCase):
             info.credentials,
             [types.CredentialKind.BEARER_TOKEN, types.CredentialKind.USER_PASSWORD],
         )
+        self.assertEqual(info.reads, types.RequestParts(0))
         LOGS.clear()
 
     def decide(self, credential):

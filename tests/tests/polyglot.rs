@@ -122,6 +122,18 @@ fn check_says_what_a_component_needs() -> Result<()> {
         )
     };
     for lang in ["python", "js"] {
+        // Built against the current contract, saying they read nothing but the credential.
+        let settings = format!(
+            "settings: {{ keys: {{ k: {{ sha256: {}, account: A }} }} }}",
+            sha256_hex("k")
+        );
+        let c = check(&yaml(lang, &settings))?;
+        assert!(c.ok, "{}", c.stderr);
+        assert!(
+            c.stderr.contains("contract=\"0.3.0\"") && c.stderr.contains("reads=none"),
+            "{}",
+            c.stderr
+        );
         let c = check(&yaml(lang, "limits: { memory_bytes: 4194304 }"))?;
         assert!(!c.ok);
         assert!(

@@ -79,7 +79,10 @@ export function createAuthenticator(host) {
         // with it at load.
         throw e instanceof ConfigError ? e.message : `settings: ${e}`;
       }
-      return { credentials: ['bearer-token', 'user-password'] };
+      // It decides on the credential alone: the host hands it no server, client,
+      // CONNECT or TLS part (contract 0.3.0), and copies less into every call.
+      const reads = { server: false, client: false, connect: false, tls: false };
+      return { credentials: ['bearer-token', 'user-password'], reads };
     },
 
     authenticate(request) {

@@ -35,6 +35,7 @@ function plugin() {
   const p = createAuthenticator(fakeHost);
   const info = p.init(JSON.stringify({ permissions: null, settings, host: {} }));
   assert.deepEqual(info.credentials, ['bearer-token', 'user-password']);
+  assert.deepEqual(info.reads, { server: false, client: false, connect: false, tls: false });
   return p;
 }
 
