@@ -35,6 +35,26 @@ impl Borrow<str> for JsonStr<'_> {
 pub struct Claims<'a>(#[serde(borrow)] BTreeMap<JsonStr<'a>, &'a RawValue>);
 
 impl<'a> Claims<'a> {
+    /// The most claim names a plugin may ask the host for at once (contract 0.3.0's
+    /// `verify-jwt`). Far above what a rule set reads (the built-in plugins ask for four to
+    /// ten), and low enough that picking them out of a token's claims stays a few
+    /// microseconds of host time, whatever a plugin sends.
+    pub const MAX_ASKED: usize = 256;
+
+    /// Refuses to pick more than [`Claims::MAX_ASKED`] names, with the count: the host's
+    /// `verify-jwt` and [`crate::Host::verify_jwt_claims`]'s default (so `TestHost`) both
+    /// answer so, and a plugin's native tests see what the component will.
+    pub fn check_asked(names: &[String]) -> Result<(), String> {
+        if names.len() > Self::MAX_ASKED {
+            return Err(format!(
+                "asks for {} claims; at most {}",
+                names.len(),
+                Self::MAX_ASKED
+            ));
+        }
+        Ok(())
+    }
+
     /// Fails unless `json` is a JSON object.
     pub fn parse(json: &'a str) -> Result<Self, serde_json::Error> {
         serde_json::from_str(json)

@@ -106,6 +106,7 @@ pub trait Host {
     /// token has): the host checks the token the same way, and the plugin copies and
     /// parses a few claims instead of all of them. Read the result with [`Claims`].
     fn verify_jwt_claims(&self, token: &str, claims: &[String]) -> Result<VerifiedJwt, String> {
+        Claims::check_asked(claims)?;
         let mut verified = self.verify_jwt(token)?;
         let mut all = Claims::parse(&verified.claims_json).map_err(|e| e.to_string())?;
         all.retain(claims);

@@ -428,6 +428,13 @@ mod tests {
             .unwrap();
         assert_eq!(v.claims_json, r#"{"azp":"a","sub":"s"}"#);
         assert_eq!(v.expires_at, 9);
+        // As the host: at most Claims::MAX_ASKED names.
+        let many = vec!["sub".to_owned(); crate::Claims::MAX_ASKED + 1];
+        assert_eq!(
+            host.verify_jwt_claims("t", &many).unwrap_err(),
+            "asks for 257 claims; at most 256"
+        );
+        assert!(host.verify_jwt_claims("t", &many[1..]).is_ok());
     }
 
     #[test]

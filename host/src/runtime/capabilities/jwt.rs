@@ -7,11 +7,6 @@ use std::time::Instant;
 use super::{Capabilities, VerifiedJwt};
 use crate::runtime::State;
 
-/// The most claim names a plugin may ask `verify-jwt` for. Far above what a rule set
-/// reads (the built-in plugins ask for four to ten), and low enough that picking them
-/// out of a token's claims stays a few microseconds of host time, whatever a plugin sends.
-pub const MAX_CLAIMS_ASKED: usize = 256;
-
 impl Capabilities {
     /// An access token, verified against the configured JWKS with strict rules; the
     /// claims handed back are those named in `wanted`, or all.
@@ -20,13 +15,8 @@ impl Capabilities {
         token: &str,
         wanted: Option<&[String]>,
     ) -> Result<VerifiedJwt, String> {
-        if let Some(names) = wanted
-            && names.len() > MAX_CLAIMS_ASKED
-        {
-            return Err(format!(
-                "asks for {} claims; at most {MAX_CLAIMS_ASKED}",
-                names.len()
-            ));
+        if let Some(names) = wanted {
+            nats_callout_sdk::Claims::check_asked(names)?;
         }
         match &self.jwks {
             Some(jwks) => jwks
@@ -66,7 +56,7 @@ mod tests {
     #[test]
     fn a_plugin_asks_for_a_bounded_number_of_claims() {
         let caps = Capabilities::new("p");
-        let names = vec!["sub".to_owned(); MAX_CLAIMS_ASKED + 1];
+        let names = vec!["sub".to_owned(); nats_callout_sdk::Claims::MAX_ASKED + 1];
         let verify = |names: &[String]| {
             futures::executor::block_on(caps.verify_jwt("t", Some(names))).unwrap_err()
         };
