@@ -88,12 +88,16 @@ impl<'a> Claims<'a> {
     /// A claim as template text: strings and numbers (as `serde_json` prints them);
     /// `None` for anything else.
     pub fn text(&self, name: &str) -> Option<String> {
+        // A raw value starts with its own first character: one parse, of the right kind.
         let raw = self.0.get(name)?.get();
-        match serde_json::from_str::<JsonStr<'_>>(raw) {
-            Ok(s) => Some(s.0.into_owned()),
-            Err(_) => serde_json::from_str::<serde_json::Number>(raw)
+        if raw.starts_with('"') {
+            serde_json::from_str::<JsonStr<'_>>(raw)
                 .ok()
-                .map(|n| n.to_string()),
+                .map(|s| s.0.into_owned())
+        } else {
+            serde_json::from_str::<serde_json::Number>(raw)
+                .ok()
+                .map(|n| n.to_string())
         }
     }
 }
@@ -133,11 +137,11 @@ mod tests {
     #[test]
     fn reads_what_a_value_map_would() {
         let json = r#"{"sub":"first","q":"a\"b","azp":7,"n":1e3,"f":1.5,"t":true,"z":null,"o":{"x":1},
-                       "l":["x"],"e\u0301":"é","sub":"last"}"#;
+                       "l":["x"],"e\u0301":"é","w": "spaced","m":  5,"sub":"last"}"#;
         let claims = Claims::parse(json).unwrap();
         let map: serde_json::Map<String, Value> = serde_json::from_str(json).unwrap();
         for name in [
-            "sub", "q", "azp", "n", "f", "t", "z", "o", "l", "e\u{301}", "missing",
+            "sub", "q", "azp", "n", "f", "t", "z", "o", "l", "e\u{301}", "w", "m", "missing",
         ] {
             let v = map.get(name);
             assert_eq!(
