@@ -72,6 +72,8 @@ pub struct Row {
 pub struct Round {
     pub p50: Duration,
     pub per_sec: f64,
+    /// CPU of the process answering the callout, µs per connect.
+    pub callout_us: f64,
 }
 
 impl Row {
@@ -84,6 +86,7 @@ impl Row {
         self.rounds.push(Round {
             p50: tally.latencies.percentile(50.0),
             per_sec: tally.admitted as f64 / tally.wall.as_secs_f64(),
+            callout_us: cpu.responder * 1e6 / tally.total().max(1) as f64,
         });
         self.tally.merge(tally);
         self.cpu.add(cpu);

@@ -387,8 +387,8 @@ impl Results {
                 "### 2. End-to-end connects on loopback\n\n\
                  Raw NATS client: TCP connect, INFO, `CONNECT`+`PING`, PONG, close. Per scenario \
                  {} connects one at a time and {} by {} concurrent clients (closed loop), in {} \
-                 interleaved rounds; latency from TCP connect to PONG. CPU: utime+stime from \
-                 /proc of nats-server, of the process answering the callout (null responder or \
+                 interleaved rounds; latency from TCP connect to PONG. CPU: user+system time, \
+                 from the kernel's CPU clock of each process (nanoseconds), of nats-server, of the process answering the callout (null responder or \
                  nats-callout, each its own process) and of the load generator, per connect. \
                  nats-callout runs without the decision cache except in the \"cache on\" scenario.\n",
                 opts.sequential, opts.concurrent, opts.concurrency, opts.rounds
@@ -1085,7 +1085,8 @@ fn wasm_vs_native(w: &mut String, rows: &[Row]) {
         w,
         "\nThe same service with the built-in plugins compiled natively (as part 1's native \
          side) against their WebAssembly builds, the scenarios run in the same rounds: what \
-         WebAssembly costs a connect. In brackets, as above, the range over single rounds:\n\n\
+         WebAssembly costs a connect. In brackets, as above, the range over single rounds \
+         (for the CPU, of the difference of the two rows' CPU per connect in each round):\n\n\
          | scenario | clients | p50 WASM / native | connects/s WASM / native | callout CPU µs WASM − native |\n|---|---:|---:|---:|---:|"
     );
     for (wasm, native) in pairs {
@@ -1097,9 +1098,10 @@ fn wasm_vs_native(w: &mut String, rows: &[Row]) {
             ..
         } = Versus::of(wasm, native);
         let cpu = wasm.cpu_us().1 - native.cpu_us().1;
+        let cpu_rounds = round_difference_range(wasm, native, |x| x.callout_us);
         let _ = writeln!(
             w,
-            "| {} | {} | {p50:.2}×{p50_rounds} | {tput:.2}×{tput_rounds} | {cpu:+.0} |",
+            "| {} | {} | {p50:.2}×{p50_rounds} | {tput:.2}×{tput_rounds} | {cpu:+.1}{cpu_rounds} |",
             wasm.scenario, wasm.concurrency,
         );
     }
@@ -1211,6 +1213,23 @@ fn round_range(row: &Row, null: &Row, f: impl Fn(&Round) -> f64) -> String {
     format!(" ({lo:.2}–{hi:.2}×)")
 }
 
+/// " (lo to hi)": the range of `f(row) - f(base)` over the rounds the two rows share,
+/// round by round; empty with fewer than two rounds.
+fn round_difference_range(row: &Row, base: &Row, f: impl Fn(&Round) -> f64) -> String {
+    let diffs: Vec<f64> = row
+        .rounds
+        .iter()
+        .zip(&base.rounds)
+        .map(|(a, b)| f(a) - f(b))
+        .collect();
+    if diffs.len() < 2 {
+        return String::new();
+    }
+    let lo = diffs.iter().copied().fold(f64::INFINITY, f64::min);
+    let hi = diffs.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+    format!(" ({lo:+.1} to {hi:+.1})")
+}
+
 /// Put `generated` between the markers of the file at `path` (created if missing), and
 /// keep everything outside them.
 pub fn splice_into(path: &Path, generated: &str) -> Result<()> {
@@ -1267,6 +1286,7 @@ mod tests {
             .map(|&ms| Round {
                 p50: Duration::from_millis(ms),
                 per_sec: 100.0,
+                callout_us: 200.0,
             })
             .collect();
         r
@@ -1386,7 +1406,7 @@ mod tests {
         let md = part2(rows, 1, Duration::ZERO);
         // 3 ms against 2 ms; 200 against 150 µs of callout CPU per connect.
         assert!(
-            md.contains("| nats-callout oauth2 RS256 | 1 | 1.50× | 1.00× | +50 |"),
+            md.contains("| nats-callout oauth2 RS256 | 1 | 1.50× | 1.00× | +50.0 |"),
             "{md}"
         );
         // The targets are checked on the WASM run only: once, at its 1.50×.
@@ -1397,6 +1417,30 @@ mod tests {
         assert_eq!(
             p50_checks,
             ["| 2. oauth2 p50 ≤ 1.1× null callout, sequential | 1.50× | **missed** |"],
+            "{md}"
+        );
+    }
+
+    #[test]
+    fn the_wasm_cost_of_a_connect_shows_its_range_over_rounds() {
+        let mut rows = null_runs_and_oauth2();
+        let mut native = with_rounds(
+            row("nats-callout oauth2 RS256, native plugin", "RS256 token", 2),
+            &[2, 2],
+        );
+        native.cpu.responder = 0.015;
+        rows.push(native);
+        let wasm = rows
+            .iter_mut()
+            .find(|r| r.scenario == "nats-callout oauth2 RS256");
+        let wasm = wasm.expect("the oauth2 row");
+        *wasm = with_rounds(wasm.clone(), &[3, 3]);
+        wasm.rounds[0].callout_us = 190.0;
+        wasm.rounds[1].callout_us = 235.5;
+        let md = part2(rows, 2, Duration::ZERO);
+        // Round by round: 190 − 200 and 235.5 − 200 µs.
+        assert!(
+            md.contains("| 1.00× (1.00–1.00×) | +50.0 (-10.0 to +35.5) |"),
             "{md}"
         );
     }
