@@ -211,8 +211,13 @@ pub const NATIVE_SUFFIX: &str = ", native plugin";
 /// with noauth, nkey, oauth2 RS256 and ES256 (cache off: every connect runs the plugin and
 /// verifies the token); oauth2 RS256 with the plugin compiled natively (what WebAssembly
 /// costs a connect); and oauth2 RS256 with the default cache (repeat connects with one
-/// token).
-pub async fn run(fx: &Fixture, t: &mut Targets, opts: Options) -> Result<Vec<Row>> {
+/// token). With `only` not empty, just the scenarios it names.
+pub async fn run(
+    fx: &Fixture,
+    t: &mut Targets,
+    opts: Options,
+    only: &[String],
+) -> Result<Vec<Row>> {
     let rs = Credential::Token(fx.token(Alg::Rs256).await?);
     let es = Credential::Token(fx.token(Alg::Es256).await?);
     let device = Credential::Nkey(fx.device.clone());
@@ -265,7 +270,8 @@ pub async fn run(fx: &Fixture, t: &mut Targets, opts: Options) -> Result<Vec<Row
         ),
     ];
     let mut scenarios: Vec<(String, &'static str, Kind, Arc<Client>)> = Vec::new();
-    for (label, kind, client_label, cred) in specs {
+    let wanted = |label: &str| only.is_empty() || only.iter().any(|o| o == label);
+    for (label, kind, client_label, cred) in specs.into_iter().filter(|s| wanted(s.0)) {
         let target = t.get(fx, kind)?;
         let client = Arc::new(Client::new(target.port(), cred.clone()));
         warm_up(target, &client, opts.warmup).await?;
@@ -306,6 +312,8 @@ pub async fn run(fx: &Fixture, t: &mut Targets, opts: Options) -> Result<Vec<Row
             }
         }
     }
+    // `--sequential 0` or `--concurrent 0` (a profile of one concurrency): no row.
+    rows.retain(|r| !r.rounds.is_empty());
     Ok(rows)
 }
 

@@ -53,6 +53,11 @@ struct Cli {
     /// Part 2: concurrent clients.
     #[arg(long, default_value_t = 32)]
     concurrency: usize,
+    /// Part 2: only this scenario, named as in the report (repeat for more). For
+    /// `scripts/wasm-profile connect`: each target then serves only these, so its CPU
+    /// divides by their connects.
+    #[arg(long)]
+    scenario: Vec<String>,
     /// Part 2 and 4: interleaved rounds.
     #[arg(long)]
     rounds: Option<usize>,
@@ -319,7 +324,7 @@ fn bench(cli: &Cli) -> Result<()> {
                 }
                 Part::Connect => {
                     eprintln!("[bench] part 2: end-to-end connects…");
-                    let rows = connect::run(&fx, &mut targets, conn_opts).await?;
+                    let rows = connect::run(&fx, &mut targets, conn_opts, &cli.scenario).await?;
                     results.connect = Some((rows, conn_opts));
                 }
                 Part::Storm => {
