@@ -131,9 +131,8 @@ enum ChildCommand {
 }
 
 /// Iteration counts of a full run. Chosen so that a full run takes about 3 minutes on
-/// 2 cores, every part-2 row's CPU total is seconds, a p99
-/// rests on at least 40 samples above it, and a storm that ends near the auth timeout
-/// is seen more than once.
+/// 2 cores, a p99 rests on at least 40 samples above it, and a storm that ends near the
+/// auth timeout is seen more than once.
 mod full {
     pub const BATCHES: usize = 41;
     pub const PER_BATCH: usize = 200;

@@ -387,9 +387,10 @@ impl Results {
                 "### 2. End-to-end connects on loopback\n\n\
                  Raw NATS client: TCP connect, INFO, `CONNECT`+`PING`, PONG, close. Per scenario \
                  {} connects one at a time and {} by {} concurrent clients (closed loop), in {} \
-                 interleaved rounds; latency from TCP connect to PONG. CPU: user+system time, \
-                 from the kernel's CPU clock of each process (nanoseconds), of nats-server, of the process answering the callout (null responder or \
-                 nats-callout, each its own process) and of the load generator, per connect. \
+                 interleaved rounds; latency from TCP connect to PONG. CPU: user+system time \
+                 from the kernel's CPU clock (nanoseconds) of nats-server, of the process \
+                 answering the callout (null responder or nats-callout, each its own \
+                 process) and of the load generator, per connect. \
                  nats-callout runs without the decision cache except in the \"cache on\" scenario.\n",
                 opts.sequential, opts.concurrent, opts.concurrency, opts.rounds
             );
@@ -1198,36 +1199,32 @@ impl Versus {
 /// " (lo–hi×)": the range of `f(row) / f(null)` over the rounds the two rows share,
 /// round by round; empty with fewer than two rounds.
 fn round_range(row: &Row, null: &Row, f: impl Fn(&Round) -> f64) -> String {
-    let ratios: Vec<f64> = row
-        .rounds
-        .iter()
-        .zip(&null.rounds)
-        .map(|(a, b)| f(a) / f(b))
-        .filter(|r| r.is_finite())
-        .collect();
-    if ratios.len() < 2 {
-        return String::new();
-    }
-    let lo = ratios.iter().copied().fold(f64::INFINITY, f64::min);
-    let hi = ratios.iter().copied().fold(f64::NEG_INFINITY, f64::max);
-    format!(" ({lo:.2}–{hi:.2}×)")
+    per_round(row, null, |a, b| f(a) / f(b))
+        .map_or_else(String::new, |(lo, hi)| format!(" ({lo:.2}–{hi:.2}×)"))
 }
 
 /// " (lo to hi)": the range of `f(row) - f(base)` over the rounds the two rows share,
 /// round by round; empty with fewer than two rounds.
 fn round_difference_range(row: &Row, base: &Row, f: impl Fn(&Round) -> f64) -> String {
-    let diffs: Vec<f64> = row
+    per_round(row, base, |a, b| f(a) - f(b))
+        .map_or_else(String::new, |(lo, hi)| format!(" ({lo:+.1} to {hi:+.1})"))
+}
+
+/// The lowest and highest finite `compare(round of row, round of base)` over the rounds
+/// the two rows share; `None` with fewer than two.
+fn per_round(row: &Row, base: &Row, compare: impl Fn(&Round, &Round) -> f64) -> Option<(f64, f64)> {
+    let values: Vec<f64> = row
         .rounds
         .iter()
         .zip(&base.rounds)
-        .map(|(a, b)| f(a) - f(b))
+        .map(|(a, b)| compare(a, b))
+        .filter(|v| v.is_finite())
         .collect();
-    if diffs.len() < 2 {
-        return String::new();
-    }
-    let lo = diffs.iter().copied().fold(f64::INFINITY, f64::min);
-    let hi = diffs.iter().copied().fold(f64::NEG_INFINITY, f64::max);
-    format!(" ({lo:+.1} to {hi:+.1})")
+    (values.len() >= 2).then(|| {
+        let lo = values.iter().copied().fold(f64::INFINITY, f64::min);
+        let hi = values.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+        (lo, hi)
+    })
 }
 
 /// Put `generated` between the markers of the file at `path` (created if missing), and
