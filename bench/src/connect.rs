@@ -270,6 +270,7 @@ pub async fn run(
         ),
     ];
     let mut scenarios: Vec<(String, &'static str, Kind, Arc<Client>)> = Vec::new();
+    check_named(only, &specs.iter().map(|s| s.0).collect::<Vec<_>>())?;
     let wanted = |label: &str| only.is_empty() || only.iter().any(|o| o == label);
     for (label, kind, client_label, cred) in specs.into_iter().filter(|s| wanted(s.0)) {
         let target = t.get(fx, kind)?;
@@ -315,6 +316,23 @@ pub async fn run(
     // `--sequential 0` or `--concurrent 0` (a profile of one concurrency): no row.
     rows.retain(|r| !r.rounds.is_empty());
     Ok(rows)
+}
+
+/// Fails on a name in `only` that no scenario has, with the names there are.
+fn check_named(only: &[String], names: &[&str]) -> Result<()> {
+    let Some(unknown) = only.iter().find(|o| !names.contains(&o.as_str())) else {
+        return Ok(());
+    };
+    let mut known: Vec<String> = Vec::new();
+    for name in names.iter().map(|n| format!("{n:?}")) {
+        if !known.contains(&name) {
+            known.push(name);
+        }
+    }
+    bail!(
+        "no part-2 scenario is named {unknown:?}; the scenarios are {}",
+        known.join(", ")
+    )
 }
 
 /// How many connects [`rounds`] makes per scenario.
@@ -492,4 +510,21 @@ pub async fn cache_effect(
         }
     }
     Ok(rows)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_scenario_that_does_not_exist_is_an_error_naming_those_that_do() {
+        let names = ["null callout", "nats-callout nkey", "null callout", "a, b"];
+        assert!(check_named(&[], &names).is_ok());
+        assert!(check_named(&["a, b".into(), "null callout".into()], &names).is_ok());
+        let err = check_named(&["nkey".into()], &names).expect_err("no such scenario");
+        assert_eq!(
+            err.to_string(),
+            r#"no part-2 scenario is named "nkey"; the scenarios are "null callout", "nats-callout nkey", "a, b""#
+        );
+    }
 }
