@@ -115,6 +115,52 @@ fn connect_part_runs_every_scenario() -> Result<()> {
     Ok(())
 }
 
+/// `--scenario`, as `scripts/wasm-profile` profiles one scenario per service: only the
+/// named scenarios run, and `--concurrent 0` leaves no concurrent row (none with no
+/// connects). The WASM − native table compares the two at one client.
+#[test]
+fn connect_part_runs_only_the_named_scenarios() -> Result<()> {
+    let stdout = bench(&[
+        "--quick",
+        "--only",
+        "connect",
+        "--concurrent",
+        "0",
+        "--scenario",
+        "nats-callout oauth2 RS256",
+        "--scenario",
+        "nats-callout oauth2 RS256, native plugin",
+    ])?;
+    let rows: Vec<&str> = stdout
+        .lines()
+        .filter(|l| l.split('|').count() == 12)
+        .skip(1) // the header
+        .filter(|l| !l.starts_with("|---"))
+        .collect();
+    assert_eq!(
+        rows.iter()
+            .map(|r| cells(r)[1..4].to_vec())
+            .collect::<Vec<_>>(),
+        [
+            ["nats-callout oauth2 RS256", "RS256 token", "1"],
+            [
+                "nats-callout oauth2 RS256, native plugin",
+                "RS256 token",
+                "1"
+            ],
+        ],
+        "{stdout}"
+    );
+    assert!(rows.iter().all(|r| r.ends_with("| 0 |")), "{stdout}");
+    let versus = line(&stdout, "| nats-callout oauth2 RS256 | 1 | ");
+    assert!(!versus.contains("NaN"), "{versus}");
+    assert!(
+        !stdout.contains("| nats-callout oauth2 RS256 | 32 | "),
+        "{stdout}"
+    );
+    Ok(())
+}
+
 /// Part 5 in quick mode: introspection with and without the plugin cache beside oauth2,
 /// and the registry storm; everyone admitted, and the counts of outside calls as they
 /// must be (one introspection per connect without the cache, none from a warm one; one
